@@ -1,0 +1,55 @@
+"""Shared fixtures.
+
+``frames_impl`` / ``fanout_impl`` parametrize a test over the compiled module
+and its pure-Python twin (ids ``cython`` and ``python``). The compiled id is
+skipped only when the extension was not built *and* the run does not require
+it: under ``CI=true`` or ``RTCORE_REQUIRE_EXTENSIONS=1`` a missing compiled
+module is a failure (see ``test_canary.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "yes", "true", "on"}
+
+
+IN_CI = _truthy("CI")
+NO_EXTENSIONS = _truthy("RTCORE_NO_EXTENSIONS")
+REQUIRE_EXTENSIONS = (IN_CI or _truthy("RTCORE_REQUIRE_EXTENSIONS")) and not NO_EXTENSIONS
+
+
+def _load_twins(stem: str) -> list[pytest.param]:
+    params = []
+    try:
+        compiled: ModuleType | None = importlib.import_module(f"rtcore._{stem}")
+    except ImportError:
+        compiled = None
+    if compiled is not None:
+        params.append(pytest.param(compiled, id="cython"))
+    elif REQUIRE_EXTENSIONS:
+        params.append(
+            pytest.param(
+                None, id="cython", marks=pytest.mark.xfail(strict=True, reason="not built")
+            )
+        )
+    else:
+        params.append(
+            pytest.param(None, id="cython", marks=pytest.mark.skip(reason=f"rtcore._{stem} not built"))
+        )
+    params.append(pytest.param(importlib.import_module(f"rtcore._{stem}_py"), id="python"))
+    return params
+
+
+@pytest.fixture(params=_load_twins("frames"))
+def frames_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """The ``_frames`` compiled module or its twin ``_frames_py``."""
+    if request.param is None:
+        pytest.fail("rtcore._frames is required but was not built")
+    return request.param
