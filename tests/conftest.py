@@ -50,3 +50,29 @@ def frames_impl(request: pytest.FixtureRequest) -> ModuleType:
     if request.param is None:
         pytest.fail("rtcore._frames is required but was not built")
     return request.param
+
+
+@pytest.fixture(params=_load_twins("fanout"))
+def fanout_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """The ``_fanout`` compiled module or its twin ``_fanout_py``."""
+    if request.param is None:
+        pytest.fail("rtcore._fanout is required but was not built")
+    return request.param
+
+
+def _compiled_built() -> bool:
+    try:
+        importlib.import_module("rtcore._frames")
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["cython", "python"])
+def server_impl(request: pytest.FixtureRequest) -> str:
+    """Run a subprocess server on the compiled modules or on the pure-Python twins."""
+    if request.param == "cython" and not _compiled_built():
+        if REQUIRE_EXTENSIONS:
+            pytest.fail("compiled modules are required but were not built")
+        pytest.skip("compiled modules not built")
+    return str(request.param)

@@ -154,6 +154,9 @@ def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False)
         raise ValueError("opcode out of range")
     if length < 0:
         raise ValueError("negative length")
+    if length > 0x7FFFFFFFFFFFFFFF:
+        # RFC 6455 section 5.2: the most significant bit of the 64-bit length must be 0.
+        raise ValueError("length does not fit in 63 bits")
     b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
     if length < 126:
         return bytes((b0, length))

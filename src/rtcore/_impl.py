@@ -7,10 +7,12 @@ importable. ``RTCORE_REQUIRE_EXTENSIONS`` makes a missing compiled module an
 import error instead of a silent fallback (used by CI and the canary test).
 """
 
+import importlib
 import os
+from types import ModuleType
 
 
-__all__ = ["NO_EXTENSIONS", "REQUIRE_EXTENSIONS"]
+__all__ = ["NO_EXTENSIONS", "REQUIRE_EXTENSIONS", "select"]
 
 
 def _flag(name: str) -> bool:
@@ -19,3 +21,17 @@ def _flag(name: str) -> bool:
 
 NO_EXTENSIONS: bool = _flag("RTCORE_NO_EXTENSIONS")
 REQUIRE_EXTENSIONS: bool = _flag("RTCORE_REQUIRE_EXTENSIONS") and not NO_EXTENSIONS
+
+
+def select(stem: str) -> tuple[ModuleType, str]:
+    """Import ``rtcore._<stem>`` (compiled) or its twin ``rtcore._<stem>_py``.
+
+    Returns the module and ``"cython"`` or ``"python"``.
+    """
+    if not NO_EXTENSIONS:
+        try:
+            return importlib.import_module(f"rtcore._{stem}"), "cython"
+        except ImportError:
+            if REQUIRE_EXTENSIONS:
+                raise
+    return importlib.import_module(f"rtcore._{stem}_py"), "python"

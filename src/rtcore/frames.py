@@ -50,22 +50,5 @@ if TYPE_CHECKING:
 
     IMPLEMENTATION: str
 else:
-    _mod = None
-    if not _impl.NO_EXTENSIONS:
-        try:
-            from . import _frames as _mod
-        except ImportError:
-            if _impl.REQUIRE_EXTENSIONS:
-                raise
-            _mod = None
-    if _mod is None:
-        from . import _frames_py as _mod
-
-        IMPLEMENTATION = "python"
-    else:
-        IMPLEMENTATION = "cython"
-
-    for _name in __all__:
-        if _name != "IMPLEMENTATION":
-            globals()[_name] = getattr(_mod, _name)
-    del _name
+    _mod, IMPLEMENTATION = _impl.select("frames")
+    globals().update({name: getattr(_mod, name) for name in __all__ if name != "IMPLEMENTATION"})

@@ -9,7 +9,7 @@ to the frame parser's own buffer (no copy on the compiled path).
 
 Nothing here creates a task, future or timer per connection on the hot path:
 handshake and close timeouts are swept by one periodic task per server
-(:class:`_Deadlines`), WebSocket messages are dispatched synchronously, and
+(:class:`rtcore.timers.TimerWheel`), WebSocket messages are dispatched synchronously, and
 writes go straight to the transport.
 
 Runs on uvloop (the default, see :func:`new_event_loop`) and on the stdlib loop.
@@ -31,6 +31,7 @@ from .deflate import DeflateOptions
 from .errors import HttpError
 from .frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, OP_BINARY, OP_TEXT
 from .handshake import accept_websocket
+from .timers import TimerWheel
 from .http import HttpParser, Request, error_response, render_response
 from .wsconn import OPEN, WebSocketConnection
 
@@ -229,7 +230,7 @@ class WebSocket:
             return
         self.conn.close(code, reason)
         self._proto.flush_ws()
-        self._proto.server._deadlines.add(self._proto, self._proto.server.options.close_timeout)
+        self._proto.server._deadlines.schedule_in(self._proto, self._proto.server.options.close_timeout)
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""
@@ -341,65 +342,6 @@ class HttpResponseWriter:
 # -- timers -------------------------------------------------------------------
 
 
-class _Deadlines:
-    """Connection deadlines swept by one periodic task.
-
-    ``add(conn, timeout)`` arms (or re-arms) a deadline; ``discard(conn)``
-    disarms it. The sweep runs every ``tick`` seconds and calls
-    ``conn.on_deadline()`` for every expired entry, so the cost is O(expired)
-    per tick plus O(1) per add/discard, with no handle per connection.
-    """
-
-    def __init__(self, tick: float = 0.5) -> None:
-        self.tick = tick
-        # Buckets keyed by the tick in which they expire.
-        self._buckets: dict[int, set[_Connection]] = {}
-        self._where: dict[_Connection, int] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    def add(self, conn: _Connection, timeout: float) -> None:
-        self.discard(conn)
-        slot = int((time.monotonic() + timeout) / self.tick) + 1
-        self._buckets.setdefault(slot, set()).add(conn)
-        self._where[conn] = slot
-
-    def discard(self, conn: _Connection) -> None:
-        slot = self._where.pop(conn, None)
-        if slot is not None:
-            bucket = self._buckets.get(slot)
-            if bucket is not None:
-                bucket.discard(conn)
-                if not bucket:
-                    del self._buckets[slot]
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def sweep(self, now: float | None = None) -> None:
-        current = int((time.monotonic() if now is None else now) / self.tick)
-        for slot in [s for s in self._buckets if s <= current]:
-            for conn in self._buckets.pop(slot):
-                self._where.pop(conn, None)
-                try:
-                    conn.on_deadline()
-                except Exception:  # noqa: BLE001
-                    logger.exception("deadline handler failed")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            self.sweep()
-
-
 # -- the protocol ---------------------------------------------------------------
 
 
@@ -438,8 +380,8 @@ class _Connection(asyncio.BufferedProtocol):
     # -- asyncio callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass.
+        self.transport = transport  # type: ignore[assignment]
         self.peername = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -450,7 +392,7 @@ class _Connection(asyncio.BufferedProtocol):
         opts = self.server.options
         transport.set_write_buffer_limits(high=opts.write_high_water, low=opts.write_low_water)
         self.server._connections.add(self)
-        self.server._deadlines.add(self, opts.handshake_timeout)
+        self.server._deadlines.schedule_in(self, opts.handshake_timeout)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         wsconn = self._wsconn
@@ -472,7 +414,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.lost = True
         server = self.server
         server._connections.discard(self)
-        server._deadlines.discard(self)
+        server._deadlines.cancel(self)
         if self._wsconn is not None:
             self._wsconn.receive_eof()
             self._notify_closed()
@@ -490,7 +432,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- timers --------------------------------------------------------------
 
-    def on_deadline(self) -> None:
+    def on_timer(self, now: float) -> None:
         """A handshake, keep-alive or close timeout expired: drop the connection."""
         if self.transport is None:
             return
@@ -514,7 +456,7 @@ class _Connection(asyncio.BufferedProtocol):
         if out:
             self.transport.writelines(out) if len(out) > 1 else self.transport.write(out[0])
         if wsconn.should_close_transport:
-            self.server._deadlines.discard(self)
+            self.server._deadlines.cancel(self)
             self._notify_closed()
             if self.transport is not None:
                 self.transport.close()
@@ -577,7 +519,7 @@ class _Connection(asyncio.BufferedProtocol):
         except HttpError as exc:
             self._send_error(exc)
             return
-        self.server._deadlines.discard(self)
+        self.server._deadlines.cancel(self)
         self._http = None
         wsconn = WebSocketConnection(
             is_server=True, max_message_size=route.max_message_size, deflate=accepted.deflate
@@ -611,7 +553,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self._idle:
             # First bytes of the next request: it gets the handshake timeout.
             self._idle = False
-            self.server._deadlines.add(self, self.server.options.handshake_timeout)
+            self.server._deadlines.schedule_in(self, self.server.options.handshake_timeout)
         try:
             requests = parser.feed_data(data)
         except HttpError as exc:
@@ -633,7 +575,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._upgrade(request, trailing)
                 return
             self._busy = True
-            self.server._deadlines.discard(self)
+            self.server._deadlines.cancel(self)
             writer = HttpResponseWriter(self, request)
             self._writer = writer
             try:
@@ -693,7 +635,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self.transport.close()
             return
         self._idle = True
-        self.server._deadlines.add(self, self.server.options.keepalive_timeout)
+        self.server._deadlines.schedule_in(self, self.server.options.keepalive_timeout)
 
     def _send_error(self, exc: HttpError) -> None:
         self.closing = True
@@ -712,7 +654,7 @@ class Server:
         self.app = app
         self.options = options or ServerOptions()
         self._connections: set[_Connection] = set()
-        self._deadlines = _Deadlines()
+        self._deadlines = TimerWheel(tick=0.5)
         self._servers: list[asyncio.base_events.Server] = []
 
     @property

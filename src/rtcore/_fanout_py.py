@@ -1,0 +1,318 @@
+"""Fan-out and per-connection write queues: the pure-Python twin of ``rtcore._fanout``.
+
+The delivery path of a publication is::
+
+    hub: encode once per codec  ->  broadcast(subscribers, payloads, ...)
+         -> Writer.enqueue(payload) for every subscriber (no await, no encode)
+         -> one Flusher callback per event-loop tick
+         -> Writer.flush(): everything queued for a connection goes out as
+            as few transport frames as the batch limits allow (one write each)
+
+Contract shared with the compiled module:
+
+* :class:`Writer` is a bounded queue of *delimited* protocol messages
+  (``bytes`` that can be concatenated into one transport frame: JSON lines or
+  varint-prefixed Protobuf). ``enqueue`` never writes; the writer registers
+  itself with its :class:`Flusher` once per tick. ``flush`` hands batches of
+  at most ``max_batch`` messages / ``max_frame_size`` bytes to the sink's
+  ``write_batch``. A writer whose queue (plus the transport's own buffer,
+  checked at flush time) exceeds ``max_queue_size`` becomes *slow*: it drops
+  its queue, stops accepting messages and calls ``sink.on_slow()`` once, so
+  the session can disconnect the client with code 3008.
+* :class:`Subscriber` is one session's subscription to one channel as the
+  hub's index stores it: its writer, codec index, and recovery/positioning
+  state.
+* :func:`broadcast` delivers one publication to many subscribers with the
+  positioning rules of the protocol (PROTOCOL.md §4.4) and returns the
+  subscribers that need an action (insufficient state, inappropriate
+  protocol), or ``None`` when there are none (the common case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+
+__all__ = [
+    "ACTION_INSUFFICIENT_STATE",
+    "ACTION_INAPPROPRIATE_PROTOCOL",
+    "Sink",
+    "Writer",
+    "Flusher",
+    "Subscriber",
+    "broadcast",
+]
+
+# Actions returned by broadcast() for a subscriber.
+ACTION_INSUFFICIENT_STATE = 1  # position gap or epoch change: unsubscribe 2500 / disconnect 3010
+ACTION_INAPPROPRIATE_PROTOCOL = 2  # payload cannot be encoded for its codec: disconnect 3506
+
+
+class Sink(Protocol):
+    """Where a writer's batches go (one per transport kind)."""
+
+    def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
+        """Write ``payloads`` (total ``nbytes``) as one transport frame."""
+
+    def buffer_size(self) -> int:
+        """Bytes the transport has accepted but not yet sent."""
+
+    def on_slow(self) -> None:
+        """The writer overflowed: disconnect the client (3008)."""
+
+
+class Flusher:
+    """Flushes every writer that got messages, once per event-loop tick."""
+
+    __slots__ = ("_loop", "_dirty", "_scheduled", "flushes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self._dirty: list[Writer] = []
+        self._scheduled = False
+        # Number of flush rounds run (observability, tests).
+        self.flushes = 0
+
+    def add(self, writer: Writer) -> None:
+        self._dirty.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Flush every pending writer now (also called by the loop callback)."""
+        self._scheduled = False
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        self.flushes += 1
+        for writer in dirty:
+            writer.flush()
+
+    @property
+    def pending(self) -> int:
+        return len(self._dirty)
+
+
+class Writer:
+    """A connection's bounded outbound queue with per-tick coalescing.
+
+    Args:
+        sink: the transport side (see :class:`Sink`).
+        flusher: the loop-wide :class:`Flusher`.
+        max_queue_size: bytes queued here plus bytes buffered in the
+            transport above which the client is "slow" (0: no limit).
+        max_batch: most messages joined into one transport frame.
+        max_frame_size: most bytes joined into one transport frame (a single
+            larger message still goes out alone).
+    """
+
+    __slots__ = (
+        "sink",
+        "flusher",
+        "max_queue_size",
+        "max_batch",
+        "max_frame_size",
+        "_queue",
+        "_queued_bytes",
+        "_scheduled",
+        "closed",
+        "slow",
+        "messages_sent",
+        "frames_sent",
+    )
+
+    def __init__(
+        self,
+        sink: Sink,
+        flusher: Flusher,
+        *,
+        max_queue_size: int = 1 << 20,
+        max_batch: int = 128,
+        max_frame_size: int = 64 * 1024,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if max_frame_size < 1:
+            raise ValueError("max_frame_size must be >= 1")
+        self.sink = sink
+        self.flusher = flusher
+        self.max_queue_size = max_queue_size
+        self.max_batch = max_batch
+        self.max_frame_size = max_frame_size
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._scheduled = False
+        # No more messages are accepted once closed (or slow).
+        self.closed = False
+        self.slow = False
+        # Counters: messages handed to the sink and frames written.
+        self.messages_sent = 0
+        self.frames_sent = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def queued_messages(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, payload: bytes) -> bool:
+        """Queue one delimited message; False if the writer is closed or slow."""
+        if self.closed:
+            return False
+        self._queue.append(payload)
+        self._queued_bytes += len(payload)
+        if self.max_queue_size and self._queued_bytes > self.max_queue_size:
+            self._overflow()
+            return False
+        if not self._scheduled:
+            self._scheduled = True
+            self.flusher.add(self)
+        return True
+
+    def _overflow(self) -> None:
+        self.slow = True
+        self.closed = True
+        self._queue = []
+        self._queued_bytes = 0
+        if not self._scheduled:
+            self._scheduled = True
+            self.flusher.add(self)
+
+    def flush(self) -> None:
+        """Write everything queued, in order, as few frames as the limits allow."""
+        self._scheduled = False
+        if self.slow:
+            if self.sink is not None:
+                sink = self.sink
+                self.sink = None  # type: ignore[assignment]
+                sink.on_slow()
+            return
+        queue = self._queue
+        if not queue:
+            return
+        self._queue = []
+        self._queued_bytes = 0
+        sink = self.sink
+        n = len(queue)
+        max_batch = self.max_batch
+        max_frame = self.max_frame_size
+        start = 0
+        while start < n:
+            size = len(queue[start])
+            end = start + 1
+            while end < n and end - start < max_batch:
+                nxt = len(queue[end])
+                if size + nxt > max_frame:
+                    break
+                size += nxt
+                end += 1
+            sink.write_batch(queue[start:end] if (start or end != n) else queue, size)
+            self.frames_sent += 1
+            start = end
+        self.messages_sent += n
+        if self.max_queue_size and sink.buffer_size() > self.max_queue_size:
+            self._overflow()
+
+    def close(self) -> None:
+        """Stop accepting messages and drop what is queued (the connection is gone)."""
+        self.closed = True
+        self._queue = []
+        self._queued_bytes = 0
+
+
+class Subscriber:
+    """One session's subscription to one channel, as stored in the hub's index."""
+
+    __slots__ = (
+        "writer",
+        "codec",
+        "session",
+        "channel",
+        "positioned",
+        "offset",
+        "epoch",
+        "buffer",
+        "join_leave",
+    )
+
+    def __init__(self, writer: Writer, codec: int, session: Any, channel: str) -> None:
+        # Where this subscriber's messages are queued.
+        self.writer = writer
+        # Index into the per-codec payload list (0 JSON, 1 Protobuf).
+        self.codec = codec
+        # The owning session (for actions) and the channel name.
+        self.session = session
+        self.channel = channel
+        # Positioning: the last delivered offset and the stream epoch.
+        self.positioned = False
+        self.offset = 0
+        self.epoch = ""
+        # While the subscribe command recovers history, live publications are
+        # held here (a list of (publication, position-offset, epoch)); None otherwise.
+        self.buffer: list[Any] | None = None
+        # Receives join/leave pushes.
+        self.join_leave = False
+
+
+def broadcast(
+    subscribers: Iterable[Subscriber],
+    payloads: Sequence[bytes | None],
+    offset: int,
+    epoch: str,
+    pub: Any,
+) -> list[tuple[Subscriber, int]] | None:
+    """Queue one publication for every subscriber.
+
+    Args:
+        subscribers: the channel's subscribers.
+        payloads: the publication encoded once per codec, indexed by
+            ``Subscriber.codec``; ``None`` where it cannot be encoded for that
+            codec (its subscribers get ``ACTION_INAPPROPRIATE_PROTOCOL``).
+        offset, epoch: the publication's stream position (offset 0: the
+            channel keeps no history and positioning does not apply).
+        pub: the publication object, kept in the buffer of subscribers that
+            are in the middle of subscribing.
+
+    Returns:
+        ``(subscriber, action)`` pairs for subscribers needing an action, or None.
+    """
+    actions: list[tuple[Subscriber, int]] | None = None
+    for sub in subscribers:
+        if sub.buffer is not None:
+            sub.buffer.append((pub, offset, epoch))
+            continue
+        if sub.positioned and offset > 0:
+            if epoch != sub.epoch:
+                if sub.epoch:
+                    if actions is None:
+                        actions = []
+                    actions.append((sub, ACTION_INSUFFICIENT_STATE))
+                    continue
+                # The stream did not exist when the client subscribed: adopt it.
+                sub.epoch = epoch
+            last = sub.offset
+            if offset > last + 1:
+                if actions is None:
+                    actions = []
+                actions.append((sub, ACTION_INSUFFICIENT_STATE))
+                continue
+            if offset <= last:
+                continue  # a stale duplicate
+            sub.offset = offset
+        payload = payloads[sub.codec]
+        if payload is None:
+            if actions is None:
+                actions = []
+            actions.append((sub, ACTION_INAPPROPRIATE_PROTOCOL))
+            continue
+        sub.writer.enqueue(payload)
+    return actions

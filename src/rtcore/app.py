@@ -1,0 +1,141 @@
+"""The HTTP application of an rtcore server: routes of one port.
+
+* ``/connection/websocket``: the Centrifuge protocol over WebSocket (JSON, or
+  Protobuf with the ``centrifuge-protobuf`` subprotocol / ``format=protobuf``).
+* ``/health``: liveness (200 ``{}``).
+* ``/api`` and ``/api/<method>``: the server API (see ``rtcore.api``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .deflate import DeflateOptions
+from .http import Request
+from .protocol import get_codec
+from .server import HttpResponseWriter, Server, ServerOptions, WebSocketRoute
+from .ws_transport import ProtocolWebSocketHandler
+
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+__all__ = ["NodeApp", "serve_node", "origin_checker"]
+
+logger = logging.getLogger("rtcore.app")
+
+PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
+JSON_SUBPROTOCOL = "centrifuge-json"
+
+
+def origin_checker(allowed: list[str]) -> Callable[[str | None], bool]:
+    """Centrifugo's rule: no Origin header is accepted; otherwise it must match a pattern."""
+    patterns = [p.lower() for p in allowed]
+
+    def check(origin: str | None) -> bool:
+        if origin is None:
+            return True
+        o = origin.lower()
+        return any(p == "*" or fnmatch.fnmatchcase(o, p) for p in patterns)
+
+    return check
+
+
+HttpHandler = Callable[[Request, HttpResponseWriter], Awaitable[None] | None]
+
+
+class NodeApp:
+    """Routes HTTP and WebSocket requests of one port to a node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        cfg = node.config
+        ws_cfg = cfg.websocket
+        deflate = (
+            DeflateOptions(compress_threshold=ws_cfg.compression_min_size) if ws_cfg.compression else None
+        )
+        self._check_origin = origin_checker(cfg.client.allowed_origins)
+        self._json = get_codec("json")
+        self._protobuf = get_codec("protobuf")
+        self.ws_route_json = self._route(deflate, self._json)
+        self.ws_route_protobuf = self._route(deflate, self._protobuf)
+        # Extra HTTP routes (path -> handler) mounted by other components.
+        self.http_routes: dict[str, HttpHandler] = {"/health": self._health}
+        self.http_prefixes: list[tuple[str, HttpHandler]] = []
+
+    def _route(self, deflate: DeflateOptions | None, codec: Any) -> WebSocketRoute:
+        node = self.node
+        return WebSocketRoute(
+            handler_factory=lambda ws: ProtocolWebSocketHandler(ws, node, codec),
+            subprotocols=(PROTOBUF_SUBPROTOCOL, JSON_SUBPROTOCOL),
+            check_origin=self._check_origin,
+            deflate=deflate,
+            max_message_size=node.config.websocket.message_size_limit,
+        )
+
+    def mount(self, path: str, handler: HttpHandler, *, prefix: bool = False) -> None:
+        if prefix:
+            self.http_prefixes.append((path, handler))
+        else:
+            self.http_routes[path] = handler
+
+    def route_websocket(self, request: Request) -> WebSocketRoute | None:
+        if request.path != "/connection/websocket" or not self.node.config.websocket.enabled:
+            return None
+        offered = [p.strip() for p in request.header_values("sec-websocket-protocol", split=True)]
+        params = request.query_params()
+        wants_protobuf = PROTOBUF_SUBPROTOCOL in offered or "protobuf" in (
+            params.get("format", []) + params.get("cf_protocol", [])
+        )
+        return self.ws_route_protobuf if wants_protobuf else self.ws_route_json
+
+    def handle_http(self, request: Request, response: HttpResponseWriter) -> Awaitable[None] | None:
+        handler = self.http_routes.get(request.path)
+        if handler is None:
+            for prefix, h in self.http_prefixes:
+                if request.path.startswith(prefix):
+                    handler = h
+                    break
+        if handler is None:
+            response.send(404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n")
+            return None
+        return handler(request, response)
+
+    def _health(self, request: Request, response: HttpResponseWriter) -> None:
+        response.send(200, [("Content-Type", "application/json")], b"{}")
+
+
+def _ssl_context(node: Node) -> ssl.SSLContext | None:
+    http = node.config.http
+    if not http.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(http.tls_cert, http.tls_key)
+    return ctx
+
+
+async def serve_node(node: Node, host: str | None = None, port: int | None = None, **kwargs: Any) -> Server:
+    """Serve ``node`` on ``host:port`` (defaults from the config); returns the server."""
+    cfg = node.config
+    app = kwargs.pop("app", None) or NodeApp(node)
+    options = ServerOptions(
+        handshake_timeout=cfg.websocket.handshake_timeout,
+        close_timeout=cfg.websocket.close_timeout,
+        max_body_size=cfg.http.max_body_size,
+    )
+    server = Server(app, options)
+    await server.listen(
+        host if host is not None else cfg.http.address,
+        port if port is not None else cfg.http.port,
+        ssl=_ssl_context(node),
+        **kwargs,
+    )
+    return server
+
+
+

@@ -1,0 +1,66 @@
+"""JWT authentication for connections and subscriptions (Centrifugo semantics).
+
+Public surface:
+
+* :class:`TokenConfig`: the ``client.token`` / ``client.subscription_token``
+  settings, validated on construction.
+* :class:`TokenVerifier`: ``verify_connect`` / ``verify_subscribe``.
+* :class:`ConnectTokenClaims`, :class:`SubscribeTokenClaims` and their parts.
+* The failures :class:`TokenExpired`, :class:`InvalidToken`,
+  :class:`TokenMismatch`, :class:`TokenUnavailable` (all :class:`TokenError`),
+  each mapping to a protocol reply or disconnect via
+  :meth:`TokenError.outcome`.
+* :func:`make_connect_token`, :func:`make_subscribe_token` for tools and tests.
+
+See ``docs/auth.md``.
+"""
+
+from .claims import (
+    ConnectTokenClaims,
+    SubscribeOverride,
+    SubscribeTokenClaims,
+    TokenSubscription,
+)
+from .config import TokenConfig
+from .errors import (
+    DISCONNECT_EXPIRED,
+    DISCONNECT_INVALID_TOKEN,
+    ERROR_INTERNAL,
+    ERROR_PERMISSION_DENIED,
+    ERROR_TOKEN_EXPIRED,
+    InvalidToken,
+    TokenError,
+    TokenExpired,
+    TokenMismatch,
+    TokenOp,
+    TokenOutcome,
+    TokenUnavailable,
+)
+from .jws import SUPPORTED_ALGORITHMS
+from .mint import make_connect_token, make_subscribe_token
+from .verifier import TokenVerifier
+
+
+__all__ = [
+    "TokenConfig",
+    "TokenVerifier",
+    "ConnectTokenClaims",
+    "SubscribeTokenClaims",
+    "TokenSubscription",
+    "SubscribeOverride",
+    "TokenError",
+    "TokenExpired",
+    "InvalidToken",
+    "TokenMismatch",
+    "TokenUnavailable",
+    "TokenOp",
+    "TokenOutcome",
+    "ERROR_INTERNAL",
+    "ERROR_PERMISSION_DENIED",
+    "ERROR_TOKEN_EXPIRED",
+    "DISCONNECT_EXPIRED",
+    "DISCONNECT_INVALID_TOKEN",
+    "SUPPORTED_ALGORITHMS",
+    "make_connect_token",
+    "make_subscribe_token",
+]

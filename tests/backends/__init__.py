@@ -1,0 +1,1 @@
+"""Conformance suites for the engine seams and the backends that run them."""
