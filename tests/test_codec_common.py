@@ -58,7 +58,8 @@ DOC_FIELDS = {
     "ConnectResult": "client=1 version=2 expires=3 ttl=4 data=5 subs=6 ping=7 pong=8 session=9 "
     "node=10 time=11 flag=12 dict=13",
     "SubscribeRequest": "channel=1 token=2 recover=3 epoch=6 offset=7 data=8 positioned=9 "
-    "recoverable=10 join_leave=11 delta=12 tf=13 flag=14 type=15 phase=16 cursor=17 limit=18 asc=19",
+    "recoverable=10 join_leave=11 delta=12 tf=13 flag=14 type=15 phase=16 cursor=17 limit=18 "
+    "asc=19",
     "SubscribeResult": "expires=1 ttl=2 recoverable=3 epoch=6 publications=7 recovered=8 offset=9 "
     "positioned=10 data=11 was_recovering=12 delta=13 id=14 type=15 phase=16 cursor=17 state=18 "
     "publish_debounce=19",
@@ -207,7 +208,14 @@ def test_model_field_names_and_order(cls: type) -> None:
         # map / shared-poll fields (key, removed, score, epoch, version) and the
         # broker-internal prev_data are not sent by rtcore.
         assert set(names) < set(proto)
-        assert set(proto) - set(names) == {"key", "removed", "score", "epoch", "prev_data", "version"}
+        assert set(proto) - set(names) == {
+            "key",
+            "removed",
+            "score",
+            "epoch",
+            "prev_data",
+            "version",
+        }
     else:
         assert set(names) == set(proto)
     if cls not in (Publication, ClientInfo, StreamPosition, PresenceStats):
@@ -486,7 +494,9 @@ def test_frame_is_concatenation_of_encodings(codec: Any) -> None:
     if codec is P.JSON:
         decoded = decode_json_frame(frame)
         assert [d.get("id") for d in decoded] == [1, None, None, None, 2, None, None]
-        assert decoded[2] == {"push": {"channel": "chat", "join": {"info": {"user": "u", "client": "c"}}}}
+        assert decoded[2] == {
+            "push": {"channel": "chat", "join": {"info": {"user": "u", "client": "c"}}}
+        }
         assert decoded[3] == {}
     else:
         decoded = [pb.Reply.FromString(b) for b in read_delimited(frame)]
@@ -514,7 +524,9 @@ def sample_commands() -> list[Any]:
     samples.append(pytest.param(M.Command(), id="pong"))
     samples.append(pytest.param(M.Command(send=M.SendRequest(data=b"[1]")), id="send-no-id"))
     samples.append(pytest.param(full(M.Command), id="every-request"))
-    samples.append(pytest.param(M.Command(id=2**32 - 1, presence=M.PresenceRequest("c")), id="max-id"))
+    samples.append(
+        pytest.param(M.Command(id=2**32 - 1, presence=M.PresenceRequest("c")), id="max-id")
+    )
     return samples
 
 
@@ -546,10 +558,14 @@ def test_batch_of_mixed_commands(codec: Any) -> None:
 # Fast paths: encode_publication / encode_join / encode_leave vs encode_push.
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 raw_json = json_values.map(
@@ -594,7 +610,9 @@ def test_encode_publication_equals_generic_protobuf(channel: str, pub: Publicati
         # the bytes are fully determined.
         assert fast == generic
     (body,) = read_delimited(fast)
-    assert pb.Reply.FromString(body) == to_pb(M.Reply(push=M.Push(channel=channel, pub=pub)), pb.Reply())
+    assert pb.Reply.FromString(body) == to_pb(
+        M.Reply(push=M.Push(channel=channel, pub=pub)), pb.Reply()
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -613,7 +631,9 @@ def test_encode_join_leave_equal_generic(codec: Any, channel: str, info: ClientI
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 2_100_000])
 def test_encode_publication_length_boundaries(codec: Any, size: int) -> None:
     data = b'"' + b"x" * size + b'"'
-    pub = Publication(data=data, offset=2**35, info=ClientInfo("u" * size if size < 200 else "u", "c"))
+    pub = Publication(
+        data=data, offset=2**35, info=ClientInfo("u" * size if size < 200 else "u", "c")
+    )
     fast = codec.encode_publication("c" * (size % 300), pub)
     assert fast == codec.encode_push(M.Push(channel="c" * (size % 300), pub=pub))
 

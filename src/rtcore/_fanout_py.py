@@ -85,15 +85,26 @@ class Flusher:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Flush every pending writer now (also called by the loop callback)."""
+        """Flush every pending writer now (also called by the loop callback).
+
+        A writer whose flush raises does not stop the others: every pending
+        writer is flushed, then the first exception is raised again.
+        """
         self._scheduled = False
         dirty = self._dirty
         if not dirty:
             return
         self._dirty = []
         self.flushes += 1
+        error: Exception | None = None
         for writer in dirty:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception as exc:  # noqa: BLE001 - re-raised below
+                if error is None:
+                    error = exc
+        if error is not None:
+            raise error
 
     @property
     def pending(self) -> int:

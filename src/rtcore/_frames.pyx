@@ -135,6 +135,10 @@ cdef object _MAX_LENGTH = 0x7FFFFFFFFFFFFFFF
 cdef Py_ssize_t _live_blocks = 0
 
 
+# Whether this build verifies the read-buffer invariants (see RTCORE_CHECKS).
+_DEBUG_CHECKS = bool(RTCORE_CHECKS)
+
+
 def _live_allocations():
     """Number of C buffers currently allocated by FrameParser objects (for leak tests)."""
     return _live_blocks

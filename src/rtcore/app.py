@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .deflate import DeflateOptions
+from .errors import HttpError
 from .http import Request
 from .protocol import get_codec
 from .server import HttpResponseWriter, Server, ServerOptions, WebSocketRoute
@@ -49,6 +52,34 @@ def origin_checker(allowed: list[str]) -> Callable[[str | None], bool]:
 HttpHandler = Callable[[Request, HttpResponseWriter], Awaitable[None] | None]
 
 
+class RateLimiter:
+    """A token bucket: ``rate`` events per second with bursts up to ``burst``."""
+
+    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_clock")
+
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._clock = clock
+        self._stamp = clock()
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        """Seconds until a token is available."""
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+
 class NodeApp:
     """Routes HTTP and WebSocket requests of one port to a node."""
 
@@ -60,6 +91,10 @@ class NodeApp:
             DeflateOptions(compress_threshold=ws_cfg.compression_min_size) if ws_cfg.compression else None
         )
         self._check_origin = origin_checker(cfg.client.allowed_origins)
+        # New client connections per second (mass reconnects); None: unlimited.
+        rate = cfg.client.connect_rate_limit
+        self.connect_limiter = RateLimiter(rate) if rate else None
+        self.connections_refused = 0
         self._json = get_codec("json")
         self._protobuf = get_codec("protobuf")
         self.ws_route_json = self._route(deflate, self._json)
@@ -84,9 +119,25 @@ class NodeApp:
         else:
             self.http_routes[path] = handler
 
+    def admit_connection(self) -> None:
+        """Apply ``client.connect_rate_limit``: 503 with a jittered Retry-After when over it.
+
+        Refusing at the handshake costs no session; SDKs treat it as a
+        transport failure and reconnect with backoff, and the jitter spreads
+        the retries of a mass reconnect.
+        """
+        limiter = self.connect_limiter
+        if limiter is not None and not limiter.allow():
+            self.connections_refused += 1
+            wait = limiter.retry_after() + random.uniform(0, max(1.0, self.node.config.client.reconnect_jitter))
+            raise HttpError(503, "too many new connections, retry later", [("Retry-After", str(max(1, round(wait))))])
+
     def route_websocket(self, request: Request) -> WebSocketRoute | None:
         if request.path != "/connection/websocket" or not self.node.config.websocket.enabled:
             return None
+        if self.node.closing:
+            raise HttpError(503, "server is shutting down", [("Retry-After", "1")])
+        self.admit_connection()
         offered = [p.strip() for p in request.header_values("sec-websocket-protocol", split=True)]
         params = request.query_params()
         wants_protobuf = PROTOBUF_SUBPROTOCOL in offered or "protobuf" in (

@@ -258,9 +258,8 @@ async def _permit(
     """Centrifugo's allow_*_for_subscriber / _for_client / _for_anonymous rules, then the hook."""
     subscribed = channel in session.subscriptions and not session.subscriptions[channel].pending
     anonymous = session.user == ""
-    allowed = (for_subscriber and subscribed) or for_client
-    if allowed and anonymous and not for_anonymous and not (for_subscriber and subscribed):
-        allowed = False
+    # Anonymous users need allow_*_for_anonymous on top of either rule (subscribers too).
+    allowed = ((for_subscriber and subscribed) or for_client) and (not anonymous or for_anonymous)
     node = session.node
     if node.has_hook(hook):
         result = await node.call_hook(hook, event)

@@ -1,11 +1,20 @@
-"""The typed configuration model.
+"""The typed configuration model and its loader.
 
 One tree of slotted dataclasses; every field documents its meaning and its
-default. :func:`config_from_mapping` builds a :class:`Config` from plain data
-(a parsed TOML/YAML/JSON file, environment overrides) and reports every
-invalid value as a :class:`~rtcore.errors.ConfigError` naming its key path
-(``channel.namespaces[2].history_ttl``). Durations are seconds (int or float)
-or strings with a unit (``"250ms"``, ``"25s"``, ``"10m"``, ``"1h"``, ``"30d"``).
+default (``docs/config.md`` is generated from that metadata by
+``tools/gen_config_docs.py``). Two entry points build a :class:`Config`:
+
+* :func:`config_from_mapping` from plain data (a parsed file, a test's dict);
+* :func:`load_config` from a TOML/YAML/JSON file, ``RTCORE_<SECTION>__<KEY>``
+  environment variables and command-line overrides, in that order of
+  precedence (later wins), on top of the defaults.
+
+Every invalid value is reported as a :class:`~rtcore.errors.ConfigError`
+naming its key path (``channel.namespaces[2].history_ttl``), and for values
+that came from the environment or the command line, where they came from.
+When several values are invalid, :class:`ConfigErrors` (a ``ConfigError``)
+carries all of them. Durations are seconds (int or float) or strings with a
+unit (``"250ms"``, ``"25s"``, ``"10m"``, ``"1h"``, ``"30d"``).
 
 The names follow Centrifugo's where a Centrifugo user would look for them.
 """
@@ -13,11 +22,16 @@ The names follow Centrifugo's where a Centrifugo user would look for them.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
+import ssl
+import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .auth.config import TokenConfig
@@ -33,16 +47,48 @@ __all__ = [
     "WebSocketSettings",
     "HttpServerConfig",
     "ApiConfig",
+    "MetricsConfig",
     "EngineConfig",
     "LogConfig",
+    "ConfigErrors",
+    "ENV_PREFIX",
+    "FIELD_DOCS",
+    "HIDDEN_FIELDS",
+    "KEY_ALIASES",
     "config_from_mapping",
     "config_to_mapping",
+    "env_var_name",
+    "format_duration",
+    "load_config",
     "parse_duration",
+    "read_config_file",
 ]
+
+#: Environment variables ``RTCORE_<SECTION>__<KEY>`` set configuration keys.
+ENV_PREFIX = "RTCORE_"
 
 _NAME_RE = re.compile(r"^[-a-zA-Z0-9_.]{1,64}$")
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigErrors(ConfigError):
+    """Several invalid values at once; ``errors`` lists each one.
+
+    ``path`` and ``message`` are those of the first error, so code that
+    handles a single :class:`ConfigError` keeps working.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = errors[0]
+        super().__init__(first.path, first.message)
+        self.errors = list(errors)
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def parse_duration(value: Any, path: str = "value") -> float:
@@ -58,9 +104,25 @@ def parse_duration(value: Any, path: str = "value") -> float:
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
         raise ConfigError(path, f"expected a duration, got {type(value).__name__}")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ConfigError(path, "duration must be a finite number")
     if seconds < 0:
         raise ConfigError(path, "duration must not be negative")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration (``"25s"``, ``"30d"``, ``"250ms"``)."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count = seconds / size
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    ms = seconds * 1000
+    if ms == int(ms):
+        return f"{int(ms)}ms"
+    return f"{seconds}s"
 
 
 # Marker in field metadata: the float field is a duration.
@@ -75,6 +137,10 @@ def _f(default: Any, doc: str) -> Any:
     if isinstance(default, list | dict):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
+
+
+def _err(path: str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}.{key}" if path else key, message)
 
 
 @dataclass(slots=True)
@@ -109,20 +175,21 @@ class ChannelOptions:
     def history_enabled(self) -> bool:
         return self.history_size > 0 and self.history_ttl > 0
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.history_size < 0:
-            raise ConfigError(f"{path}.history_size", "must be >= 0")
-        if (self.history_size > 0) != (self.history_ttl > 0):
-            raise ConfigError(
-                f"{path}.history_size",
+            yield _err(path, "history_size", "must be >= 0")
+        elif (self.history_size > 0) != (self.history_ttl > 0):
+            yield _err(
+                path,
+                "history_size",
                 "history_size and history_ttl must be set together (both > 0 enable history)",
             )
         if self.force_recovery_mode not in ("stream", "cache"):
-            raise ConfigError(f"{path}.force_recovery_mode", "must be 'stream' or 'cache'")
+            yield _err(path, "force_recovery_mode", "must be 'stream' or 'cache'")
         if (self.force_recovery or self.allow_recovery) and not self.history_enabled:
-            raise ConfigError(f"{path}.force_recovery", "recovery needs history_size and history_ttl")
+            yield _err(path, "force_recovery", "recovery needs history_size and history_ttl")
         if self.history_enabled and self.history_meta_ttl < self.history_ttl:
-            raise ConfigError(f"{path}.history_meta_ttl", "must be >= history_ttl")
+            yield _err(path, "history_meta_ttl", "must be >= history_ttl")
 
 
 @dataclass(slots=True)
@@ -131,10 +198,12 @@ class NamespaceOptions(ChannelOptions):
 
     name: str = _f("", "Namespace name (letters, digits, -, _, .).")
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if not _NAME_RE.match(self.name):
-            raise ConfigError(f"{path}.name", f"invalid namespace name {self.name!r}")
-        ChannelOptions._validate(self, path)
+            yield _err(
+                path, "name", f"invalid namespace name {self.name!r} (1-64 of letters, digits, -, _, .)"
+            )
+        yield from ChannelOptions._problems(self, path)
 
 
 @dataclass(slots=True)
@@ -151,19 +220,18 @@ class ChannelConfig:
     user_boundary: str = _f("#", "Starts the user list of a user-limited channel.")
     user_separator: str = _f(",", "Separates user ids in a user-limited channel.")
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.max_length < 1:
-            raise ConfigError(f"{path}.max_length", "must be >= 1")
-        self.without_namespace._validate(f"{path}.without_namespace")
+            yield _err(path, "max_length", "must be >= 1")
         seen = set()
         for i, ns in enumerate(self.namespaces):
-            ns._validate(f"{path}.namespaces[{i}]")
+            yield from ns._problems(f"{path}.namespaces[{i}]")
             if ns.name in seen:
-                raise ConfigError(f"{path}.namespaces[{i}].name", f"duplicate namespace {ns.name!r}")
+                yield _err(path, f"namespaces[{i}].name", f"duplicate namespace {ns.name!r}")
             seen.add(ns.name)
         for key in ("namespace_boundary", "user_boundary", "user_separator"):
             if len(getattr(self, key)) != 1:
-                raise ConfigError(f"{path}.{key}", "must be a single character")
+                yield _err(path, key, "must be a single character")
 
 
 @dataclass(slots=True)
@@ -193,20 +261,23 @@ class ClientConfig:
     recovery_max_publication_limit: int = _f(300, "Most publications one recovery may return.")
     max_commands_in_frame: int = _f(256, "Most commands in one incoming frame (more: 3501).")
     connect_rate_limit: float = _f(0.0, "New connections accepted per second on this node (0: no limit).")
-    reconnect_jitter: float = _duration(5.0, "Window over which shutdown disconnects are spread.")
+    reconnect_jitter: float = _duration(
+        5.0,
+        "Window over which shutdown disconnects (3001) are spread, so clients reconnect spread out.",
+    )
     node_name: str = _f("", "Name reported to clients for emulated transports (default: hostname).")
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.ping_interval and self.pong_timeout and self.pong_timeout >= self.ping_interval:
-            raise ConfigError(f"{path}.pong_timeout", "must be shorter than ping_interval")
+            yield _err(path, "pong_timeout", "must be shorter than ping_interval")
         for key in ("channel_limit", "user_connection_limit", "connection_limit", "queue_max_size"):
             if getattr(self, key) < 0:
-                raise ConfigError(f"{path}.{key}", "must be >= 0")
+                yield _err(path, key, "must be >= 0")
         for key in ("max_messages_in_frame", "max_frame_size", "max_commands_in_frame"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"{path}.{key}", "must be >= 1")
+                yield _err(path, key, "must be >= 1")
         if self.connect_rate_limit < 0:
-            raise ConfigError(f"{path}.connect_rate_limit", "must be >= 0")
+            yield _err(path, "connect_rate_limit", "must be >= 0")
 
 
 @dataclass(slots=True)
@@ -220,9 +291,11 @@ class WebSocketSettings:
     handshake_timeout: float = _duration(10.0, "Time to complete the HTTP upgrade.")
     close_timeout: float = _duration(5.0, "Wait for the peer's close frame before dropping TCP.")
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.message_size_limit < 0:
-            raise ConfigError(f"{path}.message_size_limit", "must be >= 0")
+            yield _err(path, "message_size_limit", "must be >= 0")
+        if self.compression_min_size < 0:
+            yield _err(path, "compression_min_size", "must be >= 0")
 
 
 @dataclass(slots=True)
@@ -231,24 +304,48 @@ class HttpServerConfig:
 
     address: str = _f("127.0.0.1", "Interface to bind ('0.0.0.0' for all).")
     port: int = _f(8000, "TCP port.")
-    tls_cert: str = _f("", "PEM certificate chain file for TLS (wss://, https://).")
+    tls_cert: str = _f("", "PEM certificate chain file for TLS (wss://, https://); reloaded on SIGHUP.")
     tls_key: str = _f("", "PEM private key file for TLS.")
     max_body_size: int = _f(1 << 20, "Largest HTTP request body (larger: 413).")
+    shutdown_timeout: float = _duration(
+        10.0, "At shutdown, longest wait for in-flight server API requests to finish."
+    )
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"{path}.port", "must be within 0..65535")
+            yield _err(path, "port", "must be within 0..65535")
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError(f"{path}.tls_cert", "tls_cert and tls_key go together")
+            yield _err(path, "tls_cert", "tls_cert and tls_key go together")
+        if self.max_body_size < 1:
+            yield _err(path, "max_body_size", "must be >= 1")
 
 
 @dataclass(slots=True)
 class ApiConfig:
-    """The server HTTP API (POST /api/<method>)."""
+    """The server HTTP API (``POST /api/<method>``, see docs/api.md)."""
 
     enabled: bool = _f(True, "Serve the server API.")
-    key: str = _f("", "API key (X-API-Key or 'Authorization: apikey <key>').")
+    key: str = _f("", "API key (X-API-Key or 'Authorization: apikey <key>'); empty: every request gets 401.")
     insecure: bool = _f(False, "Serve the API without a key (only behind a trusted network).")
+    port: int = _f(0, "Separate internal port for /api and /metrics (0: the main http.port).")
+    address: str = _f("", "Interface of the internal port (empty: http.address).")
+    error_mode: str = _f(
+        "default",
+        "'default': errors in a 200 body; 'transport': errors as HTTP status codes.",
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if not 0 <= self.port <= 65535:
+            yield _err(path, "port", "must be within 0..65535 (0: serve the API on http.port)")
+        if self.error_mode not in ("default", "transport"):
+            yield _err(path, "error_mode", "must be 'default' or 'transport'")
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    """Prometheus metrics at ``/metrics`` (on the internal port when api.port is set)."""
+
+    enabled: bool = _f(False, "Serve /metrics (Prometheus text format).")
 
 
 @dataclass(slots=True)
@@ -260,21 +357,25 @@ class EngineConfig:
     redis_prefix: str = _f("rtcore", "Prefix of every Redis key and channel.")
     presence_ttl: float = _duration(60.0, "Presence entries expire unless refreshed within this time.")
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.type not in ("memory", "redis"):
-            raise ConfigError(f"{path}.type", "must be 'memory' or 'redis'")
+            yield _err(path, "type", "must be 'memory' or 'redis'")
+        if self.presence_ttl <= 0:
+            yield _err(path, "presence_ttl", "must be > 0")
 
 
 @dataclass(slots=True)
 class LogConfig:
+    """Logging (to standard error)."""
+
     level: str = _f("info", "debug, info, warning or error.")
     format: str = _f("text", "'text' or 'json' (one JSON object per line).")
 
-    def _validate(self, path: str) -> None:
+    def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.level.lower() not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"{path}.level", "must be debug, info, warning or error")
+            yield _err(path, "level", "must be debug, info, warning or error")
         if self.format not in ("text", "json"):
-            raise ConfigError(f"{path}.format", "must be 'text' or 'json'")
+            yield _err(path, "format", "must be 'text' or 'json'")
 
 
 @dataclass(slots=True)
@@ -286,25 +387,65 @@ class Config:
     channel: ChannelConfig = field(default_factory=ChannelConfig, metadata={"doc": "Channels and namespaces."})
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings, metadata={"doc": "WebSocket transport."})
     api: ApiConfig = field(default_factory=ApiConfig, metadata={"doc": "Server HTTP API."})
+    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics."})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"doc": "Engine backend."})
     log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "Logging."})
 
     def validate(self) -> Config:
-        """Check cross-field rules; raises ConfigError naming the key."""
-        _validate_tree(self, "")
+        """Check cross-field rules; raises ConfigError (ConfigErrors if several) naming the keys."""
+        errors = list(_problems_tree(self, ""))
+        if errors:
+            raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
         return self
 
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.api.port and self.api.port == self.http.port and (
+            (self.api.address or self.http.address) == self.http.address
+        ):
+            yield ConfigError("api.port", "must differ from http.port (0: serve the API on http.port)")
 
-def _validate_tree(obj: Any, path: str) -> None:
+
+def _problems_tree(obj: Any, path: str) -> Iterator[ConfigError]:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         sub = f"{path}.{f.name}" if path else f.name
         if dataclasses.is_dataclass(value):
-            _validate_tree(value, sub)
-    validate = getattr(obj, "_validate", None)
-    if validate is not None:
-        validate(path or type(obj).__name__)
+            yield from _problems_tree(value, sub)
+    problems = getattr(obj, "_problems", None)
+    if problems is not None:
+        yield from problems(path)
 
+
+# -- documentation of fields defined outside this module ----------------------
+
+#: Field docs of sections whose classes live elsewhere (``TokenConfig``).
+FIELD_DOCS: dict[type, dict[str, str]] = {
+    TokenConfig: {
+        "hmac_secret_key": "HMAC secret; enables HS256/HS384/HS512 tokens.",
+        "hmac_previous_secret_key": "Previous HMAC secret, still accepted during a rotation.",
+        "hmac_previous_secret_key_valid_until": "Unix seconds after which the previous secret stops working (0: no deadline).",
+        "rsa_public_key": "PEM RSA public key; enables RS256/RS384/RS512.",
+        "ecdsa_public_key": "PEM ECDSA public key (P-256/P-384/P-521); enables the ES algorithm of its curve.",
+        "jwks_url": "JWKS endpoint (alias: jwks_public_endpoint); may hold {{name}} placeholders; not with static keys.",
+        "jwks_cache_ttl": "Seconds a fetched key set is trusted.",
+        "jwks_refetch_interval": "Minimum seconds between two fetches of one endpoint.",
+        "jwks_timeout": "Timeout in seconds of one JWKS request (two attempts are made).",
+        "audience": "Required 'aud' value.",
+        "audience_regex": "Python regex an 'aud' element must match (not with audience).",
+        "issuer": "Required 'iss' value.",
+        "issuer_regex": "Python regex 'iss' must match (not with issuer).",
+        "user_id_claim": "Claim holding the user id (dotted path for nested claims).",
+    },
+}
+
+#: Init fields that are not configuration keys (set by the loader itself).
+HIDDEN_FIELDS: dict[type, frozenset[str]] = {TokenConfig: frozenset({"section"})}
+
+#: Alternative key names accepted in files and the environment: alias -> key.
+KEY_ALIASES: dict[type, dict[str, str]] = {TokenConfig: {"jwks_public_endpoint": "jwks_url"}}
+
+
+# -- building from plain data -------------------------------------------------
 
 _HINTS: dict[type, dict[str, Any]] = {}
 
@@ -316,25 +457,66 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
-def _convert(value: Any, hint: Any, path: str, meta: Mapping[str, Any]) -> Any:
+class _EnvText(str):
+    """A string from an environment variable: tables and lists may be given as JSON."""
+
+    __slots__ = ()
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a table"
+    return type(value).__name__
+
+
+def _env_json(value: _EnvText, path: str, what: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ConfigError(path, f"expected {what} in the environment value ({exc})") from None
+
+
+def _convert(value: Any, hint: Any, path: str, meta: Mapping[str, Any], errors: list[ConfigError]) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
+        if isinstance(value, _EnvText):
+            value = _env_json(value, path, "a JSON object")
         if not isinstance(value, Mapping):
-            raise ConfigError(path, f"expected a table/object, got {type(value).__name__}")
-        return _build(hint, value, path)  # type: ignore[arg-type]
+            raise ConfigError(path, f"expected a table/object, got {_kind(value)}")
+        return _build(hint, value, path, errors)  # type: ignore[arg-type]
     if origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, str) and item is str:
-            # Environment variables: comma-separated lists.
+            # Environment variables (and the lenient file form): comma-separated lists.
             return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, _EnvText):
+            value = _env_json(value, path, "a JSON array")
         if not isinstance(value, list | tuple):
-            raise ConfigError(path, f"expected a list, got {type(value).__name__}")
-        return [_convert(v, item, f"{path}[{i}]", {}) for i, v in enumerate(value)]
+            raise ConfigError(path, f"expected a list, got {_kind(value)}")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(_convert(v, item, f"{path}[{i}]", {}, errors))
+            except ConfigError as exc:
+                errors.append(exc)
+        return out
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) != 1:
             raise ConfigError(path, "unsupported field type")  # pragma: no cover
-        return _convert(value, args[0], path, meta)
+        return _convert(value, args[0], path, meta, errors)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -347,9 +529,12 @@ def _convert(value: Any, hint: Any, path: str, meta: Mapping[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ConfigError(path, f"expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(path, f"expected a number, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(path, f"expected a finite number, got {value!r}")
+        return number
     if hint is int:
         if isinstance(value, bool):
             raise ConfigError(path, f"expected an integer, got {value!r}")
@@ -362,36 +547,295 @@ def _convert(value: Any, hint: Any, path: str, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(path, f"expected an integer, got {value!r}")
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(path, f"expected a string, got {type(value).__name__}")
-        return value
+            raise ConfigError(path, f"expected a string, got {_kind(value)}")
+        return str(value)
     raise ConfigError(path, f"unsupported field type {hint!r}")  # pragma: no cover
 
 
-def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
+def _build(cls: type, data: Mapping[str, Any], path: str, errors: list[ConfigError]) -> Any:
+    """Build ``cls`` from ``data``; bad values go to ``errors`` and keep their defaults."""
     hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hidden = HIDDEN_FIELDS.get(cls, frozenset())
+    aliases = KEY_ALIASES.get(cls, {})
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and f.name not in hidden
+    }
     kwargs: dict[str, Any] = {}
-    if "section" in fields and "section" not in data:
+    if "section" in hidden:
         kwargs["section"] = path
     for key, value in data.items():
         sub = f"{path}.{key}" if path else str(key)
-        f = fields.get(key)
+        name = aliases.get(key, key) if isinstance(key, str) else key
+        if name != key and name in data:
+            errors.append(ConfigError(sub, f"is another name of {name}; set only one of them"))
+            continue
+        f = fields.get(name) if isinstance(name, str) else None
         if f is None:
-            raise ConfigError(sub, "unknown key")
+            errors.append(ConfigError(sub, "unknown key"))
+            continue
         if value is None:
             continue
-        kwargs[key] = _convert(value, hints[key], sub, f.metadata)
-    return cls(**kwargs)
+        try:
+            kwargs[name] = _convert(value, hints[name], sub, f.metadata, errors)
+        except ConfigError as exc:
+            errors.append(exc)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        # A section that validates itself on construction (TokenConfig).
+        errors.append(exc)
+        return cls(**{k: v for k, v in kwargs.items() if k == "section"})
+
+
+def _parent(path: str) -> str:
+    cut = max(path.rfind("."), path.rfind("["))
+    return path[:cut] if cut > 0 else ""
+
+
+def _cross_field_problems(config: Config, value_errors: list[ConfigError]) -> list[ConfigError]:
+    """Cross-field problems, except in sections that already have a bad value.
+
+    A section with an invalid value was built with that key's default, so
+    its cross-field checks would report noise rather than the user's mistake.
+    """
+    tainted = {
+        _parent(e.path) or e.path for e in value_errors if not e.message.startswith("unknown key")
+    }
+    out = []
+    for problem in _problems_tree(config, ""):
+        section = _parent(problem.path) or problem.path
+        if any(section == t or section.startswith((t + ".", t + "[")) for t in tainted):
+            continue
+        out.append(problem)
+    return out
+
+
+def _raise(errors: list[ConfigError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    raise ConfigErrors(errors)
 
 
 def config_from_mapping(data: Mapping[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from plain data."""
+    """Build and validate a :class:`Config` from plain data.
+
+    Raises:
+        ConfigError: the invalid value (:class:`ConfigErrors` when several).
+    """
     if not isinstance(data, Mapping):
         raise ConfigError("(root)", "configuration must be a table/object")
-    config: Config = _build(Config, data, "")
-    return config.validate()
+    errors: list[ConfigError] = []
+    config: Config = _build(Config, data, "", errors)
+    errors.extend(_cross_field_problems(config, errors))
+    if errors:
+        _raise(errors)
+    return config
 
 
 def config_to_mapping(config: Any) -> dict[str, Any]:
     """The configuration as plain data (for ``checkconfig``/debug output)."""
     return dataclasses.asdict(config)
+
+
+# -- loading: file < environment < command line --------------------------------
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a ``.toml``, ``.yaml``/``.yml`` or ``.json`` configuration file.
+
+    Raises:
+        ConfigError: named after the file, for a missing file, an unknown
+            extension, a syntax error (with its line) or a top level that is
+            not a table.
+    """
+    p = Path(path)
+    where = str(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(where, "unknown configuration format; use a .toml, .yaml, .yml or .json file")
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(where, "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(where, "is a directory, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(where, f"not UTF-8 text (byte {exc.start})") from None
+    data: Any
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(where, f"invalid TOML: {exc}") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                where, f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError(where, f"invalid YAML: {problem}{at}") from None
+        if data is None:
+            data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"the top level must be a table/object, got {_kind(data)}")
+    return data
+
+
+def env_var_name(path: str) -> str:
+    """The environment variable of a key path: ``client.token.hmac_secret_key`` ->
+    ``RTCORE_CLIENT__TOKEN__HMAC_SECRET_KEY``."""
+    return ENV_PREFIX + "__".join(part.upper() for part in path.split("."))
+
+
+def _set_path(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            # A deeper key replaces a scalar set for its parent: the later source wins.
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif isinstance(value, Mapping):
+            base[key] = {}
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _env_mapping(env: Mapping[str, str], sources: dict[str, str]) -> tuple[dict[str, Any], list[ConfigError]]:
+    out: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if "__" not in rest:
+            # RTCORE_NO_EXTENSIONS and friends are switches, not configuration keys.
+            continue
+        parts = [p.lower() for p in rest.split("__")]
+        if any(not p for p in parts):
+            errors.append(ConfigError(name, "malformed variable name (use RTCORE_<SECTION>__<KEY>)"))
+            continue
+        path = ".".join(parts)
+        sources[path] = f"environment variable {name}"
+        _set_path(out, parts, _EnvText(env[name]))
+    return out, errors
+
+
+def _overrides_mapping(
+    overrides: Mapping[str, Any], sources: dict[str, str]
+) -> tuple[dict[str, Any], list[ConfigError]]:
+    out: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+    for key, leaf in _leaves(overrides, ""):
+        parts = key.split(".")
+        if any(not p for p in parts):
+            errors.append(ConfigError(key, "malformed key path"))
+            continue
+        sources[key] = "the command line"
+        _set_path(out, parts, leaf)
+    return out, errors
+
+
+def _leaves(value: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+    for k, v in value.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            yield from _leaves(v, path)
+        else:
+            yield path, v
+
+
+def _annotate(error: ConfigError, sources: Mapping[str, str]) -> ConfigError:
+    path = error.path
+    best = ""
+    for key in sources:
+        inside = path == key or path.startswith(key + ".") or path.startswith(key + "[")
+        if (inside and len(key) > len(best)) or (not best and key.startswith(path + ".")):
+            best = key
+    if not best:
+        return error
+    return ConfigError(path, f"{error.message} (set by {sources[best]})")
+
+
+def _check_files(config: Config) -> Iterator[ConfigError]:
+    http = config.http
+    if http.tls_cert and http.tls_key:
+        for key in ("tls_cert", "tls_key"):
+            file = getattr(http, key)
+            if not os.path.isfile(file):
+                yield ConfigError(f"http.{key}", f"no such file: {file}")
+                return
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(http.tls_cert, http.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            yield ConfigError(
+                "http.tls_cert", f"cannot load the certificate chain and key: {exc.strerror or exc}"
+            )
+
+
+def load_config(
+    path: str | Path | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load the configuration: defaults < file < environment < ``overrides``.
+
+    Args:
+        path: a ``.toml``/``.yaml``/``.yml``/``.json`` file, or None for none.
+        env: environment variables (pass ``os.environ``); only
+            ``RTCORE_<SECTION>__<KEY>`` names (with ``__`` between levels)
+            are configuration keys, e.g. ``RTCORE_HTTP__PORT=9000`` or
+            ``RTCORE_CLIENT__TOKEN__HMAC_SECRET_KEY=...``. Lists of strings
+            are comma-separated; tables and lists of tables are JSON.
+        overrides: highest-precedence values (the command line), keyed by
+            dotted path (``{"http.port": 9000}``) or nested.
+
+    Returns:
+        The validated configuration. TLS files, when configured, are checked
+        to exist and to load.
+
+    Raises:
+        ConfigError: one invalid value, or :class:`ConfigErrors` with every
+            invalid value; each names its key path and, for values from the
+            environment or the command line, where the value came from.
+    """
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    sources: dict[str, str] = {}
+    env_data, errors = _env_mapping(env, sources)
+    _merge(data, env_data)
+    if overrides:
+        cli_data, cli_errors = _overrides_mapping(overrides, sources)
+        errors.extend(cli_errors)
+        _merge(data, cli_data)
+    config: Config = _build(Config, data, "", errors)
+    errors.extend(_cross_field_problems(config, errors))
+    if not errors:
+        errors.extend(_check_files(config))
+    if errors:
+        _raise([_annotate(e, sources) for e in errors])
+    return config

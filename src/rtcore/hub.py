@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .protocol.errors import InappropriateProtocol
 from .fanout import ACTION_INAPPROPRIATE_PROTOCOL, Subscriber, broadcast
 from .types import ClientInfo, Publication
 
@@ -149,9 +150,9 @@ class Hub:
             if counts[i]:
                 try:
                     payloads[i] = encode(codec)
-                except ValueError:
+                except InappropriateProtocol:
                     # Not representable for this codec (e.g. binary data for a
-                    # JSON client): broadcast flags these subscribers.
+                    # JSON client): broadcast flags these subscribers (3506).
                     payloads[i] = None
                 self.encodes[i] += 1
         return payloads

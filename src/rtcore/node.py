@@ -23,6 +23,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -78,6 +79,8 @@ logger = logging.getLogger("rtcore.node")
 
 _CONTROL_VERSION = 1
 
+_MESSAGE_TYPES = ("publication", "join", "leave", "control")
+
 
 class Node(BrokerEventHandler):
     """One rtcore node (process).
@@ -120,9 +123,22 @@ class Node(BrokerEventHandler):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self.closing = False
-        # Counters for info/metrics.
+        # Counters for info/metrics, read at scrape time by rtcore.metrics.
+        # They change once per publication or per session, never per subscriber.
+        self.started_at = time.time()
         self.publications_in = 0
         self.disconnects: dict[int, int] = {}
+        # Messages this node sent to / received from the broker, by type.
+        self.messages_sent: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
+        self.messages_received: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
+        # Failed broker / presence operations, by operation.
+        self.broker_errors: dict[str, int] = {}
+        # Messages and frames written to clients by sessions already closed
+        # (live sessions' writers are summed at scrape time).
+        self.client_messages_sent = 0
+        self.client_frames_sent = 0
+        # Publish-to-delivery latency recorder (rtcore.metrics.DeliveryLatency) or None.
+        self.delivery_latency: Any = None
 
     # -- hooks ---------------------------------------------------------------
 
@@ -292,25 +308,41 @@ class Node(BrokerEventHandler):
         history = None if skip_history else self.history_options(opts)
         pub = Publication(data=bytes(data), info=info, tags=tags or None)
         self.publications_in += 1
-        result = await self.broker.publish(
-            channel, pub, history=history, idempotency_key=idempotency_key or None
-        )
+        try:
+            result = await self.broker.publish(
+                channel, pub, history=history, idempotency_key=idempotency_key or None
+            )
+        except Exception:
+            self.count_broker_error("publish")
+            raise
+        self.messages_sent["publication"] += 1
         return result.position, result.suppressed
+
+    def count_broker_error(self, op: str) -> None:
+        """Count a failed broker or presence operation (metrics)."""
+        self.broker_errors[op] = self.broker_errors.get(op, 0) + 1
 
     # -- BrokerEventHandler --------------------------------------------------
 
     def on_publication(
         self, channel: str, pub: Publication, position: StreamPosition, prev_pub: Publication | None
     ) -> None:
-        self.hub.broadcast_publication(channel, pub, position.epoch)
+        self.messages_received["publication"] += 1
+        delivered = self.hub.broadcast_publication(channel, pub, position.epoch)
+        latency = self.delivery_latency
+        if latency is not None and delivered and pub.time:
+            latency.after_flush(pub.time)
 
     def on_join(self, channel: str, info: ClientInfo) -> None:
+        self.messages_received["join"] += 1
         self.hub.broadcast_join(channel, info)
 
     def on_leave(self, channel: str, info: ClientInfo) -> None:
+        self.messages_received["leave"] += 1
         self.hub.broadcast_leave(channel, info)
 
     def on_control(self, data: bytes) -> None:
+        self.messages_received["control"] += 1
         try:
             msg = msgpack.unpackb(data)
             if msg.get("v") != _CONTROL_VERSION:
@@ -342,6 +374,8 @@ class Node(BrokerEventHandler):
         try:
             await self.broker.subscribe(channel)
         except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.count_broker_error("subscribe")
             self._broker_subs.pop(channel, None)
             fut.set_exception(exc)
             fut.exception()  # mark retrieved
@@ -363,6 +397,7 @@ class Node(BrokerEventHandler):
         try:
             await self.broker.unsubscribe(channel)
         except Exception:  # noqa: BLE001
+            self.count_broker_error("unsubscribe")
             logger.exception("broker unsubscribe of %s failed", channel)
 
     async def subscribe_session(
@@ -375,6 +410,7 @@ class Node(BrokerEventHandler):
         chan_info: bytes | None = None,
         data: bytes | None = None,
         override: Any = None,
+        expire_at: int = 0,
         defer_reply: bool = False,
     ) -> SubscribeResult | None:
         """Subscribe ``session`` to ``req.channel`` (PROTOCOL.md §4.3).
@@ -397,11 +433,11 @@ class Node(BrokerEventHandler):
         limit = self.config.client.channel_limit
         if limit and len(session.subscriptions) >= limit:
             raise codes.ERROR_LIMIT_EXCEEDED
-        if not self.channels.user_allowed(channel, opts, session.user):
-            raise codes.ERROR_PERMISSION_DENIED
-        expire_at = 0
         wall = self.wall_clock()
         if not server_side:
+            # A user-limited channel ("dialog#42,43") grants itself to the users it
+            # lists and to nobody else (a subscription token still grants).
+            user_limited = opts.allow_user_limited_channels and self.channels.allowed_users(channel) is not None
             if req.token:
                 try:
                     claims = await self.token_verifier.verify_subscribe(req.token)
@@ -416,6 +452,9 @@ class Node(BrokerEventHandler):
                     raise codes.ERROR_TOKEN_EXPIRED
             elif self.channels.is_private(channel):
                 raise codes.ERROR_PERMISSION_DENIED
+            elif user_limited:
+                if not self.channels.user_allowed(channel, opts, session.user):
+                    raise codes.ERROR_PERMISSION_DENIED
             elif self.has_hook("on_subscribe"):
                 result = await self.call_hook(
                     "on_subscribe", SubscribeEvent(client=session, channel=channel, data=req.data)
@@ -425,8 +464,8 @@ class Node(BrokerEventHandler):
                 if isinstance(result, SubscribeReply):
                     chan_info, data, expire_at = result.info, result.data, result.expire_at
             else:
-                allowed = (
-                    opts.allow_subscribe_for_anonymous if session.user == "" else opts.allow_subscribe_for_client
+                allowed = opts.allow_subscribe_for_client and (
+                    session.user != "" or opts.allow_subscribe_for_anonymous
                 )
                 if not allowed:
                     raise codes.ERROR_PERMISSION_DENIED
@@ -439,9 +478,20 @@ class Node(BrokerEventHandler):
 
         presence = flag("presence")
         emit_join_leave = opts.join_leave if getattr(override, "join_leave", None) is None else bool(override.join_leave)
-        push_join_leave = flag("force_push_join_leave") or (req.join_leave and opts.join_leave)
-        recoverable = flag("force_recovery") or (req.recoverable and opts.allow_recovery)
-        positioned = recoverable or flag("force_positioning") or (req.positioned and opts.allow_positioning)
+        authenticated = session.user != ""
+        # Centrifugo: a client may ask for join/leave pushes when it may see presence,
+        # and for positioning/recovery when it may read history (or the namespace allows it).
+        sees_presence = (opts.allow_presence_for_client or opts.allow_presence_for_subscriber) and (
+            authenticated or opts.allow_presence_for_anonymous
+        )
+        reads_history = (opts.allow_history_for_client or opts.allow_history_for_subscriber) and (
+            authenticated or opts.allow_history_for_anonymous
+        )
+        push_join_leave = flag("force_push_join_leave") or (req.join_leave and opts.join_leave and sees_presence)
+        recoverable = flag("force_recovery") or (req.recoverable and (opts.allow_recovery or reads_history))
+        positioned = (
+            recoverable or flag("force_positioning") or (req.positioned and (opts.allow_positioning or reads_history))
+        )
         if not opts.history_enabled:
             recoverable = positioned = False
 
@@ -479,11 +529,14 @@ class Node(BrokerEventHandler):
         if session.subscriptions.get(channel) is not state or session.state == CLOSED:
             return None  # unsubscribed or disconnected meanwhile
         if emit_join_leave:
-            self.spawn(self.broker.publish_join(channel, session.channel_info(channel)))
+            self.spawn(self._publish_join(channel, session.channel_info(channel)))
         state.flush_from = result.offset if not result.recovered else (
             result.publications[-1].offset if result.publications else req.offset
         )
         state.epoch = result.epoch
+        if expire_at:
+            # Arm the expiry check for this subscription (unsubscribe 2501 / disconnect 3006).
+            session.schedule_expiry_check()
         if defer_reply:
             return result
         if command_id:
@@ -611,12 +664,16 @@ class Node(BrokerEventHandler):
                 await self.presence_manager.remove(channel, session.client_id, session.user)
             if state.emit_join_leave and not state.pending:
                 await self.broker.publish_leave(channel, session.channel_info(channel))
+                self.messages_sent["leave"] += 1
         except Exception:  # noqa: BLE001
+            self.count_broker_error("leave")
             logger.exception("cleanup of %s in %s failed", session.client_id, channel)
 
     def session_closed(self, session: ClientSession, was_connected: bool, disconnect: codes.Disconnect) -> None:
         """Called by a session once it is closed: drop it from the hub and clean up."""
         self.disconnects[disconnect.code] = self.disconnects.get(disconnect.code, 0) + 1
+        self.client_messages_sent += session.writer.messages_sent
+        self.client_frames_sent += session.writer.frames_sent
         self.hub.remove_session(session)
         states = list(session.subscriptions.values())
         session.subscriptions.clear()
@@ -639,7 +696,20 @@ class Node(BrokerEventHandler):
 
     async def _control(self, msg: dict[str, Any]) -> None:
         msg["v"] = _CONTROL_VERSION
-        await self.broker.publish_control(msgpack.packb(msg))
+        try:
+            await self.broker.publish_control(msgpack.packb(msg))
+        except Exception:
+            self.count_broker_error("control")
+            raise
+        self.messages_sent["control"] += 1
+
+    async def _publish_join(self, channel: str, info: ClientInfo) -> None:
+        try:
+            await self.broker.publish_join(channel, info)
+        except Exception:
+            self.count_broker_error("join")
+            raise
+        self.messages_sent["join"] += 1
 
     def _targets(self, user: str, client: str = "", session: str = "") -> list[ClientSession]:
         if client:
@@ -662,15 +732,22 @@ class Node(BrokerEventHandler):
                     s.disconnect(d)
         elif op == "unsubscribe":
             for s in targets:
-                self.spawn(self.unsubscribe_session(s, msg["channel"], codes.UNSUBSCRIBE_SERVER))
+                # An empty channel unsubscribes from every channel.
+                channels = [msg["channel"]] if msg["channel"] else list(s.subscriptions)
+                for channel in channels:
+                    self.spawn(self.unsubscribe_session(s, channel, codes.UNSUBSCRIBE_SERVER))
         elif op == "subscribe":
             for s in targets:
                 req = SubscribeRequest(channel=msg["channel"])
                 if msg.get("recover_since"):
                     req.recover = True
                     req.offset, req.epoch = msg["recover_since"]
+                override = msg.get("override")
                 self.spawn(
-                    self._server_subscribe(s, req, msg.get("info"), msg.get("data"))
+                    self._server_subscribe(
+                        s, req, msg.get("info"), msg.get("data"),
+                        SimpleNamespace(**override) if override else None, int(msg.get("expire_at") or 0),
+                    )
                 )
         elif op == "refresh":
             for s in targets:
@@ -691,9 +768,14 @@ class Node(BrokerEventHandler):
         else:
             logger.warning("unknown control operation %r", op)
 
-    async def _server_subscribe(self, session: ClientSession, req: SubscribeRequest, info: Any, data: Any) -> None:
+    async def _server_subscribe(
+        self, session: ClientSession, req: SubscribeRequest, info: Any, data: Any, override: Any = None,
+        expire_at: int = 0,
+    ) -> None:
         try:
-            await self.subscribe_session(session, req, server_side=True, chan_info=info, data=data)
+            await self.subscribe_session(
+                session, req, server_side=True, chan_info=info, data=data, override=override, expire_at=expire_at
+            )
         except (ClientError, DisconnectError) as exc:
             logger.info("server-side subscribe of %s to %s refused: %r", session.client_id, req.channel, exc)
 
@@ -708,19 +790,30 @@ class Node(BrokerEventHandler):
         )
 
     async def unsubscribe(self, user: str, channel: str, *, client: str = "", session: str = "") -> None:
-        """Unsubscribe a user's connections from ``channel`` (unsubscribe push 2000)."""
+        """Unsubscribe a user's connections from ``channel`` (unsubscribe push 2000).
+
+        An empty ``channel`` unsubscribes them from every channel.
+        """
         await self._control({"op": "unsubscribe", "user": user, "channel": channel, "client": client, "session": session})
 
     async def subscribe(
         self, user: str, channel: str, *, client: str = "", session: str = "", info: bytes | None = None,
         data: bytes | None = None, recover_since: StreamPosition | None = None,
+        override: dict[str, bool] | None = None, expire_at: int = 0,
     ) -> None:
-        """Subscribe a user's connections to ``channel`` server-side (subscribe push)."""
+        """Subscribe a user's connections to ``channel`` server-side (subscribe push).
+
+        ``override`` replaces channel options for this subscription (keys
+        presence, join_leave, force_push_join_leave, force_recovery,
+        force_positioning); ``expire_at`` (unix seconds) ends it with
+        disconnect 3006 unless refreshed.
+        """
         self._channel_options(channel)
         await self._control(
             {"op": "subscribe", "user": user, "channel": channel, "client": client, "session": session,
              "info": info, "data": data,
-             "recover_since": [recover_since.offset, recover_since.epoch] if recover_since else None}
+             "recover_since": [recover_since.offset, recover_since.epoch] if recover_since else None,
+             "override": dict(override) if override else None, "expire_at": expire_at}
         )
 
     async def refresh(
@@ -773,4 +866,5 @@ class Node(BrokerEventHandler):
             "num_users": self.hub.num_users,
             "num_channels": self.hub.num_channels,
             "num_subs": self.hub.num_subscriptions,
+            "uptime": int(time.time() - self.started_at),
         }

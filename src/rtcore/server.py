@@ -111,7 +111,11 @@ class Application(Protocol):
     """What the server needs from the application it serves."""
 
     def route_websocket(self, request: Request) -> WebSocketRoute | None:
-        """The route for an upgrade request, or None to answer 404."""
+        """The route for an upgrade request, or None to answer 404.
+
+        May raise :class:`~rtcore.errors.HttpError` to refuse the upgrade
+        with that status (e.g. 503 when over a connection rate limit).
+        """
 
     def handle_http(
         self, request: Request, response: HttpResponseWriter
@@ -250,13 +254,14 @@ class HttpResponseWriter:
     ``on_disconnect`` callbacks run when the client goes away.
     """
 
-    __slots__ = ("_proto", "_request", "_started", "_chunked", "finished", "_callbacks")
+    __slots__ = ("_proto", "_request", "_started", "_chunked", "_keep_alive", "finished", "_callbacks")
 
     def __init__(self, proto: _Connection, request: Request) -> None:
         self._proto = proto
         self._request = request
         self._started = False
         self._chunked = False
+        self._keep_alive = request.keep_alive
         self.finished = False
         self._callbacks: list[Callable[[], None]] = []
 
@@ -302,10 +307,17 @@ class HttpResponseWriter:
         self._started = True
         hdrs = list(headers)
         names = {k.lower() for k, _ in hdrs}
+        keep_alive = self._request.keep_alive
         if "content-length" not in names:
-            self._chunked = True
-            hdrs.append(("Transfer-Encoding", "chunked"))
-        head = render_response(status, hdrs, b"", keep_alive=self._request.keep_alive)
+            if self._request.http_version == "1.0":
+                # HTTP/1.0 has no chunked coding: the end of the body is the
+                # end of the connection.
+                keep_alive = False
+            else:
+                self._chunked = True
+                hdrs.append(("Transfer-Encoding", "chunked"))
+        self._keep_alive = keep_alive
+        head = render_response(status, hdrs, b"", keep_alive=keep_alive)
         self._proto.write(head)
 
     def write(self, data: bytes) -> bool:
@@ -331,7 +343,7 @@ class HttpResponseWriter:
         self.finished = True
         if self._chunked and not self._proto.lost:
             self._proto.write(b"0\r\n\r\n")
-        self._proto.response_done(self._request.keep_alive)
+        self._proto.response_done(self._keep_alive)
 
     @property
     def write_buffer_size(self) -> int:
@@ -503,7 +515,11 @@ class _Connection(asyncio.BufferedProtocol):
             logger.exception("WebSocket on_close handler failed")
 
     def _upgrade(self, request: Request, trailing: bytes) -> None:
-        route = self.server.app.route_websocket(request)
+        try:
+            route = self.server.app.route_websocket(request)
+        except HttpError as exc:
+            self._send_error(exc)
+            return
         if route is None:
             self._send_error(HttpError(404, "no WebSocket endpoint at this path"))
             return
@@ -560,6 +576,10 @@ class _Connection(asyncio.BufferedProtocol):
             self._pending.clear()
             self._send_error(exc)
             return
+        interim = parser.data_to_send()
+        if interim:
+            # "100 Continue" for a client that asked before sending its body.
+            self.write(interim)
         self._partial = not requests
         if requests:
             self._pending.extend(requests)

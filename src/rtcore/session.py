@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import codes
 from .codes import ClientError, Disconnect
 from .fanout import Subscriber, Writer
+from .protocol.errors import InappropriateProtocol
 from .protocol import Command, Error, ProtocolDecodeError, Push, Reply
 from .types import ClientInfo
 
@@ -160,7 +161,7 @@ class ClientSession:
             return
         try:
             data = self.codec.encode_reply(reply)
-        except ValueError:
+        except InappropriateProtocol:
             logger.debug("reply not encodable for %s", self.codec.name, exc_info=True)
             self.disconnect(codes.INAPPROPRIATE_PROTOCOL)
             return
@@ -176,7 +177,7 @@ class ClientSession:
                     data += b"\n"
             else:
                 data = self.codec.encode_push(push)
-        except ValueError:
+        except InappropriateProtocol:
             self.disconnect(codes.INAPPROPRIATE_PROTOCOL)
             return
         self.writer.enqueue(data)

@@ -61,7 +61,7 @@ def _reject_constant(name: str) -> Any:
 # NaN / Infinity are not JSON; Python's decoder accepts them unless told not to.
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 _loads: Final = _DECODER.decode
-_scan_once: Final = _DECODER.scan_once
+_scan_once: Final = _DECODER.scan_once  # type: ignore[attr-defined]
 _scanstring: Final = json.decoder.scanstring  # type: ignore[attr-defined]
 _skip_ws: Final = re.compile(r"[ \t\n\r]*").match
 
@@ -142,19 +142,17 @@ def _walk_object(
 ) -> tuple[dict[str, Any], int]:
     """Parse the object starting at ``s[i] == "{"``; return it and the end index."""
     out: dict[str, Any] = {}
-    i = _skip_ws(s, i + 1).end()
+    i = _skip_ws(s, i + 1).end()  # type: ignore[union-attr]
     if s[i : i + 1] == "}":
         return out, i + 1
     while True:
         if s[i : i + 1] != '"':
-            raise json.JSONDecodeError(
-                "Expecting property name enclosed in double quotes", s, i
-            )
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", s, i)
         key, i = _scanstring(s, i + 1, True)
-        i = _skip_ws(s, i).end()
+        i = _skip_ws(s, i).end()  # type: ignore[union-attr]
         if s[i : i + 1] != ":":
             raise json.JSONDecodeError("Expecting ':' delimiter", s, i)
-        i = _skip_ws(s, i + 1).end()
+        i = _skip_ws(s, i + 1).end()  # type: ignore[union-attr]
         kind = every if every is not None else (spec.get(key) if spec is not None else None)
         if kind is None:
             value, i = _scan_value(s, i)
@@ -170,10 +168,10 @@ def _walk_object(
         else:
             value, i = _scan_value(s, i)
         out[key] = value
-        i = _skip_ws(s, i).end()
+        i = _skip_ws(s, i).end()  # type: ignore[union-attr]
         c = s[i : i + 1]
         if c == ",":
-            i = _skip_ws(s, i + 1).end()
+            i = _skip_ws(s, i + 1).end()  # type: ignore[union-attr]
         elif c == "}":
             return out, i + 1
         else:
@@ -186,17 +184,17 @@ def _parse_object(s: str, spec: dict[str, Any]) -> dict[str, Any]:
         # No key can be "data": one call into the C decoder.
         value = _loads(s)
     else:
-        i = _skip_ws(s, 0).end()
+        i = _skip_ws(s, 0).end()  # type: ignore[union-attr]
         if s[i : i + 1] == "{":
             value, i = _walk_object(s, i, spec, None)
-            i = _skip_ws(s, i).end()
+            i = _skip_ws(s, i).end()  # type: ignore[union-attr]
             if i != len(s):
                 raise json.JSONDecodeError("Extra data", s, i)
         else:
             value = _loads(s)
     if type(value) is not dict:
         raise _Invalid(f"expected a JSON object, got {_kind(value)}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +214,7 @@ def _str(v: Any) -> str:
 
 def _bool(v: Any) -> bool:
     if v is True or v is False:
-        return v  # type: ignore[no-any-return]
+        return v
     raise _Invalid(f"expected a boolean, got {_kind(v)}")
 
 
@@ -420,7 +418,9 @@ def _as_text(data: bytes | bytearray | memoryview | str, what: str) -> str:
     try:
         return str(data, "utf-8")
     except UnicodeDecodeError as e:
-        raise ProtocolDecodeError(f"{what} is not valid UTF-8: {e.reason} at byte {e.start}") from None
+        raise ProtocolDecodeError(
+            f"{what} is not valid UTF-8: {e.reason} at byte {e.start}"
+        ) from None
 
 
 def _fail(where: str, exc: Exception) -> ProtocolDecodeError:

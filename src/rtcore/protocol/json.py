@@ -52,21 +52,21 @@ from .messages import (
     RefreshResult,
     Reply,
     RPCResult,
+    SubRefreshResult,
     Subscribe,
     SubscribeResult,
-    SubRefreshResult,
     Unsubscribe,
 )
 
 
 __all__ = ["JsonCodec"]
 
-_quote: Final = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote: Final = json.encoder.encode_basestring_ascii
 _VALIDATOR: Final = json.JSONDecoder(
     parse_constant=lambda name: _raise_value_error(f"{name} is not valid JSON")
 )
 _validate: Final = _VALIDATOR.decode
-_scan_once: Final = _VALIDATOR.scan_once
+_scan_once: Final = _VALIDATOR.scan_once  # type: ignore[attr-defined]
 
 _U32_MAX: Final = 0xFFFF_FFFF
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
@@ -87,7 +87,7 @@ def _raise_value_error(message: str) -> Any:
 def _s(v: str) -> bytes:
     # encode_basestring_ascii escapes everything outside ASCII, lone
     # surrogates included, so the result always encodes.
-    return _quote(v).encode("ascii")  # type: ignore[no-any-return]
+    return _quote(v).encode("ascii")
 
 
 def _int(v: int, lo: int, hi: int, name: str) -> bytes:

@@ -5,8 +5,9 @@ default) from the generated ``client_pb2`` and converts it to the dataclasses
 of ``messages``. The generic encoders go the other way (dataclass ->
 ``client_pb2`` message -> ``SerializeToString``). The fan-out fast paths
 (``encode_publication``/``encode_join``/``encode_leave``) write the wire format
-by hand, which measured about three times faster than filling a generated
-message; the tests compare both byte for byte.
+by hand, which measured faster than filling a generated message (about 1.5 vs
+2 us for a small publication, even for 2 KiB payloads) and copies the payload
+only once; the tests compare both byte for byte.
 
 Every ``encode_*`` result except ``encode_push_bare`` is prefixed with its
 length as an unsigned varint, so a frame is the concatenation of encoded
@@ -56,9 +57,9 @@ from .messages import (
     RPCRequest,
     RPCResult,
     SendRequest,
-    Subscribe,
     SubRefreshRequest,
     SubRefreshResult,
+    Subscribe,
     SubscribeRequest,
     SubscribeResult,
     TrackBatch,
@@ -240,7 +241,7 @@ def _check_wire_types(root: _PbMessage) -> None:
     while stack:
         m = stack.pop()
         by_number = m.DESCRIPTOR.fields_by_number
-        for f in UnknownFieldSet(m):
+        for f in UnknownFieldSet(m):  # type: ignore[attr-defined]
             fd = by_number.get(f.field_number)
             if fd is not None:
                 raise _Invalid(
@@ -275,14 +276,11 @@ def _decode_one(chunk: bytes, cls: Any) -> Any:
 
 
 def _command(m: Any) -> Command:
-    cmd = Command()
+    kwargs = {}
     for fd, value in m.ListFields():
         name = fd.name
-        if name == "id":
-            cmd.id = value
-        else:
-            setattr(cmd, name, _REQUEST_CONVERTERS[name](value))
-    return cmd
+        kwargs[name] = value if name == "id" else _REQUEST_CONVERTERS[name](value)
+    return Command(**kwargs)
 
 
 def _as_bytes(data: bytes | bytearray | memoryview, what: str) -> bytes:
@@ -586,8 +584,10 @@ def _frame(channel: str, body_tag: bytes, body_head: bytes, data: bytes, body_ta
     reply_head = b"\x22" + (_SMALL_VARINTS[push_size] if push_size < 0x80 else _varint(push_size))
     reply_size = len(reply_head) + push_size
     head = (
-        _SMALL_VARINTS[reply_size] if reply_size < 0x80 else _varint(reply_size)
-    ) + reply_head + push_head
+        (_SMALL_VARINTS[reply_size] if reply_size < 0x80 else _varint(reply_size))
+        + reply_head
+        + push_head
+    )
     return b"".join((head, body_head, data, body_tail))
 
 
@@ -660,7 +660,11 @@ class ProtobufCodec:
         try:
             while pos < end:
                 n += 1
-                length, pos = _read_varint(buf, pos)
+                length = buf[pos]
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = _read_varint(buf, pos)
                 stop = pos + length
                 if stop > end:
                     raise _Invalid(
@@ -715,7 +719,7 @@ class ProtobufCodec:
         try:
             m = pb.Push()
             _fill_push(m, push)
-            return m.SerializeToString()  # type: ignore[no-any-return]
+            return m.SerializeToString()
         except ProtocolEncodeError:
             raise
         except (TypeError, ValueError, AttributeError) as e:

@@ -1,0 +1,1 @@
+"""Protocol-engine tests: sessions (sans-I/O), real sockets and the official SDKs."""
