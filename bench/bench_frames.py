@@ -211,9 +211,21 @@ def picows_parser(stream: bytes, count: int) -> tuple[Callable[[], int], Callabl
     async def connect() -> Any:
         # Positional arguments of picows 2.x WSProtocol.__init__ (see picows/api.py).
         protocol = PicowsProtocol(
-            None, None, False, lambda request: listener, logging.getLogger("bench.picows"),
-            True, None, False, 10.0, 10.0, picows.WSAutoPingStrategy.PING_WHEN_IDLE,
-            False, 64 << 20, None, 256 * 1024,
+            None,
+            None,
+            False,
+            lambda request: listener,
+            logging.getLogger("bench.picows"),
+            True,
+            None,
+            False,
+            10.0,
+            10.0,
+            picows.WSAutoPingStrategy.PING_WHEN_IDLE,
+            False,
+            64 << 20,
+            None,
+            256 * 1024,
         )
         protocol.connection_made(transport)
         protocol.get_buffer(-1)[: len(_UPGRADE)] = _UPGRADE
@@ -246,7 +258,9 @@ def parse_case(group: str, name: str, payload_size: int, count: int) -> Case | N
         run = rtcore_parser(twin, stream, count, "buffered")
         return Case(group, name, run, count, "frames/s", baseline=True)
     if name == "rtcore._frames (buffered)" and compiled is not None:
-        return Case(group, name, rtcore_parser(compiled, stream, count, "buffered"), count, "frames/s")
+        return Case(
+            group, name, rtcore_parser(compiled, stream, count, "buffered"), count, "frames/s"
+        )
     if name == "rtcore._frames (feed_data)" and compiled is not None:
         return Case(group, name, rtcore_parser(compiled, stream, count, "feed"), count, "frames/s")
     if name == "picows (buffered)" and picows is not None:
@@ -275,7 +289,11 @@ def case_specs() -> list[tuple[str, str, Callable[[], Case | None]]]:
         group = f"parse {label} frames"
         for name in PARSE_IMPLS:
             specs.append(
-                (group, name, lambda g=group, n=name, p=payload_size, c=count: parse_case(g, n, p, c))
+                (
+                    group,
+                    name,
+                    lambda g=group, n=name, p=payload_size, c=count: parse_case(g, n, p, c),
+                )
             )
     return specs
 
@@ -348,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per case (median reported)")
     parser.add_argument(
-        "--min-time", type=float, default=0.2, help="seconds per run; the call count is calibrated to it"
+        "--min-time",
+        type=float,
+        default=0.2,
+        help="seconds per run; the call count is calibrated to it",
     )
     args = parser.parse_args(argv)
     if compiled is None:
@@ -361,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.runs):
         for i, case in enumerate(cases):
             samples[i].append(time_calls(case.fn, calls[i]))
-    results = [(case, statistics.median(times)) for case, times in zip(cases, samples)]
+    results = [(case, statistics.median(times)) for case, times in zip(cases, samples, strict=True)]
     for case in cases:
         if case.close is not None:
             case.close()

@@ -97,7 +97,9 @@ class FakeDeflate:
         self.calls.append((payload, max_size))
         inflater = zlib.decompressobj(-15)
         try:
-            data = inflater.decompress(payload + b"\x00\x00\xff\xff", max_size + 1 if max_size else 0)
+            data = inflater.decompress(
+                payload + b"\x00\x00\xff\xff", max_size + 1 if max_size else 0
+            )
         except zlib.error:
             raise WebSocketProtocolError(1007, "corrupt compressed data") from None
         if max_size and (len(data) > max_size or inflater.unconsumed_tail):

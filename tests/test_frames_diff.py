@@ -41,7 +41,9 @@ class ZlibDeflate:
     def decompress(self, payload: bytes, max_size: int) -> bytes:
         inflater = zlib.decompressobj(-15)
         try:
-            data = inflater.decompress(payload + b"\x00\x00\xff\xff", max_size + 1 if max_size else 0)
+            data = inflater.decompress(
+                payload + b"\x00\x00\xff\xff", max_size + 1 if max_size else 0
+            )
         except zlib.error:
             raise WebSocketProtocolError(1007, "corrupt compressed data") from None
         if max_size and (len(data) > max_size or inflater.unconsumed_tail):
@@ -127,7 +129,9 @@ close_payloads = st.one_of(
     st.just(b""),
     st.binary(min_size=1, max_size=1),
     st.tuples(
-        st.sampled_from([0, 999, 1000, 1001, 1004, 1005, 1006, 1011, 1014, 1015, 2999, 3000, 4999, 5000]),
+        st.sampled_from(
+            [0, 999, 1000, 1001, 1004, 1005, 1006, 1011, 1014, 1015, 2999, 3000, 4999, 5000]
+        ),
         utf8ish,
     ).map(lambda cr: struct.pack("!H", cr[0]) + cr[1][:100]),
 )
@@ -139,8 +143,19 @@ def frames(draw: Any, masked: bool) -> bytes:
     """One frame (or one fragmented message): mostly well-formed, sometimes not."""
     kind = draw(
         st.sampled_from(
-            ["text", "text", "binary", "binary", "fragmented", "fragmented", "compressed",
-             "ping", "pong", "close", "weird"]
+            [
+                "text",
+                "text",
+                "binary",
+                "binary",
+                "fragmented",
+                "fragmented",
+                "compressed",
+                "ping",
+                "pong",
+                "close",
+                "weird",
+            ]
         )
     )
 
@@ -161,14 +176,18 @@ def frames(draw: Any, masked: bool) -> bytes:
             fin = i == len(parts) - 1
             out += raw_frame((0x80 if fin else 0) | (opcode if i == 0 else 0), part, key())
             if draw(st.booleans()):
-                out += raw_frame(draw(st.sampled_from([0x89, 0x8A])), draw(st.binary(max_size=10)), key())
+                out += raw_frame(
+                    draw(st.sampled_from([0x89, 0x8A])), draw(st.binary(max_size=10)), key()
+                )
         return out
     if kind == "compressed":
         opcode = draw(st.sampled_from([1, 2]))
         packed = deflate(draw(payloads))
         if draw(st.booleans()) and packed:
             cut = draw(st.integers(0, len(packed)))
-            return raw_frame(0x40 | opcode, packed[:cut], key()) + raw_frame(0x80, packed[cut:], key())
+            return raw_frame(0x40 | opcode, packed[:cut], key()) + raw_frame(
+                0x80, packed[cut:], key()
+            )
         return raw_frame(0xC0 | opcode, packed, key())
     if kind in ("ping", "pong"):
         return raw_frame(0x89 if kind == "ping" else 0x8A, draw(st.binary(max_size=125)), key())
@@ -177,7 +196,9 @@ def frames(draw: Any, masked: bool) -> bytes:
     # Any first byte, any (possibly huge or too long) length, key or not.
     b0 = draw(st.integers(0, 255))
     payload = draw(st.binary(max_size=130))
-    length = draw(st.one_of(st.none(), st.sampled_from([126, 1 << 20, 1 << 30, 1 << 63, (1 << 64) - 1])))
+    length = draw(
+        st.one_of(st.none(), st.sampled_from([126, 1 << 20, 1 << 30, 1 << 63, (1 << 64) - 1]))
+    )
     return raw_frame(b0, payload, draw(st.one_of(st.none(), keys)), length=length)
 
 
@@ -196,7 +217,11 @@ def scenarios(draw: Any) -> tuple[dict[str, Any], bytes, list[tuple[str, int]]]:
             pos = draw(st.integers(0, max(len(stream) - 1, 0)))
             action = draw(st.sampled_from(["flip", "drop", "insert"]))
             if action == "flip" and stream:
-                stream = stream[:pos] + bytes((stream[pos] ^ draw(st.integers(1, 255)),)) + stream[pos + 1 :]
+                stream = (
+                    stream[:pos]
+                    + bytes((stream[pos] ^ draw(st.integers(1, 255)),))
+                    + stream[pos + 1 :]
+                )
             elif action == "drop":
                 stream = stream[:pos] + stream[pos + 1 :]
             else:
@@ -268,9 +293,7 @@ def test_chunking_does_not_matter(scenario: Any, data: Any) -> None:
 
 @SETTINGS
 @given(
-    st.lists(
-        st.tuples(st.sampled_from([0x1, 0x2, 0x9, 0xA]), payloads, st.booleans()), max_size=6
-    ),
+    st.lists(st.tuples(st.sampled_from([0x1, 0x2, 0x9, 0xA]), payloads, st.booleans()), max_size=6),
     keys,
 )
 def test_encode_then_parse(messages: list[tuple[int, bytes, bool]], key: bytes) -> None:
@@ -323,7 +346,7 @@ def test_utf8_matches_codec(data: bytes, more: Any) -> None:
     # Split into fragments: the incremental verdict (error at which fragment)
     # must match the incremental codec's.
     cuts = sorted(more.draw(st.lists(st.integers(0, len(data)), max_size=4)))
-    parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     decoder = codecs.getincrementaldecoder("utf-8")()
     failed_at = None
     for i, part in enumerate(parts):

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+import rtcore._frames_py as twin
 import rtcore.errors
 import rtcore.frames
-import rtcore._frames_py as twin
 
 
 def _truthy(env: Mapping[str, str], name: str) -> bool:
@@ -96,7 +96,9 @@ def test_facade_no_extensions() -> None:
 
 
 def test_facade_default() -> None:
-    expected = ["cython", "rtcore._frames"] if compiled is not None else ["python", "rtcore._frames_py"]
+    expected = (
+        ["cython", "rtcore._frames"] if compiled is not None else ["python", "rtcore._frames_py"]
+    )
     assert _facade_in_subprocess() == expected
 
 
@@ -189,7 +191,11 @@ def test_frame_parser_members() -> None:
 @needs_compiled
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"max_message_size": 5, "is_server": False}, {"max_message_size": -3, "deflate": object()}],
+    [
+        {},
+        {"max_message_size": 5, "is_server": False},
+        {"max_message_size": -3, "deflate": object()},
+    ],
 )
 def test_frame_parser_instances(kwargs: dict[str, Any]) -> None:
     ours, reference = compiled.FrameParser(**kwargs), twin.FrameParser(**kwargs)
@@ -252,7 +258,12 @@ def test_capi_write_header(length: int) -> None:
     header_size = _capi(
         "header_size", ctypes.CFUNCTYPE, ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_int
     )
-    for opcode, fin, rsv1 in [(1, True, False), (2, False, True), (0, False, False), (9, True, False)]:
+    for opcode, fin, rsv1 in [
+        (1, True, False),
+        (2, False, True),
+        (0, False, False),
+        (9, True, False),
+    ]:
         out = ctypes.create_string_buffer(14)
         size = write_header(out, opcode, length, fin, rsv1)
         expected = twin.frame_header(opcode, length, fin, rsv1)
@@ -299,7 +310,12 @@ def test_capi_mask_copy_and_build_frame() -> None:
 @needs_compiled
 def test_capi_utf8_feed() -> None:
     utf8_feed = _capi(
-        "utf8_feed", ctypes.CFUNCTYPE, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_ssize_t
+        "utf8_feed",
+        ctypes.CFUNCTYPE,
+        ctypes.c_uint32,
+        ctypes.c_uint32,
+        ctypes.c_char_p,
+        ctypes.c_ssize_t,
     )
     accept, reject = 0, 1
     text = "añ€𝄞".encode()

@@ -20,23 +20,55 @@ def parse_server(data: bytes) -> list[tuple[int, bytes]]:
     return parser.feed_data(data)
 
 
-def test_messages_are_returned_and_pings_answered() -> None:
+def receive(conn: WebSocketConnection, data: bytes) -> list[tuple[int, bytes]]:
+    """What the I/O layer does: handle events in order, answer pings, then receive_done."""
+    events = conn.receive_data(data)
+    for opcode, payload in events:
+        if opcode == OP_PING:
+            conn.pong(payload)
+    conn.receive_done()
+    return events
+
+
+def test_events_keep_their_order_and_pings_are_answered() -> None:
     conn = WebSocketConnection()
     data = client_frame(OP_TEXT, b"hi") + client_frame(OP_PING, b"p1") + client_frame(OP_BINARY, b"\x00")
-    assert conn.receive_data(data) == [(OP_TEXT, b"hi"), (OP_BINARY, b"\x00")]
+    assert receive(conn, data) == [(OP_TEXT, b"hi"), (OP_PING, b"p1"), (OP_BINARY, b"\x00")]
     assert parse_server(b"".join(conn.data_to_send())) == [(OP_PONG, b"p1")]
     assert conn.data_to_send() == []
     assert conn.state == OPEN
 
 
+def test_ping_inside_fragmented_message_comes_first() -> None:
+    conn = WebSocketConnection()
+    data = (
+        client_frame(OP_TEXT, b"frag1", fin=False)
+        + client_frame(OP_PING, b"p")
+        + client_frame(0, b"frag2")
+    )
+    assert conn.receive_data(data) == [(OP_PING, b"p"), (OP_TEXT, b"frag1frag2")]
+
+
+def test_close_takes_effect_after_the_events_before_it() -> None:
+    conn = WebSocketConnection()
+    events = conn.receive_data(client_frame(OP_TEXT, b"m") + client_frame(OP_CLOSE, encode_close(1000)))
+    assert events == [(OP_TEXT, b"m")]
+    # The reply to "m" can still be sent before the close frame goes out.
+    assert conn.send(OP_TEXT, b"reply") is True
+    conn.receive_done()
+    out = parse_server(b"".join(conn.data_to_send()))
+    assert out == [(OP_TEXT, b"reply"), (OP_CLOSE, encode_close(1000))]
+    assert conn.state == CLOSED
+
+
 def test_pong_is_reported() -> None:
     conn = WebSocketConnection()
-    assert conn.receive_data(client_frame(OP_PONG, b"x")) == [(OP_PONG, b"x")]
+    assert receive(conn, client_frame(OP_PONG, b"x")) == [(OP_PONG, b"x")]
 
 
 def test_client_initiated_close_is_echoed() -> None:
     conn = WebSocketConnection()
-    conn.receive_data(client_frame(OP_CLOSE, encode_close(4001, "bye")))
+    receive(conn, client_frame(OP_CLOSE, encode_close(4001, "bye")))
     assert conn.state == CLOSED
     assert conn.should_close_transport
     assert conn.close_code_received == 4001
@@ -46,7 +78,7 @@ def test_client_initiated_close_is_echoed() -> None:
 
 def test_empty_close_gets_empty_close() -> None:
     conn = WebSocketConnection()
-    conn.receive_data(client_frame(OP_CLOSE, b""))
+    receive(conn, client_frame(OP_CLOSE, b""))
     assert conn.close_code_received == 1005
     assert parse_server(b"".join(conn.data_to_send())) == [(OP_CLOSE, b"")]
 
@@ -58,11 +90,11 @@ def test_server_initiated_close_waits_for_peer() -> None:
     assert not conn.should_close_transport
     assert parse_server(b"".join(conn.data_to_send())) == [(OP_CLOSE, encode_close(3001, "shutdown"))]
     # Data still arriving before the peer's close frame is delivered; we send nothing.
-    assert conn.receive_data(client_frame(OP_TEXT, b"late")) == [(OP_TEXT, b"late")]
+    assert receive(conn, client_frame(OP_TEXT, b"late")) == [(OP_TEXT, b"late")]
     assert conn.send(OP_TEXT, b"nope") is False
-    conn.receive_data(client_frame(OP_PING, b""))
+    receive(conn, client_frame(OP_PING, b""))
     assert conn.data_to_send() == []
-    conn.receive_data(client_frame(OP_CLOSE, encode_close(3001)))
+    receive(conn, client_frame(OP_CLOSE, encode_close(3001)))
     assert conn.state == CLOSED and conn.should_close_transport
     assert conn.data_to_send() == []  # no second close frame
 
@@ -78,7 +110,7 @@ def test_server_initiated_close_waits_for_peer() -> None:
 )
 def test_protocol_errors_fail_the_connection(data: bytes, code: int) -> None:
     conn = WebSocketConnection()
-    assert conn.receive_data(data) == []
+    assert receive(conn, data) == []
     assert conn.state == CLOSED and conn.should_close_transport
     assert conn.error is not None and conn.error.code == code
     out = parse_server(b"".join(conn.data_to_send()))
@@ -88,13 +120,13 @@ def test_protocol_errors_fail_the_connection(data: bytes, code: int) -> None:
 def test_messages_before_an_error_are_kept() -> None:
     conn = WebSocketConnection()
     data = client_frame(OP_TEXT, b"ok") + client_frame(OP_TEXT, b"\xc0\xaf")
-    assert conn.receive_data(data) == [(OP_TEXT, b"ok")]
+    assert receive(conn, data) == [(OP_TEXT, b"ok")]
     assert conn.error is not None and conn.error.code == 1007
 
 
 def test_message_size_limit() -> None:
     conn = WebSocketConnection(max_message_size=10)
-    conn.receive_data(client_frame(OP_BINARY, b"x" * 11))
+    receive(conn, client_frame(OP_BINARY, b"x" * 11))
     assert conn.error is not None and conn.error.code == 1009
 
 

@@ -2,8 +2,14 @@
 
 * ``/connection/websocket``: the Centrifuge protocol over WebSocket (JSON, or
   Protobuf with the ``centrifuge-protobuf`` subprotocol / ``format=protobuf``).
+* ``/connection/http_stream``, ``/connection/sse`` and ``/emulation``: the
+  centrifuge-js fallbacks, and ``/connection/uni_websocket``, ``uni_sse``,
+  ``uni_http_stream`` when enabled (``rtcore.transports_http``,
+  ``rtcore.transports_uni``, docs/transports.md).
 * ``/health``: liveness (200 ``{}``).
-* ``/api`` and ``/api/<method>``: the server API (see ``rtcore.api``).
+* ``/api`` and ``/api/<method>``: the server API (see ``rtcore.api``) and
+  ``/metrics`` when ``metrics.enabled``; both move to an internal port of
+  their own when ``api.port`` is set (``rtcore.api.InternalApp``).
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .api import ServerApi, mount_internal
 from .deflate import DeflateOptions
 from .errors import HttpError
 from .http import Request
 from .protocol import get_codec
 from .server import HttpResponseWriter, Server, ServerOptions, WebSocketRoute
+from .transports_http import mount_http_transports
+from .transports_uni import mount_uni_transports
 from .ws_transport import ProtocolWebSocketHandler
 
 
@@ -28,7 +37,7 @@ if TYPE_CHECKING:
     from .node import Node
 
 
-__all__ = ["NodeApp", "serve_node", "origin_checker"]
+__all__ = ["NodeApp", "serve_node", "origin_checker", "ssl_context_from_config"]
 
 logger = logging.getLogger("rtcore.app")
 
@@ -102,6 +111,16 @@ class NodeApp:
         # Extra HTTP routes (path -> handler) mounted by other components.
         self.http_routes: dict[str, HttpHandler] = {"/health": self._health}
         self.http_prefixes: list[tuple[str, HttpHandler]] = []
+        # WebSocket endpoints besides /connection/websocket (path -> router).
+        self.ws_routers: dict[str, Callable[[Request], WebSocketRoute | None]] = {}
+        # HTTP-streaming, SSE, /emulation and the unidirectional transports.
+        self.http_transports = mount_http_transports(self)
+        self.uni_transports = mount_uni_transports(self)
+        # The server API (/api) and /metrics live here unless api.port gives
+        # them an internal port of their own (rtcore.api.InternalApp).
+        self.api: ServerApi | None = None
+        if cfg.api.port == 0:
+            self.api = mount_internal(self)
 
     def _route(self, deflate: DeflateOptions | None, codec: Any) -> WebSocketRoute:
         node = self.node
@@ -133,7 +152,10 @@ class NodeApp:
             raise HttpError(503, "too many new connections, retry later", [("Retry-After", str(max(1, round(wait))))])
 
     def route_websocket(self, request: Request) -> WebSocketRoute | None:
-        if request.path != "/connection/websocket" or not self.node.config.websocket.enabled:
+        if request.path != "/connection/websocket":
+            router = self.ws_routers.get(request.path)
+            return router(request) if router is not None else None
+        if not self.node.config.websocket.enabled:
             return None
         if self.node.closing:
             raise HttpError(503, "server is shutting down", [("Retry-After", "1")])
@@ -161,7 +183,8 @@ class NodeApp:
         response.send(200, [("Content-Type", "application/json")], b"{}")
 
 
-def _ssl_context(node: Node) -> ssl.SSLContext | None:
+def ssl_context_from_config(node: Node) -> ssl.SSLContext | None:
+    """A server TLS context from ``http.tls_cert``/``http.tls_key``, or None without TLS."""
     http = node.config.http
     if not http.tls_cert:
         return None
@@ -179,11 +202,12 @@ async def serve_node(node: Node, host: str | None = None, port: int | None = Non
         close_timeout=cfg.websocket.close_timeout,
         max_body_size=cfg.http.max_body_size,
     )
+    ssl_context = kwargs.pop("ssl", None)
     server = Server(app, options)
     await server.listen(
         host if host is not None else cfg.http.address,
         port if port is not None else cfg.http.port,
-        ssl=_ssl_context(node),
+        ssl=ssl_context if ssl_context is not None else ssl_context_from_config(node),
         **kwargs,
     )
     return server

@@ -65,6 +65,7 @@ from .protocol import (
 )
 from .session import CLOSED, ClientSession, SubscriptionState
 from .timers import TimerWheel
+from .transports_uni import UNI_JSON
 from .types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
@@ -102,7 +103,9 @@ class Node(BrokerEventHandler):
         self.id = self.config.client.node_name or f"{socket.gethostname()}-{id(self):x}"
         self.version = __version__
         self.channels = ChannelRules(self.config.channel)
-        self.codecs: tuple[Codec, ...] = (get_codec("json"), get_codec("protobuf"))
+        # Fan-out encodes each publication once per codec: JSON, Protobuf, and
+        # bare-push JSON for the unidirectional transports.
+        self.codecs: tuple[Codec, ...] = (get_codec("json"), get_codec("protobuf"), UNI_JSON)
         self.hub = Hub(self.codecs, self.handle_fanout_action)
         self.flusher = Flusher()
         self.timers = TimerWheel(tick=0.25)

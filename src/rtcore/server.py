@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from .deflate import DeflateOptions
 from .errors import HttpError
-from .frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, OP_BINARY, OP_TEXT
+from .frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, OP_BINARY, OP_PING, OP_TEXT
 from .handshake import accept_websocket
 from .timers import TimerWheel
 from .http import HttpParser, Request, error_response, render_response
@@ -475,25 +475,31 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- WebSocket mode ------------------------------------------------------
 
-    def _ws_messages(self, messages: list[tuple[int, bytes]]) -> None:
+    def _ws_messages(self, events: list[tuple[int, bytes]]) -> None:
+        wsconn = self._wsconn
+        assert wsconn is not None
         handler = self._handler
-        if messages and handler is not None:
-            wsconn = self._wsconn
-            assert wsconn is not None
-            for opcode, payload in messages:
+        if events and handler is not None:
+            for opcode, payload in events:
                 if opcode == OP_TEXT or opcode == OP_BINARY:
                     if wsconn.state != OPEN:
-                        break
+                        continue  # we already sent our close frame
                     try:
                         handler.on_message(opcode, payload)
                     except Exception:  # noqa: BLE001
                         logger.exception("WebSocket handler failed; closing with 1011")
                         wsconn.fail(1011, "internal error")
                         break
+                elif opcode == OP_PING:
+                    # Answer now, so the pong keeps its place among the replies
+                    # the handler already wrote.
+                    wsconn.pong(payload)
+                    self.flush_ws()
                 else:
                     on_pong = getattr(handler, "on_pong", None)
                     if on_pong is not None:
                         on_pong(payload)
+        wsconn.receive_done()
         self.flush_ws()
 
     def _notify_closed(self) -> None:

@@ -49,7 +49,9 @@ class Transport(Protocol):
     """What a session needs from the connection that carries it.
 
     It is also the writer's sink (``write_batch``, ``buffer_size``,
-    ``on_slow``).
+    ``on_slow``). Unidirectional transports also implement
+    ``handle_reply(reply)``, called instead of writing a Reply, which they
+    cannot carry (see ``rtcore.transports_uni``).
     """
 
     #: "websocket", "http_stream", "sse", "uni_websocket", ...
@@ -107,8 +109,10 @@ class ClientSession:
         # Index of the codec in node.codecs (selects the fan-out payload).
         self.codec_index = node.codec_index(self.codec)
         self.client_id = str(uuid.uuid4())
-        # Identifies this session for the emulation endpoint (same as client id).
-        self.session_id = self.client_id
+        # Identifies this session for the emulation endpoint. Emulated
+        # transports get a separate random id: the client id is public
+        # (presence, join/leave) and must not let others send commands.
+        self.session_id = str(uuid.uuid4()) if transport.emulation else self.client_id
         self.state = CONNECTING
         self.user = ""
         self.info: bytes | None = None
@@ -158,6 +162,11 @@ class ClientSession:
 
     def send_reply(self, reply: Reply) -> None:
         if self.state == CLOSED:
+            return
+        if self.transport.unidirectional:
+            # No replies on these: the transport turns the connect result into a
+            # Connect push and an error into a disconnect (PROTOCOL.md §6.2, §3.3).
+            self.transport.handle_reply(reply)
             return
         try:
             data = self.codec.encode_reply(reply)

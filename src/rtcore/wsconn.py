@@ -1,15 +1,16 @@
 """Sans-I/O WebSocket connection: the RFC 6455 state machine above the frame parser.
 
-:class:`WebSocketConnection` takes received bytes and returns the data
-messages they complete; everything it must send in response (pongs, the close
-handshake) accumulates in an outbox that the I/O layer drains with
+:class:`WebSocketConnection` takes received bytes and returns the events
+they complete; what it must send in response (pongs, the close handshake)
+accumulates in an outbox that the I/O layer drains with
 :meth:`WebSocketConnection.data_to_send` after every call. It never touches a
 socket or an event loop, so tests drive it with byte strings.
 
 Contract for the I/O layer (the websockets ``Protocol`` contract):
 
 1. Feed input with :meth:`receive_data` (or ``get_buffer``/``buffer_updated``),
-   handle the returned messages, then write :meth:`data_to_send` out.
+   handle the returned events in order (answer ``OP_PING`` with :meth:`pong`),
+   call :meth:`receive_done`, then write :meth:`data_to_send` out.
 2. After any ``send_*``/``close``/``fail`` call, write :meth:`data_to_send`.
 3. When :attr:`should_close_transport` becomes true, write what is pending
    and close the TCP connection (the server closes first, RFC 6455 §7.1.1).
@@ -94,6 +95,8 @@ class WebSocketConnection:
         self.should_close_transport = False
         # Set when the connection failed because of the peer's protocol error.
         self.error: WebSocketProtocolError | None = None
+        # A received close frame waiting for receive_done().
+        self._pending_close: bytes | None = None
 
     # -- input ---------------------------------------------------------------
 
@@ -101,17 +104,32 @@ class WebSocketConnection:
         return self.parser.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes]]:
-        """Bytes landed in the last ``get_buffer``; returns the data messages."""
-        return self._handle(self.parser.buffer_updated(nbytes))
+        """Bytes landed in the last ``get_buffer``; returns the events (see :meth:`receive_data`)."""
+        return self._split(self.parser.buffer_updated(nbytes))
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
-        """Feed received bytes; returns ``(opcode, payload)`` messages.
+        """Feed received bytes; returns the ``(opcode, payload)`` events, in order.
 
-        The list holds ``OP_TEXT``/``OP_BINARY`` messages (text as validated,
-        undecoded UTF-8 bytes) and ``OP_PONG`` payloads; pings are answered and
-        close frames are handled here.
+        Events are ``OP_TEXT``/``OP_BINARY`` messages (text as validated,
+        undecoded UTF-8 bytes), ``OP_PING`` (answer it with :meth:`pong` when
+        you reach it, so the pong keeps its place among your replies) and
+        ``OP_PONG``. A close frame or a protocol error that ended the input is
+        not an event: it takes effect in :meth:`receive_done`, which the
+        caller invokes after handling the events, so that the replies to
+        messages that came first are written before the close frame.
         """
-        return self._handle(self.parser.feed_data(data))
+        return self._split(self.parser.feed_data(data))
+
+    def receive_done(self) -> None:
+        """Apply a close frame or protocol error that ended the last input."""
+        close = self._pending_close
+        if close is not None:
+            self._pending_close = None
+            self._on_close_frame(close)
+        error = self.parser.error
+        if error is not None and self.error is None:
+            self.error = error
+            self.fail(error.code, error.reason)
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""
@@ -120,25 +138,16 @@ class WebSocketConnection:
         self.state = CLOSED
         self.should_close_transport = True
 
-    def _handle(self, events: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-        messages = events
-        for i, (opcode, payload) in enumerate(events):
-            if opcode == OP_TEXT or opcode == OP_BINARY or opcode == OP_PONG:
-                continue
-            # A control frame that needs handling: split the list once.
-            messages = [e for e in events if e[0] in (OP_TEXT, OP_BINARY, OP_PONG)]
-            for opcode2, payload2 in events[i:]:
-                if opcode2 == OP_PING:
-                    if self.state == OPEN:
-                        self._out.append(self._frame(OP_PONG, payload2))
-                elif opcode2 == OP_CLOSE:
-                    self._on_close_frame(payload2)
-            break
-        error = self.parser.error
-        if error is not None and self.error is None:
-            self.fail(error.code, error.reason)
-            self.error = error
-        return messages
+    def _split(self, events: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        # The parser stops after a close frame, so it can only be the last event.
+        if events and events[-1][0] == OP_CLOSE:
+            self._pending_close = events.pop()[1]
+        return events
+
+    def pong(self, payload: bytes) -> None:
+        """Queue the answer to a ping (nothing once the connection is closing)."""
+        if self.state == OPEN:
+            self._out.append(self._frame(OP_PONG, payload))
 
     def _on_close_frame(self, payload: bytes) -> None:
         code, reason = parse_close(payload)  # validated by the parser already

@@ -250,7 +250,7 @@ def _varint(n: int) -> bytes:
 
 
 def encode_commands(codec: str, commands: list[Mapping[str, Any]]) -> bytes:
-    """One client frame: JSON lines (``data`` values embedded as JSON) or varint-delimited Protobuf."""
+    """One client frame: JSON lines (``data`` embedded as JSON) or varint-delimited Protobuf."""
     if codec == "json":
         return b"\n".join(json.dumps(c, separators=(",", ":")).encode() for c in commands)
     out = bytearray()
@@ -274,7 +274,9 @@ def pb_to_dict(msg: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fd, value in msg.ListFields():
         if fd.type == fd.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
-            out[fd.name] = {k: pb_to_dict(v) if isinstance(v, Message) else v for k, v in value.items()}
+            out[fd.name] = {
+                k: pb_to_dict(v) if isinstance(v, Message) else v for k, v in value.items()
+            }
         elif fd.is_repeated:
             out[fd.name] = [pb_to_dict(v) if isinstance(v, Message) else v for v in value]
         elif fd.type == fd.TYPE_MESSAGE:
@@ -417,14 +419,22 @@ class Client:
     def pong(self) -> None:
         self.send_raw(b"{}" if self.codec == "json" else b"\x00")
 
-    async def call(self, method: str, body: Mapping[str, Any] | None = None, timeout: float = 3.0) -> dict[str, Any]:
+    async def call(
+        self, method: str, body: Mapping[str, Any] | None = None, timeout: float = 3.0
+    ) -> dict[str, Any]:
         """Send one command; wait for its reply (or the connection's end). Returns the reply."""
         cmd_id = self.new_id()
         self.send({"id": cmd_id, method: dict(body or {})})
-        await until(lambda: self.reply(cmd_id) is not None or self.closed is not None, timeout, f"reply {cmd_id}")
+        await until(
+            lambda: self.reply(cmd_id) is not None or self.closed is not None,
+            timeout,
+            f"reply {cmd_id}",
+        )
         reply = self.reply(cmd_id)
         if reply is None:
-            raise AssertionError(f"{method}: connection closed with {self.closed} instead of a reply")
+            raise AssertionError(
+                f"{method}: connection closed with {self.closed} instead of a reply"
+            )
         return reply
 
     async def ok(self, method: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -441,7 +451,9 @@ class Client:
         assert self.closed is None
         return int(reply["error"]["code"])
 
-    async def disconnected(self, method: str | None = None, body: Mapping[str, Any] | None = None) -> int:
+    async def disconnected(
+        self, method: str | None = None, body: Mapping[str, Any] | None = None
+    ) -> int:
         """Optionally send a command; wait for the close; return its code."""
         if method is not None:
             self.send({"id": self.new_id(), method: dict(body or {})})

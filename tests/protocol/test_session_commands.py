@@ -28,14 +28,32 @@ CONFIG = {
         "namespaces": [
             {"name": "sub", **SUBSCRIBE_ALL, "allow_publish_for_subscriber": True},
             {"name": "cli", **SUBSCRIBE_ALL, "allow_publish_for_client": True},
-            {"name": "anonpub", **SUBSCRIBE_ALL, "allow_publish_for_subscriber": True,
-             "allow_publish_for_anonymous": True},
+            {
+                "name": "anonpub",
+                **SUBSCRIBE_ALL,
+                "allow_publish_for_subscriber": True,
+                "allow_publish_for_anonymous": True,
+            },
             {"name": "ro", **SUBSCRIBE_ALL},
-            {"name": "pres", **SUBSCRIBE_ALL, "presence": True, "allow_presence_for_subscriber": True},
-            {"name": "prescli", **SUBSCRIBE_ALL, "presence": True, "allow_presence_for_client": True,
-             "allow_presence_for_anonymous": True},
-            {"name": "nopres", **SUBSCRIBE_ALL, "allow_presence_for_client": True,
-             "allow_presence_for_subscriber": True},
+            {
+                "name": "pres",
+                **SUBSCRIBE_ALL,
+                "presence": True,
+                "allow_presence_for_subscriber": True,
+            },
+            {
+                "name": "prescli",
+                **SUBSCRIBE_ALL,
+                "presence": True,
+                "allow_presence_for_client": True,
+                "allow_presence_for_anonymous": True,
+            },
+            {
+                "name": "nopres",
+                **SUBSCRIBE_ALL,
+                "allow_presence_for_client": True,
+                "allow_presence_for_subscriber": True,
+            },
             {"name": "hist", **SUBSCRIBE_ALL, **HISTORY, "allow_history_for_subscriber": True},
             {"name": "histcli", **SUBSCRIBE_ALL, **HISTORY, "allow_history_for_client": True},
             {"name": "nohist", **SUBSCRIBE_ALL, "allow_history_for_client": True},
@@ -68,13 +86,20 @@ async def _setup(*users: str | None, codec: str = "json", config=CONFIG, hooks: 
         ("42", "cli:a", False, None),
         ("42", "ro:a", True, 103),
         (None, "cli:a", False, 103),
-        (None, "sub:a", True, 103),  # a subscriber, but anonymous without allow_publish_for_anonymous
+        (
+            None,
+            "sub:a",
+            True,
+            103,
+        ),  # a subscriber, but anonymous without allow_publish_for_anonymous
         (None, "anonpub:a", True, None),
         (None, "anonpub:a", False, 103),
         ("42", "nope:a", False, 102),
     ],
 )
-def test_publish_permissions(user: str | None, channel: str, subscribed: bool, expected: int | None) -> None:
+def test_publish_permissions(
+    user: str | None, channel: str, subscribed: bool, expected: int | None
+) -> None:
     async def main() -> None:
         node, (c,) = await _setup(user)
         if subscribed:
@@ -166,7 +191,10 @@ def test_presence_and_stats(codec: str) -> None:
         await c.ok("unsubscribe", {"channel": "pres:room"})
         await until(lambda: node.hub.num_subscribers("pres:room") == 2)
         await settle()
-        assert await a.ok("presence_stats", {"channel": "pres:room"}) == {"num_clients": 2, "num_users": 2}
+        assert await a.ok("presence_stats", {"channel": "pres:room"}) == {
+            "num_clients": 2,
+            "num_users": 2,
+        }
         await node.close()
 
     run(main())
@@ -197,7 +225,9 @@ def test_presence_of_an_empty_channel_json_keeps_fields() -> None:
     ],
 )
 @pytest.mark.parametrize("method", ["presence", "presence_stats"])
-def test_presence_permissions(method: str, user: str | None, channel: str, subscribed: bool, expected: int | None) -> None:
+def test_presence_permissions(
+    method: str, user: str | None, channel: str, subscribed: bool, expected: int | None
+) -> None:
     async def main() -> None:
         node, (c,) = await _setup(user)
         if subscribed:
@@ -257,16 +287,38 @@ def test_history_limit_since_reverse(codec: str) -> None:
         assert _ns(full["publications"]) == [4, 5, 6, 7, 8]
         assert [p["offset"] for p in full["publications"]] == [4, 5, 6, 7, 8]
         assert full["offset"] == 8 and full["epoch"] == epoch
-        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": 2}))["publications"]) == [4, 5]
+        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": 2}))["publications"]) == [
+            4,
+            5,
+        ]
         since = {"offset": 5, "epoch": epoch}
-        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": -1, "since": since}))["publications"]) == [6, 7, 8]
-        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": 2, "since": since}))["publications"]) == [6, 7]
-        at_top = await c.ok("history", {"channel": "hist:a", "limit": -1, "since": {"offset": 8, "epoch": epoch}})
+        assert _ns(
+            (await c.ok("history", {"channel": "hist:a", "limit": -1, "since": since}))[
+                "publications"
+            ]
+        ) == [6, 7, 8]
+        assert _ns(
+            (await c.ok("history", {"channel": "hist:a", "limit": 2, "since": since}))[
+                "publications"
+            ]
+        ) == [6, 7]
+        at_top = await c.ok(
+            "history", {"channel": "hist:a", "limit": -1, "since": {"offset": 8, "epoch": epoch}}
+        )
         assert at_top.get("publications", []) == []
         rev = await c.ok("history", {"channel": "hist:a", "limit": -1, "reverse": True})
         assert _ns(rev["publications"]) == [8, 7, 6, 5, 4]
-        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": 2, "reverse": True}))["publications"]) == [8, 7]
-        rev_since = {"channel": "hist:a", "limit": -1, "reverse": True, "since": {"offset": 7, "epoch": epoch}}
+        assert _ns(
+            (await c.ok("history", {"channel": "hist:a", "limit": 2, "reverse": True}))[
+                "publications"
+            ]
+        ) == [8, 7]
+        rev_since = {
+            "channel": "hist:a",
+            "limit": -1,
+            "reverse": True,
+            "since": {"offset": 7, "epoch": epoch},
+        }
         assert _ns((await c.ok("history", rev_since))["publications"]) == [6, 5, 4]
         await node.close()
 
@@ -278,7 +330,12 @@ def test_history_wrong_epoch_112_and_bad_reverse_107() -> None:
         node, c = await _history_setup()
         body = {"channel": "hist:a", "limit": -1, "since": {"offset": 3, "epoch": "NotThis1"}}
         assert await c.error("history", body) == 112
-        body = {"channel": "hist:a", "limit": -1, "reverse": True, "since": {"offset": 0, "epoch": ""}}
+        body = {
+            "channel": "hist:a",
+            "limit": -1,
+            "reverse": True,
+            "since": {"offset": 0, "epoch": ""},
+        }
         assert await c.error("history", body) == 107
         await node.close()
 
@@ -288,8 +345,14 @@ def test_history_wrong_epoch_112_and_bad_reverse_107() -> None:
 def test_history_limit_is_capped() -> None:
     async def main() -> None:
         node, c = await _history_setup(history_max_publication_limit=3)
-        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": -1}))["publications"]) == [4, 5, 6]
-        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": 100}))["publications"]) == [4, 5, 6]
+        assert _ns((await c.ok("history", {"channel": "hist:a", "limit": -1}))["publications"]) == [
+            4,
+            5,
+            6,
+        ]
+        assert _ns(
+            (await c.ok("history", {"channel": "hist:a", "limit": 100}))["publications"]
+        ) == [4, 5, 6]
         await node.close()
 
     run(main())
@@ -306,7 +369,9 @@ def test_history_limit_is_capped() -> None:
         ("42", "nohist:b", True, 108),
     ],
 )
-def test_history_permissions(user: str | None, channel: str, subscribed: bool, expected: int | None) -> None:
+def test_history_permissions(
+    user: str | None, channel: str, subscribed: bool, expected: int | None
+) -> None:
     async def main() -> None:
         node, (c,) = await _setup(user)
         if subscribed:
@@ -340,13 +405,17 @@ def test_rpc_with_hook(codec: str) -> None:
     async def main() -> None:
         async def on_rpc(event: RPCEvent) -> bytes:
             if event.method == "sum":
-                return json.dumps({"sum": sum(json.loads(event.data)), "user": event.client.user}).encode()
+                return json.dumps(
+                    {"sum": sum(json.loads(event.data)), "user": event.client.user}
+                ).encode()
             if event.method == "kick":
                 raise DisconnectError(Disconnect(4500, "bye"))
             raise ClientError(104, "method not found")
 
         node, (c,) = await _setup("42", codec=codec, hooks={"on_rpc": on_rpc})
-        assert await c.ok("rpc", {"method": "sum", "data": [1, 2, 3]}) == {"data": {"sum": 6, "user": "42"}}
+        assert await c.ok("rpc", {"method": "sum", "data": [1, 2, 3]}) == {
+            "data": {"sum": 6, "user": "42"}
+        }
         assert await c.error("rpc", {"method": "nope", "data": {}}) == 104
         assert await c.disconnected("rpc", {"method": "kick", "data": {}}) == 4500
         await node.close()
@@ -361,7 +430,11 @@ def test_rpc_hook_failure_is_internal_error() -> None:
 
         node, (c,) = await _setup("42", hooks={"on_rpc": on_rpc})
         reply = await c.call("rpc", {"method": "x", "data": {}})
-        assert reply["error"] == {"code": 100, "message": "internal server error", "temporary": True}
+        assert reply["error"] == {
+            "code": 100,
+            "message": "internal server error",
+            "temporary": True,
+        }
         assert c.closed is None
         await node.close()
 

@@ -55,7 +55,9 @@ def test_expired_token_is_error_109(codec: str) -> None:
     [
         "not-a-jwt",
         make_connect_token("another-secret-another-secret-0123456789", "42"),
-        make_connect_token("rtcore-protocol-tests-hmac-secret-0123456789", "42", extra_claims={"channel": "x"}),
+        make_connect_token(
+            "rtcore-protocol-tests-hmac-secret-0123456789", "42", extra_claims={"channel": "x"}
+        ),
     ],
     ids=["garbage", "wrong-key", "channel-claim"],
 )
@@ -151,7 +153,9 @@ def test_on_connecting_hook() -> None:
             if event.data == b'{"kick":true}':
                 raise DisconnectError(__import__("rtcore").codes.Disconnect(4501, "kicked"))
             if event.credentials is None:
-                return Credentials(user="guest-" + event.name, info=b'{"guest":true}', data=b'{"hello":1}')
+                return Credentials(
+                    user="guest-" + event.name, info=b'{"guest":true}', data=b'{"hello":1}'
+                )
             return None
 
         node.on_connecting = on_connecting
@@ -176,7 +180,9 @@ def test_on_connecting_hook() -> None:
 
 
 def _expiring_node(clock: FakeClock):
-    return make_node({"client": {"expired_close_delay": 25, "ping_interval": 0, "pong_timeout": 0}}, clock=clock)
+    return make_node(
+        {"client": {"expired_close_delay": 25, "ping_interval": 0, "pong_timeout": 0}}, clock=clock
+    )
 
 
 def _exp_token(user: str, clock: FakeClock, ttl: int) -> str:

@@ -164,8 +164,17 @@ def test_ping_command_answers_108(codec: str) -> None:
         ("protobuf", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"),  # overlong varint
         ("protobuf", b"\x03\xff\xff\xff"),  # not a Command
     ],
-    ids=["json-syntax", "json-array", "json-id-type", "json-empty-line", "json-utf8", "json-null",
-         "pb-truncated", "pb-varint", "pb-garbage"],
+    ids=[
+        "json-syntax",
+        "json-array",
+        "json-id-type",
+        "json-empty-line",
+        "json-utf8",
+        "json-null",
+        "pb-truncated",
+        "pb-varint",
+        "pb-garbage",
+    ],
 )
 def test_malformed_frame(codec: str, frame: bytes) -> None:
     async def main() -> None:

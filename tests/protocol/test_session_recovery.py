@@ -153,7 +153,13 @@ def test_reject_unrecovered_flag_112() -> None:
         node, c = await _start()
         await _publish(node, "rec:a", 1, 2, 3)
         epoch = (await node.history("rec:a")).position.epoch
-        body = {"channel": "rec:a", "recover": True, "offset": 1, "epoch": "Stale000", "flag": 2 | 1}
+        body = {
+            "channel": "rec:a",
+            "recover": True,
+            "offset": 1,
+            "epoch": "Stale000",
+            "flag": 2 | 1,
+        }
         assert await c.error("subscribe", body) == 112
         assert "rec:a" not in c.session.subscriptions
         assert node.hub.num_subscribers("rec:a") == 0
@@ -200,7 +206,9 @@ def test_recovery_is_not_on_without_the_option() -> None:
 # -- publications during a subscribe -------------------------------------------------------
 
 
-@pytest.mark.parametrize("read_before", [True, False], ids=["history-read-first", "history-read-last"])
+@pytest.mark.parametrize(
+    "read_before", [True, False], ids=["history-read-first", "history-read-last"]
+)
 @pytest.mark.parametrize("codec", ["json", "protobuf"])
 def test_publications_during_recovery_are_buffered(codec: str, read_before: bool) -> None:
     async def main() -> None:
@@ -213,7 +221,12 @@ def test_publications_during_recovery_are_buffered(codec: str, read_before: bool
         epoch = (await node.history("rec:a")).position.epoch
         broker.read_before = read_before
         broker.gate = asyncio.Event()
-        c.send({"id": 50, "subscribe": {"channel": "rec:a", "recover": True, "offset": 2, "epoch": epoch}})
+        c.send(
+            {
+                "id": 50,
+                "subscribe": {"channel": "rec:a", "recover": True, "offset": 2, "epoch": epoch},
+            }
+        )
         await asyncio.wait_for(broker.waiting.wait(), 3)
         # Two publications while the subscribe is inside its history read.
         await _publish(node, "rec:a", 6, 7)

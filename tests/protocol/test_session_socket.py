@@ -82,7 +82,11 @@ def _token() -> str:
     return connect_token("42")
 
 
-@pytest.mark.parametrize("frame", ["{oops", '{"id":"1","connect":{}}', "[]", "\n"], ids=["syntax", "id-type", "array", "blank"])
+@pytest.mark.parametrize(
+    "frame",
+    ["{oops", '{"id":"1","connect":{}}', "[]", "\n"],
+    ids=["syntax", "id-type", "array", "blank"],
+)
 def test_malformed_json(frame: str) -> None:
     async def bad(ws: ClientConnection) -> None:
         await ws.send(frame)
@@ -90,8 +94,11 @@ def test_malformed_json(frame: str) -> None:
     assert run(_case(bad)) == (3501, "bad request")
 
 
-@pytest.mark.parametrize("frame", [b"\x05\x08", b"\x02\xff\xff", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"],
-                         ids=["truncated", "garbage", "varint"])
+@pytest.mark.parametrize(
+    "frame",
+    [b"\x05\x08", b"\x02\xff\xff", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"],
+    ids=["truncated", "garbage", "varint"],
+)
 def test_malformed_protobuf(frame: bytes) -> None:
     async def bad(ws: ClientConnection) -> None:
         await ws.send(frame)
@@ -102,7 +109,9 @@ def test_malformed_protobuf(frame: bytes) -> None:
 @pytest.mark.parametrize("protobuf", [False, True], ids=["json", "protobuf"])
 def test_command_before_connect(protobuf: bool) -> None:
     async def bad(ws: ClientConnection) -> None:
-        frame = encode_commands("protobuf" if protobuf else "json", [{"id": 1, "subscribe": {"channel": "news"}}])
+        frame = encode_commands(
+            "protobuf" if protobuf else "json", [{"id": 1, "subscribe": {"channel": "news"}}]
+        )
         await ws.send(frame if protobuf else frame.decode())
 
     assert run(_case(bad, protobuf))[0] == 3501
@@ -121,14 +130,20 @@ def test_batch_over_max_commands_in_frame() -> None:
     async def bad(ws: ClientConnection) -> None:
         await ws.send(json.dumps({"id": 1, "connect": {"token": _token()}}))
         await ws.recv()
-        await ws.send("\n".join(json.dumps({"id": 10 + i, "subscribe": {"channel": f"c{i}"}}) for i in range(17)))
+        await ws.send(
+            "\n".join(
+                json.dumps({"id": 10 + i, "subscribe": {"channel": f"c{i}"}}) for i in range(17)
+            )
+        )
 
     assert run(_case(bad))[0] == 3501
 
 
 def test_oversized_frame_1009() -> None:
     async def bad(ws: ClientConnection) -> None:
-        await ws.send(json.dumps({"id": 1, "connect": {"token": _token(), "data": {"pad": "x" * 5000}}}))
+        await ws.send(
+            json.dumps({"id": 1, "connect": {"token": _token(), "data": {"pad": "x" * 5000}}})
+        )
 
     assert run(_case(bad))[0] == 1009
 
@@ -156,7 +171,8 @@ def test_duplicate_ids_get_one_reply_each() -> None:
             await ws.send(json.dumps({"id": 1, "connect": {"token": _token()}}))
             await ws.recv()
             await ws.send(
-                json.dumps({"id": 7, "subscribe": {"channel": "a"}}) + "\n"
+                json.dumps({"id": 7, "subscribe": {"channel": "a"}})
+                + "\n"
                 + json.dumps({"id": 7, "subscribe": {"channel": "b"}})
             )
             replies: list[dict] = []

@@ -13,18 +13,39 @@ import pytest
 from rtcore.codes import ClientError
 from rtcore.events import SubscribeEvent, SubscribeReply
 
-from .helpers import Client, FakeClock, connect_token, make_node, run, settle, subscribe_token, until
+from .helpers import (
+    Client,
+    FakeClock,
+    connect_token,
+    make_node,
+    run,
+    settle,
+    subscribe_token,
+    until,
+)
 
 
 CONFIG = {
-    "client": {"allow_anonymous_connect_without_token": True, "ping_interval": 0, "pong_timeout": 0},
+    "client": {
+        "allow_anonymous_connect_without_token": True,
+        "ping_interval": 0,
+        "pong_timeout": 0,
+    },
     "channel": {
         "namespaces": [
             {"name": "open", "allow_subscribe_for_client": True},
-            {"name": "anon", "allow_subscribe_for_client": True, "allow_subscribe_for_anonymous": True},
+            {
+                "name": "anon",
+                "allow_subscribe_for_client": True,
+                "allow_subscribe_for_anonymous": True,
+            },
             {"name": "anononly", "allow_subscribe_for_anonymous": True},
             {"name": "limited", "allow_user_limited_channels": True},
-            {"name": "dialog", "allow_user_limited_channels": True, "allow_subscribe_for_client": True},
+            {
+                "name": "dialog",
+                "allow_user_limited_channels": True,
+                "allow_subscribe_for_client": True,
+            },
         ]
     },
 }
@@ -46,9 +67,17 @@ async def _client(user: str | None, codec: str = "json", node=None, clock: FakeC
         ("42", "news", 103),  # no namespace: nothing allowed
         ("42", "limited:dialog#42,43", None),  # listed user: the channel itself grants
         ("42", "limited:dialog#43,44", 103),
-        ("42", "dialog:d#43", 103),  # allow_subscribe_for_client does not cover user-limited channels
+        (
+            "42",
+            "dialog:d#43",
+            103,
+        ),  # allow_subscribe_for_client does not cover user-limited channels
         ("42", "dialog:d#42", None),
-        ("42", "open:x#43", None),  # '#' is an ordinary character without allow_user_limited_channels
+        (
+            "42",
+            "open:x#43",
+            None,
+        ),  # '#' is an ordinary character without allow_user_limited_channels
         (None, "open:room", 103),
         (None, "anon:room", None),
         (None, "limited:d#42", 103),
@@ -76,7 +105,9 @@ def test_subscribe_permission_matrix(user: str | None, channel: str, expected: i
 def test_subscription_token(codec: str) -> None:
     async def main() -> None:
         node, c = await _client("42", codec)
-        tok = subscribe_token("42", "$news", info={"role": "reader"}, data={"welcome": True}, ttl=600)
+        tok = subscribe_token(
+            "42", "$news", info={"role": "reader"}, data={"welcome": True}, ttl=600
+        )
         res = await c.subscribe("$news", token=tok)
         assert res["data"] == {"welcome": True}
         assert res["expires"] is True and 598 <= res["ttl"] <= 600
@@ -91,7 +122,12 @@ def test_subscription_token(codec: str) -> None:
 def test_subscription_token_expired_109() -> None:
     async def main() -> None:
         node, c = await _client("42")
-        assert await c.error("subscribe", {"channel": "$news", "token": subscribe_token("42", "$news", ttl=-5)}) == 109
+        assert (
+            await c.error(
+                "subscribe", {"channel": "$news", "token": subscribe_token("42", "$news", ttl=-5)}
+            )
+            == 109
+        )
         await node.close()
 
     run(main())
@@ -122,7 +158,9 @@ def test_subscription_token_invalid_103() -> None:
 def test_subscription_token_mismatch_3500(token_args: dict) -> None:
     async def main() -> None:
         node, c = await _client("42")
-        tok = subscribe_token(token_args["user"], token_args["channel"], client=token_args.get("client"))
+        tok = subscribe_token(
+            token_args["user"], token_args["channel"], client=token_args.get("client")
+        )
         assert await c.disconnected("subscribe", {"channel": "$news", "token": tok}) == 3500
         await node.close()
 
@@ -284,7 +322,10 @@ def test_sub_refresh() -> None:
         node, c = await _client("42", clock=clock)
         exp = int(clock.wall()) + 60
         await c.subscribe("$news", token=subscribe_token("42", "$news", expire_at=exp))
-        res = await c.ok("sub_refresh", {"channel": "$news", "token": subscribe_token("42", "$news", expire_at=exp + 300)})
+        res = await c.ok(
+            "sub_refresh",
+            {"channel": "$news", "token": subscribe_token("42", "$news", expire_at=exp + 300)},
+        )
         assert res["expires"] is True and 358 <= res["ttl"] <= 360
         # The old deadline (60 + 25 s) passes without an unsubscribe.
         clock.advance(100)

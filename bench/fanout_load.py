@@ -1,0 +1,468 @@
+"""Fan-out load scenario: one server process, N client processes, loopback only.
+
+Starts a server (rtcore by default; ``--server`` picks a comparison server
+from ``bench/compare_servers/``), opens ``--subscribers`` WebSocket
+connections from client processes of at most ``--per-client`` connections
+each (every process binds its own 127.0.0.x source address), subscribes them
+all to one channel, has the server publish at ``--rate`` publications per
+second (0: as fast as the clients drain) for ``--duration`` seconds, and
+reports:
+
+* deliveries per second (in-order publications counted by the clients,
+  from the first publish to the last receive),
+* publish-to-receive latency p50 / p99 / max (the publication carries its
+  CLOCK_MONOTONIC publish time),
+* loss: publications published times subscribers, minus what was counted
+  (every connection counts its own publications; gaps and duplicates are
+  reported too),
+* the server's user and system CPU time per delivery, from /proc/PID/stat,
+  between the first publish and the last receive.
+
+``--impl compiled`` / ``pure`` runs the rtcore server with or without its
+compiled modules (``RTCORE_NO_EXTENSIONS=1`` in the server's environment);
+``--impl both`` alternates them inside every run so that the reported ratios
+come from measurements taken side by side.
+
+Examples::
+
+    python bench/fanout_load.py --smoke                   # CI: exits 1 on any loss
+    python bench/fanout_load.py --subscribers 1000 5000 10000 --impl both --runs 3
+    python bench/fanout_load.py --subscribers 10000 --payload-size 1024 --rate 0
+    python bench/fanout_load.py --server websockets --subscribers 5000
+
+Every run is bounded: publications by ``--count`` and ``--duration``, connect,
+publish and drain phases by timeouts; all traffic stays on 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import secrets
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+HERE = Path(__file__).resolve().parent
+SERVERS = {
+    "rtcore": (HERE / "fanout_load_server.py", "centrifuge"),
+    "websockets": (HERE / "compare_servers" / "websockets_server.py", "raw"),
+    "picows": (HERE / "compare_servers" / "picows_server.py", "raw"),
+    "socketio": (HERE / "compare_servers" / "socketio_server.py", "socketio"),
+}
+CLIENT = HERE / "fanout_load_client.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SUB_BITS = 6
+
+
+class LoadError(RuntimeError):
+    """A run could not be carried out (a process failed or timed out)."""
+
+
+# -- small process helpers ------------------------------------------------------------
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def read_json(proc: subprocess.Popen[bytes], timeout: float, what: str) -> dict[str, Any]:
+    """The next JSON line printed by ``proc`` within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LoadError(f"timed out after {timeout:.0f}s waiting for {what}")
+        ready, _, _ = select.select([proc.stdout], [], [], remaining)
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            raise LoadError(f"{what}: process exited with {proc.wait()}")
+        try:
+            return dict(json.loads(line))
+        except ValueError:
+            continue  # stray output (e.g. a library's print)
+
+
+def send(proc: subprocess.Popen[bytes], obj: dict[str, Any]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(obj) + "\n").encode())
+    proc.stdin.flush()
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of ``pid`` in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]), int(fields[12])
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        try:
+            send(proc, {"quit": True})
+            proc.stdin.close()  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    for stream in (proc.stdout, proc.stdin):
+        if stream is not None and not stream.closed:
+            stream.close()
+
+
+# -- results --------------------------------------------------------------------------
+
+
+def bucket_value(idx: int) -> float:
+    """Representative microseconds of a client histogram bucket."""
+    shift, mantissa = idx >> SUB_BITS, idx & ((1 << SUB_BITS) - 1)
+    if shift == 0:
+        return float(mantissa)
+    return (mantissa << shift) + (1 << shift) / 2
+
+
+def percentiles(hist: dict[int, int], points: list[float]) -> list[float]:
+    total = sum(hist.values())
+    if not total:
+        return [math.nan for _ in points]
+    out = []
+    items = sorted(hist.items())
+    for p in points:
+        rank = max(1, math.ceil(total * p))
+        seen = 0
+        for idx, n in items:
+            seen += n
+            if seen >= rank:
+                out.append(bucket_value(idx))
+                break
+    return out
+
+
+@dataclass
+class Result:
+    server: str
+    impl: str
+    subscribers: int
+    payload: int
+    rate: float
+    run: int
+    published: int = 0
+    expected: int = 0
+    deliveries: int = 0
+    loss: int = 0
+    out_of_order: int = 0
+    duplicates: int = 0
+    closed: int = 0
+    seconds: float = 0.0
+    deliveries_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    server_user_s: float = 0.0
+    server_sys_s: float = 0.0
+    user_us_per_delivery: float = 0.0
+    sys_us_per_delivery: float = 0.0
+    connect_s: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+# -- one run ------------------------------------------------------------------------------
+
+
+def server_env(impl: str, secret: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTCORE_")}
+    env["RTCORE_BENCH_SECRET"] = secret
+    if impl == "pure":
+        env["RTCORE_NO_EXTENSIONS"] = "1"
+    else:
+        env["RTCORE_REQUIRE_EXTENSIONS"] = "1"
+    return env
+
+
+def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int, payload: int,
+             run: int) -> Result:
+    script, protocol = SERVERS[server]
+    host = "127.0.0.1"
+    port = free_port(host)
+    secret = secrets.token_hex(16)
+    result = Result(server, impl if server == "rtcore" else "-", subscribers, payload, args.rate, run)
+    server_cmd = [sys.executable, str(script), "--host", host, "--port", str(port), "--channel", args.channel]
+    if server == "rtcore":
+        server_cmd += ["--auth", args.auth]
+    errlog = tempfile.TemporaryFile()
+    srv = subprocess.Popen(server_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
+                           env=server_env(impl, secret))
+    clients: list[subprocess.Popen[bytes]] = []
+    try:
+        while True:
+            line = read_json(srv, 60, "the server to listen")
+            if "implementation" in line:
+                got = line["implementation"]["fanout"]
+                want = "python" if impl == "pure" else "cython"
+                if got != want:
+                    raise LoadError(f"server runs the {got} fan-out, {want} was asked for")
+            if "listening" in line:
+                break
+        nproc = max(1, math.ceil(subscribers / args.per_client))
+        share = [subscribers // nproc + (1 if i < subscribers % nproc else 0) for i in range(nproc)]
+        token: list[str] = []
+        if server == "rtcore" and args.auth == "token":
+            from rtcore.auth import make_connect_token
+
+            token = ["--token", make_connect_token(secret, "bench-user", ttl=3600)]
+        t0 = time.monotonic()
+        for i, n in enumerate(share):
+            clients.append(
+                subprocess.Popen(
+                    [sys.executable, str(CLIENT), "--host", host, "--port", str(port),
+                     "--source", f"127.0.0.{10 + i}", "--connections", str(n),
+                     "--channel", args.channel, "--protocol", protocol, *token],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                )
+            )
+        ready = 0
+        for c in clients:
+            line = read_json(c, args.connect_timeout, "clients to subscribe")
+            ready += int(line["ready"])
+            for k, v in line.get("errors", {}).items():
+                result.errors[k] = result.errors.get(k, 0) + v
+        result.connect_s = round(time.monotonic() - t0, 2)
+        send(srv, {"stats": True})
+        counted = int(read_json(srv, 30, "server stats")["subscribers"])
+        if ready != subscribers or counted != subscribers:
+            raise LoadError(f"{ready} clients ready, server counts {counted}, wanted {subscribers}: "
+                            f"{result.errors}")
+        count = args.count if args.count else (
+            int(args.rate * args.duration) if args.rate > 0 else 1_000_000
+        )
+        spy = None
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            out = args.profile / f"{server}-{impl}-{subscribers}-{payload}-run{run + 1}.txt"
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(srv.pid), "--format", "raw", "--output", str(out),
+                 "--duration", str(int(args.duration) + 1), "--rate", "250", "--nonblocking",
+                 *(["--native"] if args.native else [])],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # let py-spy attach before the clock starts
+        u0, s0 = cpu_ticks(srv.pid)
+        send(srv, {"publish": count, "rate": args.rate, "size": payload, "duration": args.duration,
+                   "window": args.window})
+        pub = read_json(srv, args.duration + 60, "the server to publish")
+        result.published = published = int(pub["published"])
+        for c in clients:
+            send(c, {"finish": published, "timeout": args.drain_timeout})
+        reports = [read_json(c, args.drain_timeout + 30, "client results") for c in clients]
+        u1, s1 = cpu_ticks(srv.pid)
+        if spy is not None:
+            spy.wait(args.duration + 30)
+    finally:
+        for c in clients:
+            stop(c)
+        stop(srv)
+        errlog.seek(0)
+        stderr = errlog.read().decode(errors="replace")
+        errlog.close()
+    hist: dict[int, int] = {}
+    for r in reports:
+        for k, v in r["hist"].items():
+            hist[int(k)] = hist.get(int(k), 0) + v
+        for k, v in r["errors"].items():
+            result.errors[k] = result.errors.get(k, 0) + v
+        result.deliveries += r["counted"]
+        result.out_of_order += r["out_of_order"]
+        result.duplicates += r["duplicates"]
+        result.closed += r["closed"]
+    if "Traceback" in stderr or "ERROR" in stderr:
+        result.errors["server stderr: " + stderr.strip().splitlines()[-1][:100]] = 1
+    result.expected = published * subscribers
+    result.loss = result.expected - result.deliveries
+    last = max((r["last_recv"] for r in reports), default=0)
+    result.seconds = max((last - int(pub["t_first"])) / 1e9, 1e-9) if published else 0.0
+    result.deliveries_per_s = result.deliveries / result.seconds if result.seconds else 0.0
+    p50, p99, pmax = percentiles(hist, [0.5, 0.99, 1.0])
+    result.p50_ms, result.p99_ms, result.max_ms = p50 / 1000, p99 / 1000, pmax / 1000
+    result.server_user_s = (u1 - u0) / CLK_TCK
+    result.server_sys_s = (s1 - s0) / CLK_TCK
+    if result.deliveries:
+        result.user_us_per_delivery = result.server_user_s / result.deliveries * 1e6
+        result.sys_us_per_delivery = result.server_sys_s / result.deliveries * 1e6
+    return result
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+COLUMNS = [
+    ("server", "server", "{}"), ("impl", "impl", "{}"), ("subs", "subscribers", "{}"),
+    ("payload", "payload", "{}"), ("rate/s", "rate", "{:g}"), ("pubs", "published", "{}"),
+    ("deliv/s", "deliveries_per_s", "{:,.0f}"), ("p50 ms", "p50_ms", "{:.2f}"),
+    ("p99 ms", "p99_ms", "{:.2f}"), ("max ms", "max_ms", "{:.2f}"), ("loss", "loss", "{}"),
+    ("user µs/d", "user_us_per_delivery", "{:.2f}"), ("sys µs/d", "sys_us_per_delivery", "{:.2f}"),
+]
+
+
+def median_rows(results: list[Result]) -> list[dict[str, Any]]:
+    groups: dict[tuple[Any, ...], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.server, r.impl, r.subscribers, r.payload, r.rate), []).append(r)
+    rows = []
+    for rs in groups.values():
+        row = asdict(rs[0])
+        for key in ("published", "deliveries_per_s", "p50_ms", "p99_ms", "max_ms",
+                    "user_us_per_delivery", "sys_us_per_delivery"):
+            row[key] = statistics.median(getattr(r, key) for r in rs)
+        row["loss"] = sum(r.loss for r in rs)
+        row["runs"] = len(rs)
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], out: IO[str]) -> None:
+    header = "| " + " | ".join(c[0] for c in COLUMNS) + " | runs |"
+    out.write(header + "\n|" + "---|" * (len(COLUMNS) + 1) + "\n")
+    for row in rows:
+        cells = [fmt.format(row[key]) for _, key, fmt in COLUMNS]
+        out.write("| " + " | ".join(cells) + f" | {row['runs']} |\n")
+
+
+def print_ratios(results: list[Result], out: IO[str]) -> None:
+    """compiled / pure ratios of runs taken side by side (same run index), medians."""
+    pairs: dict[tuple[Any, ...], list[tuple[Result, Result]]] = {}
+    by_key = {(r.subscribers, r.payload, r.run, r.impl): r for r in results if r.server == "rtcore"}
+    for (subs, size, run, impl), r in by_key.items():
+        if impl == "compiled" and (subs, size, run, "pure") in by_key:
+            pairs.setdefault((subs, size), []).append((r, by_key[(subs, size, run, "pure")]))
+    if not pairs:
+        return
+    out.write("\n| subs | payload | pure/compiled user CPU per delivery | pure/compiled total CPU "
+              "per delivery | compiled/pure deliveries/s | runs |\n|---|---|---|---|---|---|\n")
+    for (subs, size), ps in sorted(pairs.items()):
+        user = statistics.median(p.user_us_per_delivery / max(c.user_us_per_delivery, 1e-9) for c, p in ps)
+        total = statistics.median(
+            (p.user_us_per_delivery + p.sys_us_per_delivery)
+            / max(c.user_us_per_delivery + c.sys_us_per_delivery, 1e-9)
+            for c, p in ps
+        )
+        rate = statistics.median(c.deliveries_per_s / max(p.deliveries_per_s, 1e-9) for c, p in ps)
+        out.write(f"| {subs} | {size} | {user:.2f}x | {total:.2f}x | {rate:.2f}x | {len(ps)} |\n")
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def compiled_available() -> bool:
+    env = server_env("compiled", "x")
+    probe = subprocess.run([sys.executable, "-c", "import rtcore._fanout, rtcore._frames"], env=env,
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--server", choices=sorted(SERVERS), nargs="+", default=["rtcore"])
+    p.add_argument("--subscribers", type=int, nargs="+", default=[1000])
+    p.add_argument("--payload-size", type=int, nargs="+", default=[100])
+    p.add_argument("--rate", type=float, default=20.0,
+                   help="publications per second (0: as fast as the clients drain)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds of publishing")
+    p.add_argument("--count", type=int, default=0, help="most publications (0: rate x duration)")
+    p.add_argument("--impl", choices=["compiled", "pure", "both"], default="both")
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--per-client", type=int, default=5000, help="connections per client process")
+    p.add_argument("--channel", default="bench")
+    p.add_argument("--auth", choices=["anonymous", "token"], default="anonymous")
+    p.add_argument("--window", type=int, default=64 * 1024,
+                   help="max-rate backpressure: per-connection backlog in bytes")
+    p.add_argument("--connect-timeout", type=float, default=180.0)
+    p.add_argument("--drain-timeout", type=float, default=60.0)
+    p.add_argument("--profile", type=Path,
+                   help="record the server with py-spy (raw collapsed stacks) into this directory")
+    p.add_argument("--native", action="store_true", help="with --profile: include C frames")
+    p.add_argument("--json", type=Path, help="write every run's result here")
+    p.add_argument("--smoke", action="store_true",
+                   help="200 subscribers, 2 s at 50/s, token auth; exit 1 on any loss or error")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.subscribers, args.payload_size, args.rate, args.duration = [200], [100], 50.0, 2.0
+        args.runs, args.count, args.server, args.auth = 1, 0, ["rtcore"], "token"
+        args.drain_timeout = 30.0
+    if max(args.subscribers) > 20 * args.per_client or args.per_client > 8000:
+        p.error("too many connections for the loopback source addresses / open-file limits")
+    if args.duration > 600 or args.runs > 20:
+        p.error("runs are bounded: --duration <= 600, --runs <= 20")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    impls = ["compiled", "pure"] if args.impl == "both" else [args.impl]
+    if "compiled" in impls and "rtcore" in args.server and not compiled_available():
+        if args.smoke:
+            impls = ["pure"]
+            print("compiled modules not built: smoke test on the pure-Python twins", file=sys.stderr)
+        else:
+            print("compiled modules are not built (python setup.py build_ext --inplace)", file=sys.stderr)
+            return 2
+    results: list[Result] = []
+    failed = False
+    for run in range(args.runs):
+        for subs in args.subscribers:
+            for size in args.payload_size:
+                for server in args.server:
+                    for impl in impls if server == "rtcore" else ["compiled"]:
+                        label = f"run {run + 1}: {server} {impl if server == 'rtcore' else ''} {subs} subs {size} B"
+                        print(label + " ...", file=sys.stderr, flush=True)
+                        try:
+                            r = run_once(args, server, impl, subs, size, run)
+                        except LoadError as exc:
+                            print(f"  FAILED: {exc}", file=sys.stderr)
+                            failed = True
+                            continue
+                        results.append(r)
+                        print(f"  {r.published} pubs, {r.deliveries_per_s:,.0f} deliveries/s, "
+                              f"p99 {r.p99_ms:.2f} ms, loss {r.loss}, server "
+                              f"{r.user_us_per_delivery:.2f} µs user + {r.sys_us_per_delivery:.2f} µs sys "
+                              f"per delivery, connect {r.connect_s}s"
+                              + (f", errors {r.errors}" if r.errors else ""),
+                              file=sys.stderr, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    if results:
+        print_table(median_rows(results), sys.stdout)
+        print_ratios(results, sys.stdout)
+    bad = [r for r in results if r.loss or r.out_of_order or r.duplicates or r.errors or not r.published]
+    if args.smoke and (failed or bad or not results):
+        print(f"SMOKE FAILED: {len(bad)} run(s) with loss/errors, {int(failed)} failed", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Control loop shared by the servers of the fan-out load scenario.
+
+A server process prints ``{"listening": <port>}`` once it accepts
+connections, then obeys JSON lines on stdin (one reply line on stdout each):
+
+* ``{"stats": true}`` -> ``{"subscribers": <n>}``
+* ``{"publish": <count>, "rate": <per second, 0 = max>, "size": <bytes>,
+  "duration": <seconds>, "window": <bytes>}`` -> publishes publications
+  ``1..count`` (fewer if ``duration`` runs out) and replies
+  ``{"published": <n>, "t_first": <ns>, "t_last": <ns>}``. At ``rate`` 0 the
+  next publication waits until the sampled per-connection backlog is at most
+  ``window`` bytes, so "max" means as fast as the clients drain, not as fast
+  as memory fills.
+* ``{"quit": true}`` -> exits.
+
+Publication data is JSON: ``{"t": <CLOCK_MONOTONIC ns>, "s": <seq>, "p": "<padding>"}``
+of exactly ``size`` bytes (at least the size of the fields).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+__all__ = ["emit", "make_data", "serve_control", "raise_nofile_limit", "sampled_max"]
+
+
+def raise_nofile_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def make_data(seq: int, size: int) -> bytes:
+    head = b'{"t":%d,"s":%d,"p":"' % (time.monotonic_ns(), seq)
+    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def _publish(
+    publish: Callable[[bytes], Awaitable[None] | None],
+    backlog: Callable[[], int],
+    cmd: dict[str, Any],
+) -> dict[str, Any]:
+    count = int(cmd["publish"])
+    rate = float(cmd.get("rate", 0))
+    size = int(cmd.get("size", 100))
+    duration = float(cmd.get("duration", 10))
+    window = int(cmd.get("window", 256 * 1024))
+    start = time.monotonic()
+    deadline = start + duration
+    t_first = t_last = 0
+    published = 0
+    for seq in range(1, count + 1):
+        if rate > 0:
+            delay = start + (seq - 1) / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        else:
+            while backlog() > window and time.monotonic() < deadline:
+                await asyncio.sleep(0.0005)
+        if time.monotonic() >= deadline:
+            break
+        data = make_data(seq, size)
+        result = publish(data)
+        if result is not None:
+            await result
+        published = seq
+        t_last = time.monotonic_ns()
+        if not t_first:
+            t_first = t_last
+        if rate <= 0:
+            await asyncio.sleep(0)  # let the flush of this publication run
+    await asyncio.sleep(0)
+    return {"published": published, "t_first": t_first, "t_last": t_last}
+
+
+async def serve_control(
+    port: int,
+    publish: Callable[[bytes], Awaitable[None] | None],
+    subscribers: Callable[[], int],
+    backlog: Callable[[], int],
+) -> None:
+    """Announce ``port`` and run the stdin command loop until quit or EOF."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    emit({"listening": port})
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            return
+        if cmd.get("stats"):
+            emit({"subscribers": subscribers()})
+        elif "publish" in cmd:
+            emit(await _publish(publish, backlog, cmd))
+        else:
+            emit({"error": f"unknown command {cmd!r}"})
+
+
+def sampled_max(items: list[Any], measure: Callable[[Any], int], samples: int = 64) -> int:
+    """The largest ``measure(item)`` over up to ``samples`` evenly spaced items."""
+    n = len(items)
+    if not n:
+        return 0
+    step = max(1, n // samples)
+    return max(measure(items[i]) for i in range(0, n, step))

@@ -1,0 +1,6 @@
+"""``python -m rtcore``: the ``rtcore`` command (see :mod:`rtcore.cli`)."""
+
+from .cli import main
+
+
+raise SystemExit(main())
