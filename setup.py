@@ -87,7 +87,13 @@ def _extensions() -> list[Extension]:
     if DEBUG:
         directives["boundscheck"] = True
         directives["wraparound"] = True
-    return cythonize(exts, compiler_directives=directives, annotate=DEBUG, quiet=True)
+    if DEBUG:
+        for ext in exts:
+            ext.define_macros.append(("RTCORE_DEBUG", "1"))
+    # Debug and trace builds change the generated C: always regenerate it.
+    return cythonize(
+        exts, compiler_directives=directives, annotate=DEBUG, quiet=True, force=DEBUG or TRACE
+    )
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

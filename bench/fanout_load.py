@@ -187,6 +187,8 @@ class Result:
     user_us_per_delivery: float = 0.0
     sys_us_per_delivery: float = 0.0
     connect_s: float = 0.0
+    # Server CPU use while idle with every client connected (before publishing).
+    idle_cpu_pct: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -252,7 +254,10 @@ def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int,
                 result.errors[k] = result.errors.get(k, 0) + v
         result.connect_s = round(time.monotonic() - t0, 2)
         send(srv, {"stats": True})
-        counted = int(read_json(srv, 30, "server stats")["subscribers"])
+        stats = read_json(srv, 30, "server stats")
+        counted = int(stats["subscribers"])
+        for code, n in stats.get("disconnects", {}).items():
+            result.errors[f"server disconnect {code} before publishing"] = n
         if ready != subscribers or counted != subscribers:
             raise LoadError(f"{ready} clients ready, server counts {counted}, wanted {subscribers}: "
                             f"{result.errors}")
@@ -265,11 +270,15 @@ def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int,
             out = args.profile / f"{server}-{impl}-{subscribers}-{payload}-run{run + 1}.txt"
             spy = subprocess.Popen(
                 ["py-spy", "record", "--pid", str(srv.pid), "--format", "raw", "--output", str(out),
-                 "--duration", str(int(args.duration) + 1), "--rate", "250", "--nonblocking",
-                 *(["--native"] if args.native else [])],
+                 "--duration", str(int(args.duration) + 1), "--rate", "250",
+                 # Native unwinding has to stop the process for each sample.
+                 *(["--native"] if args.native else ["--nonblocking"])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # let py-spy attach before the clock starts
+        i0 = sum(cpu_ticks(srv.pid))
+        time.sleep(args.idle_sample)
+        result.idle_cpu_pct = (sum(cpu_ticks(srv.pid)) - i0) / CLK_TCK / args.idle_sample * 100
         u0, s0 = cpu_ticks(srv.pid)
         send(srv, {"publish": count, "rate": args.rate, "size": payload, "duration": args.duration,
                    "window": args.window})
@@ -279,6 +288,12 @@ def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int,
             send(c, {"finish": published, "timeout": args.drain_timeout})
         reports = [read_json(c, args.drain_timeout + 30, "client results") for c in clients]
         u1, s1 = cpu_ticks(srv.pid)
+        send(srv, {"stats": True})
+        for code, n in read_json(srv, 30, "server stats").get("disconnects", {}).items():
+            key = f"server disconnect {code}"
+            result.errors[key] = n - result.errors.get(f"{key} before publishing", 0)
+            if not result.errors[key]:
+                del result.errors[key]
         if spy is not None:
             spy.wait(args.duration + 30)
     finally:
@@ -405,6 +420,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path,
                    help="record the server with py-spy (raw collapsed stacks) into this directory")
     p.add_argument("--native", action="store_true", help="with --profile: include C frames")
+    p.add_argument("--idle-sample", type=float, default=1.0,
+                   help="seconds of idle server CPU measured before publishing")
     p.add_argument("--json", type=Path, help="write every run's result here")
     p.add_argument("--smoke", action="store_true",
                    help="200 subscribers, 2 s at 50/s, token auth; exit 1 on any loss or error")
@@ -449,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {r.published} pubs, {r.deliveries_per_s:,.0f} deliveries/s, "
                               f"p99 {r.p99_ms:.2f} ms, loss {r.loss}, server "
                               f"{r.user_us_per_delivery:.2f} µs user + {r.sys_us_per_delivery:.2f} µs sys "
-                              f"per delivery, connect {r.connect_s}s"
+                              f"per delivery, connect {r.connect_s}s, idle CPU {r.idle_cpu_pct:.0f}%, "
+                              f"closed {r.closed}, out of order {r.out_of_order}"
                               + (f", errors {r.errors}" if r.errors else ""),
                               file=sys.stderr, flush=True)
     if args.json:

@@ -40,7 +40,7 @@ from rtcore.wsconn import WebSocketConnection
 
 
 # Publication fields (all protocols): publish time and sequence number.
-PUB_RE = re.compile(rb'"t":(\d+),"s":(\d+)')
+PUB_RE = re.compile(rb'"t": ?(\d+), ?"s": ?(\d+)')
 
 # Latency histogram: log-linear buckets with 64 sub-buckets per power of two
 # (about 1.6% resolution), on microseconds. Index -> lower bound: see bucket_value.
@@ -177,9 +177,11 @@ class LoadConnection(asyncio.Protocol):
         found = PUB_RE.findall(payload)
         if found:
             self.on_publications(found, now)
+            if self.protocol == "centrifuge" and b"{}" in payload and b"{}" in payload.split(b"\n"):
+                self.send(b"{}")  # a ping coalesced with publications -> pong
             return
         if self.protocol == "centrifuge":
-            if payload == b"{}":
+            if b"{}" in payload.split(b"\n"):
                 self.send(b"{}")  # ping -> pong
             elif b'"id":2' in payload:
                 if b'"error"' in payload:

@@ -76,7 +76,10 @@ async def main(args: argparse.Namespace) -> None:
         await node.publish(channel, data)
 
     try:
-        await serve_control(args.port, publish, subscribers, backlog)
+        await serve_control(
+            args.port, publish, subscribers, backlog,
+            lambda: {"disconnects": {str(k): v for k, v in node.disconnects.items()}},
+        )
     finally:
         await node.close()
         close = getattr(server, "close", None)

@@ -3,11 +3,12 @@
 A server process prints ``{"listening": <port>}`` once it accepts
 connections, then obeys JSON lines on stdin (one reply line on stdout each):
 
-* ``{"stats": true}`` -> ``{"subscribers": <n>}``
+* ``{"stats": true}`` -> ``{"subscribers": <n>, ...}`` (plus server counters)
 * ``{"publish": <count>, "rate": <per second, 0 = max>, "size": <bytes>,
   "duration": <seconds>, "window": <bytes>}`` -> publishes publications
   ``1..count`` (fewer if ``duration`` runs out) and replies
-  ``{"published": <n>, "t_first": <ns>, "t_last": <ns>}``. At ``rate`` 0 the
+  ``{"published": <n>, "t_first": <ns>, "t_last": <ns>}`` (``duration``
+  plus 10% is a safety bound; at a fixed rate ``count`` ends the run). At ``rate`` 0 the
   next publication waits until the sampled per-connection backlog is at most
   ``window`` bytes, so "max" means as fast as the clients drain, not as fast
   as memory fills.
@@ -59,7 +60,8 @@ async def _publish(
     duration = float(cmd.get("duration", 10))
     window = int(cmd.get("window", 256 * 1024))
     start = time.monotonic()
-    deadline = start + duration
+    # At a fixed rate ``count`` ends the run; the deadline is only a safety bound.
+    deadline = start + duration + (max(1.0, 0.1 * duration) if rate > 0 else 0.0)
     t_first = t_last = 0
     published = 0
     for seq in range(1, count + 1):
@@ -91,8 +93,12 @@ async def serve_control(
     publish: Callable[[bytes], Awaitable[None] | None],
     subscribers: Callable[[], int],
     backlog: Callable[[], int],
+    extra: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
-    """Announce ``port`` and run the stdin command loop until quit or EOF."""
+    """Announce ``port`` and run the stdin command loop until quit or EOF.
+
+    ``extra`` adds server-specific counters to the ``stats`` reply.
+    """
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -105,7 +111,7 @@ async def serve_control(
         if cmd.get("quit"):
             return
         if cmd.get("stats"):
-            emit({"subscribers": subscribers()})
+            emit({"subscribers": subscribers(), **(extra() if extra is not None else {})})
         elif "publish" in cmd:
             emit(await _publish(publish, backlog, cmd))
         else:

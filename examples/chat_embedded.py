@@ -10,13 +10,13 @@ What it shows:
 * serving the protocol endpoint ``/connection/websocket`` together with the
   application's own HTTP routes (a static page) on one port, via
   ``NodeApp.mount``;
-* a browser chat page using centrifuge-js from a local copy of its browser
-  build (no CDN).
+* a browser chat page (``chat.html`` next to this file) using centrifuge-js
+  from a local copy of its browser build (no CDN).
 
 Run it::
 
     python examples/chat_embedded.py --port 8000
-    # then open http://127.0.0.1:8000/
+    # then open http://127.0.0.1:8000/ (or /?name=Ann to skip the name prompt)
 
 The page loads ``/centrifuge.js``: the browser build ``dist/centrifuge.js`` of
 the npm package ``centrifuge`` (5.x). Get it once with::

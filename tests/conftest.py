@@ -4,7 +4,7 @@
 and its pure-Python twin (ids ``cython`` and ``python``). The compiled id is
 skipped only when the extension was not built *and* the run does not require
 it: under ``CI=true`` or ``RTCORE_REQUIRE_EXTENSIONS=1`` a missing compiled
-module is a failure (see ``test_canary.py``).
+module is a failure (see the canary in ``test_twins.py``).
 """
 
 from __future__ import annotations

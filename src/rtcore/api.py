@@ -835,8 +835,7 @@ class ServerApi:
         self.closing = True
         if not self._in_flight:
             return True
-        if self._idle is None:
-            self._idle = asyncio.Event()
+        self._idle = asyncio.Event()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
@@ -869,7 +868,7 @@ class ServerApi:
     async def __call__(self, request: Request, response: HttpResponseWriter) -> None:
         if request.path == "/api":
             method = ""
-        elif request.path.startswith("/api/"):
+        elif request.path.startswith("/api/") and len(request.path) > 5:
             method = request.path[5:]
         else:
             response.send(404, _TEXT_HEADERS, b"not found\n")
@@ -937,7 +936,9 @@ class ServerApi:
         for key in value:
             if key not in ("commands", "parallel"):
                 raise HttpError(400, f"{key}: unknown field (known: commands, parallel)")
-        commands = value.get("commands") or []
+        commands = value.get("commands")
+        if commands is None:
+            commands = []
         parallel = value.get("parallel")
         if parallel is not None and type(parallel) is not bool:
             raise HttpError(400, f"parallel: expected true or false, got {_kind(parallel)}")

@@ -132,19 +132,26 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
         result.ttl = max(1, int(session.expire_at - wall))
     # Server-side subscriptions: token subs/channels and the hook's.
     subscribe_results: dict[str, SubscribeResult] = {}
-    for channel, opts in credentials.subscriptions.items():
-        recover_req = req.subs.get(channel) if req.subs else None
-        sreq = SubscribeRequest(channel=channel)
-        if recover_req is not None:
-            sreq.recover = recover_req.recover
-            sreq.offset = recover_req.offset
-            sreq.epoch = recover_req.epoch
-        res = await node.subscribe_session(
-            session, sreq, server_side=True, chan_info=opts.info, data=opts.data, override=opts.override,
-            defer_reply=True,
-        )
-        if res is not None:
-            subscribe_results[channel] = res
+    try:
+        for channel, opts in credentials.subscriptions.items():
+            recover_req = req.subs.get(channel) if req.subs else None
+            sreq = SubscribeRequest(channel=channel)
+            if recover_req is not None:
+                sreq.recover = recover_req.recover
+                sreq.offset = recover_req.offset
+                sreq.epoch = recover_req.epoch
+            res = await node.subscribe_session(
+                session, sreq, server_side=True, chan_info=opts.info, data=opts.data,
+                override=opts.override, defer_reply=True,
+            )
+            if res is not None:
+                subscribe_results[channel] = res
+    except BaseException:
+        # The connect fails as a whole: undo what it registered so far.
+        node.hub.remove_session(session)
+        for channel in list(session.subscriptions):
+            await node.unsubscribe_session(session, channel, None)
+        raise
     result.subs = subscribe_results
     session.send_reply(Reply(id=cmd.id, connect=result))
     session.mark_connected()

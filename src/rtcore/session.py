@@ -20,7 +20,7 @@ import random
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from . import codes
 from .codes import ClientError, Disconnect
@@ -36,7 +36,15 @@ if TYPE_CHECKING:
     from .protocol.codec import Codec
 
 
-__all__ = ["ClientSession", "Transport", "SubscriptionState", "CONNECTING", "CONNECTED", "CLOSED"]
+__all__ = [
+    "ClientSession",
+    "Transport",
+    "UnidirectionalTransport",
+    "SubscriptionState",
+    "CONNECTING",
+    "CONNECTED",
+    "CLOSED",
+]
 
 logger = logging.getLogger("rtcore.session")
 
@@ -49,9 +57,8 @@ class Transport(Protocol):
     """What a session needs from the connection that carries it.
 
     It is also the writer's sink (``write_batch``, ``buffer_size``,
-    ``on_slow``). Unidirectional transports also implement
-    ``handle_reply(reply)``, called instead of writing a Reply, which they
-    cannot carry (see ``rtcore.transports_uni``).
+    ``on_slow``). Unidirectional transports are
+    :class:`UnidirectionalTransport`.
     """
 
     #: "websocket", "http_stream", "sse", "uni_websocket", ...
@@ -70,6 +77,14 @@ class Transport(Protocol):
 
     def close(self, disconnect: Disconnect) -> None:
         """End the connection with this disconnect advice (close frame / disconnect push)."""
+
+
+class UnidirectionalTransport(Transport, Protocol):
+    """A transport with ``unidirectional = True``: it carries pushes only."""
+
+    def handle_reply(self, reply: Reply) -> None:
+        """Called instead of writing a Reply: the connect result becomes a
+        Connect push, an error a disconnect (see ``rtcore.transports_uni``)."""
 
 
 @dataclass(slots=True)
@@ -166,7 +181,7 @@ class ClientSession:
         if self.transport.unidirectional:
             # No replies on these: the transport turns the connect result into a
             # Connect push and an error into a disconnect (PROTOCOL.md §6.2, §3.3).
-            self.transport.handle_reply(reply)
+            cast(UnidirectionalTransport, self.transport).handle_reply(reply)
             return
         try:
             data = self.codec.encode_reply(reply)

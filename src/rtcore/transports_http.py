@@ -87,10 +87,12 @@ STREAM_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
-_HEADER_LIST_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+(\s*,\s*[A-Za-z0-9!#$%&'*+\-.^_`|~]+)*$")
+_HEADER_LIST_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+(\s*,\s*[A-Za-z0-9!#$%&'*+\-.^_`|~]+)*$"
+)
 
 
-def _setting(config: Any, section: str, key: str, default: Any) -> Any:
+def config_value(config: Any, section: str, key: str, default: Any) -> Any:
     """``config.<section>.<key>`` when the configuration has that key, else ``default``."""
     sec = getattr(config, section, None)
     return getattr(sec, key, default) if sec is not None else default
@@ -125,13 +127,15 @@ class HttpTransportOptions:
     def from_config(cls, config: Any) -> HttpTransportOptions:
         d = cls()
         return cls(
-            http_stream=bool(_setting(config, "http_stream", "enabled", d.http_stream)),
-            sse=bool(_setting(config, "sse", "enabled", d.sse)),
+            http_stream=bool(config_value(config, "http_stream", "enabled", d.http_stream)),
+            sse=bool(config_value(config, "sse", "enabled", d.sse)),
             max_request_body_size=int(
-                _setting(config, "emulation", "max_request_body_size", d.max_request_body_size)
+                config_value(config, "emulation", "max_request_body_size", d.max_request_body_size)
             ),
-            emulation_rate_limit=float(_setting(config, "emulation", "rate_limit", d.emulation_rate_limit)),
-            emulation_burst=int(_setting(config, "emulation", "burst", d.emulation_burst)),
+            emulation_rate_limit=float(
+                config_value(config, "emulation", "rate_limit", d.emulation_rate_limit)
+            ),
+            emulation_burst=int(config_value(config, "emulation", "burst", d.emulation_burst)),
         )
 
 
@@ -178,8 +182,9 @@ class Cors:
         response.send(204, headers)
 
 
-def send_error(response: HttpResponseWriter, status: int, message: str,
-               headers: Sequence[tuple[str, str]] = ()) -> None:
+def send_error(
+    response: HttpResponseWriter, status: int, message: str, headers: Sequence[tuple[str, str]] = ()
+) -> None:
     """A short plain-text error response."""
     response.send(status, [_TEXT, *headers], (message + "\n").encode())
 
@@ -212,7 +217,9 @@ def admit(app: NodeApp) -> None:
 
 # -- sessions by emulation id -------------------------------------------------------
 
-_REGISTRIES: weakref.WeakKeyDictionary[Any, dict[str, EmulatedTransport]] = weakref.WeakKeyDictionary()
+_REGISTRIES: weakref.WeakKeyDictionary[Any, dict[str, EmulatedTransport]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def emulation_sessions(node: Node) -> dict[str, EmulatedTransport]:
@@ -337,22 +344,26 @@ class EmulatedTransport:
 
 
 def _watch_peer(response: HttpResponseWriter) -> None:
-    """Keep reading the connection of a long-lived response so its end is noticed.
+    """Notice at once when the client of a long-lived response goes away.
 
-    The server stops reading a connection while a handler runs (requests
-    pipelined behind it wait). A stream lives until the client leaves, and
-    with reading stopped the client's FIN would only surface at a later
-    failed write (one or two ping intervals). Resuming reading lets the
-    server see the end of the connection at once and run ``on_disconnect``;
-    a request pipelined meanwhile is queued and answered after the stream.
+    The server stops reading a connection while its handler runs, so a
+    client's FIN would only surface at a later failed write (one or two ping
+    intervals). A stream is the last response of its connection (it is sent
+    with ``Connection: close``): the connection's request parser is dropped,
+    so whatever else the client sends is discarded rather than queued, and
+    reading resumes, so the end of the connection runs ``on_disconnect``.
     """
-    transport = getattr(getattr(response, "_proto", None), "transport", None)
-    if transport is not None and not transport.is_closing():
-        transport.resume_reading()
+    proto = getattr(response, "_proto", None)
+    transport = getattr(proto, "transport", None)
+    if proto is None or transport is None or transport.is_closing():
+        return
+    proto._http = None
+    transport.resume_reading()
 
 
 async def run_stream(
     transport: Any,
+    request: Request,
     response: HttpResponseWriter,
     status_headers: Sequence[tuple[str, str]],
     preamble: bytes,
@@ -365,7 +376,11 @@ async def run_stream(
     Shared by the emulation and the unidirectional HTTP transports.
     """
     session: ClientSession = transport.session
-    response.start(200, status_headers)
+    headers = list(status_headers)
+    if request.keep_alive and request.http_version == "1.1":
+        # Otherwise the server adds it.
+        headers.append(("Connection", "close"))
+    response.start(200, headers)
     _watch_peer(response)
     if preamble:
         response.write(preamble)
@@ -416,12 +431,20 @@ class HttpTransports:
         return commands
 
     async def _stream(
-        self, name: str, codec: Codec, request: Request, response: HttpResponseWriter,
-        commands: list[Command], headers: list[tuple[str, str]], preamble: bytes,
+        self,
+        name: str,
+        codec: Codec,
+        request: Request,
+        response: HttpResponseWriter,
+        commands: list[Command],
+        headers: list[tuple[str, str]],
+        preamble: bytes,
     ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         transport = EmulatedTransport(name, codec, self.node, request, response, done, self.options)
-        await run_stream(transport, response, headers, preamble, commands, done, self.sessions)
+        await run_stream(
+            transport, request, response, headers, preamble, commands, done, self.sessions
+        )
 
     async def http_stream(self, request: Request, response: HttpResponseWriter) -> None:
         """``POST /connection/http_stream``: body = first command frame; response = the stream."""
@@ -437,7 +460,9 @@ class HttpTransports:
         elif kind in ("", JSON_CONTENT_TYPE):
             codec = self._json
         else:
-            raise HttpError(415, "Content-Type must be application/json or application/octet-stream", cors)
+            raise HttpError(
+                415, "Content-Type must be application/json or application/octet-stream", cors
+            )
         try:
             body = self._body(request)
             commands = self._connect_commands(codec, body)
@@ -450,7 +475,7 @@ class HttpTransports:
         await self._stream("http_stream", codec, request, response, commands, headers, b"")
 
     async def sse(self, request: Request, response: HttpResponseWriter) -> None:
-        """``GET /connection/sse?cf_connect=<frame>`` (or POST): the stream as Server-Sent Events."""
+        """``GET /connection/sse?cf_connect=<frame>`` (or POST): the stream as SSE events."""
         if request.method == "OPTIONS":
             self.cors.preflight(request, response, "GET, POST, OPTIONS")
             return
@@ -467,7 +492,9 @@ class HttpTransports:
                     raise HttpError(413, "cf_connect too large")
             else:
                 if media_type(request) not in ("", JSON_CONTENT_TYPE):
-                    raise HttpError(415, "SSE speaks JSON only: Content-Type must be application/json")
+                    raise HttpError(
+                        415, "SSE speaks JSON only: Content-Type must be application/json"
+                    )
                 frame = self._body(request)
             commands = self._connect_commands(self._json, frame)
             admit(self.app)
@@ -499,7 +526,12 @@ class HttpTransports:
         elif kind in ("", JSON_CONTENT_TYPE):
             codec = self._json
         else:
-            send_error(response, 415, "Content-Type must be application/json or application/octet-stream", cors)
+            send_error(
+                response,
+                415,
+                "Content-Type must be application/json or application/octet-stream",
+                cors,
+            )
             return
         if len(request.body) > self.options.max_request_body_size:
             send_error(response, 413, "request body too large", cors)
@@ -531,7 +563,9 @@ class HttpTransports:
         response.send(204, cors)
 
 
-def mount_http_transports(app: NodeApp, options: HttpTransportOptions | None = None) -> HttpTransports:
+def mount_http_transports(
+    app: NodeApp, options: HttpTransportOptions | None = None
+) -> HttpTransports:
     """Mount the enabled endpoints on ``app`` (options from the node's config by default)."""
     from .app import origin_checker
 

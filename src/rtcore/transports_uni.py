@@ -57,7 +57,7 @@ from .transports_http import (
     SSE_CONTENT_TYPE,
     STREAM_HEADERS,
     Cors,
-    _setting,
+    config_value,
     admit,
     media_type,
     request_info,
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from .app import NodeApp
     from .http import Request
     from .node import Node
+    from .protocol.codec import Codec
     from .server import HttpResponseWriter, WebSocket
 
 
@@ -139,9 +140,17 @@ def deliver_uni_reply(session: ClientSession, reply: Reply) -> None:
     session.send_push(
         Push(
             connect=Connect(
-                client=result.client, version=result.version, data=result.data, subs=result.subs,
-                expires=result.expires, ttl=result.ttl, ping=result.ping, pong=False,
-                session=result.session, node=result.node, time=result.time,
+                client=result.client,
+                version=result.version,
+                data=result.data,
+                subs=result.subs,
+                expires=result.expires,
+                ttl=result.ttl,
+                ping=result.ping,
+                pong=False,
+                session=result.session,
+                node=result.node,
+                time=result.time,
             )
         )
     )
@@ -170,24 +179,35 @@ class UniTransportOptions:
     join_push_messages: bool = False
     #: uni_websocket: largest incoming message (the connect request).
     message_size_limit: int = 65536
-    #: Largest connect request body / ``cf_connect`` (larger: 413).
-    max_request_body_size: int = 65536
+    #: Largest connect request (uni_sse body or ``cf_connect``; uni_http_stream body); larger: 413.
+    uni_sse_max_request_body_size: int = 65536
+    uni_http_stream_max_request_body_size: int = 65536
 
     @classmethod
     def from_config(cls, config: Any) -> UniTransportOptions:
         d = cls()
         return cls(
-            uni_websocket=bool(_setting(config, "uni_websocket", "enabled", d.uni_websocket)),
-            uni_sse=bool(_setting(config, "uni_sse", "enabled", d.uni_sse)),
-            uni_http_stream=bool(_setting(config, "uni_http_stream", "enabled", d.uni_http_stream)),
+            uni_websocket=bool(config_value(config, "uni_websocket", "enabled", d.uni_websocket)),
+            uni_sse=bool(config_value(config, "uni_sse", "enabled", d.uni_sse)),
+            uni_http_stream=bool(config_value(config, "uni_http_stream", "enabled", d.uni_http_stream)),
             join_push_messages=bool(
-                _setting(config, "uni_websocket", "join_push_messages", d.join_push_messages)
+                config_value(config, "uni_websocket", "join_push_messages", d.join_push_messages)
             ),
             message_size_limit=int(
-                _setting(config, "uni_websocket", "message_size_limit", d.message_size_limit)
+                config_value(config, "uni_websocket", "message_size_limit", d.message_size_limit)
             ),
-            max_request_body_size=int(
-                _setting(config, "uni_http_stream", "max_request_body_size", d.max_request_body_size)
+            uni_sse_max_request_body_size=int(
+                config_value(
+                    config, "uni_sse", "max_request_body_size", d.uni_sse_max_request_body_size
+                )
+            ),
+            uni_http_stream_max_request_body_size=int(
+                config_value(
+                    config,
+                    "uni_http_stream",
+                    "max_request_body_size",
+                    d.uni_http_stream_max_request_body_size,
+                )
             ),
         )
 
@@ -200,12 +220,16 @@ class UniStreamTransport:
 
     unidirectional = True
     emulation = False
-    codec = UNI_JSON
+    codec: Codec = UNI_JSON
 
     __slots__ = ("name", "response", "session", "_sse", "_done")
 
     def __init__(
-        self, name: str, node: Node, request: Request, response: HttpResponseWriter,
+        self,
+        name: str,
+        node: Node,
+        request: Request,
+        response: HttpResponseWriter,
         done: asyncio.Future[None],
     ) -> None:
         self.name = name
@@ -261,9 +285,18 @@ class UniWebSocketHandler:
     name = "uni_websocket"
     unidirectional = True
     emulation = False
-    codec = UNI_JSON
+    codec: Codec = UNI_JSON
 
-    __slots__ = ("ws", "node", "session", "_join", "_connecting", "_last_seen", "_interval", "_deadline")
+    __slots__ = (
+        "ws",
+        "node",
+        "session",
+        "_join",
+        "_connecting",
+        "_last_seen",
+        "_interval",
+        "_deadline",
+    )
 
     def __init__(self, ws: WebSocket, node: Node, options: UniTransportOptions) -> None:
         self.ws = ws
@@ -360,7 +393,9 @@ class UniWebSocketHandler:
             return
         ws.send(
             OP_TEXT,
-            UNI_JSON.encode_push_bare(Push(disconnect=DisconnectPush(code=disconnect.code, reason=disconnect.reason))),
+            UNI_JSON.encode_push_bare(
+                Push(disconnect=DisconnectPush(code=disconnect.code, reason=disconnect.reason))
+            ),
         )
         ws.close(disconnect.code, disconnect.reason)
 
@@ -371,8 +406,9 @@ class UniWebSocketHandler:
 class UniTransports:
     """Handlers of the unidirectional endpoints of one app."""
 
-    def __init__(self, app: NodeApp, options: UniTransportOptions, cors: Cors,
-                 check_origin: Any) -> None:
+    def __init__(
+        self, app: NodeApp, options: UniTransportOptions, cors: Cors, check_origin: Any
+    ) -> None:
         self.app = app
         self.node = app.node
         self.options = options
@@ -383,7 +419,9 @@ class UniTransports:
             handler_factory=lambda ws: UniWebSocketHandler(ws, node, options),
             subprotocols=(),
             check_origin=check_origin,
-            deflate=DeflateOptions(compress_threshold=ws_cfg.compression_min_size) if ws_cfg.compression else None,
+            deflate=DeflateOptions(compress_threshold=ws_cfg.compression_min_size)
+            if ws_cfg.compression
+            else None,
             max_message_size=options.message_size_limit,
         )
 
@@ -391,27 +429,51 @@ class UniTransports:
         admit(self.app)
         return self.ws_route
 
-    def _connect_request(self, data: bytes) -> Any:
-        if len(data) > self.options.max_request_body_size:
+    def _connect_request(self, name: str, data: bytes) -> Any:
+        opts = self.options
+        limit = (
+            opts.uni_sse_max_request_body_size
+            if name == "uni_sse"
+            else opts.uni_http_stream_max_request_body_size
+        )
+        if len(data) > limit:
             raise HttpError(413, "connect request too large")
         try:
             return UNI_JSON.decode_connect_request(data)
         except ProtocolDecodeError as exc:
             raise HttpError(400, f"malformed connect request: {exc}") from None
 
-    async def _stream(self, name: str, request: Request, response: HttpResponseWriter, data: bytes,
-                      cors: list[tuple[str, str]]) -> None:
+    async def _stream(
+        self,
+        name: str,
+        request: Request,
+        response: HttpResponseWriter,
+        data: bytes,
+        cors: list[tuple[str, str]],
+    ) -> None:
         try:
-            connect = self._connect_request(data)
+            connect = self._connect_request(name, data)
             admit(self.app)
         except HttpError as exc:
             exc.headers = [*exc.headers, *cors]
             raise
         sse = name == "uni_sse"
-        headers = [("Content-Type", SSE_CONTENT_TYPE if sse else JSON_CONTENT_TYPE), *STREAM_HEADERS, *cors]
+        headers = [
+            ("Content-Type", SSE_CONTENT_TYPE if sse else JSON_CONTENT_TYPE),
+            *STREAM_HEADERS,
+            *cors,
+        ]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         transport = UniStreamTransport(name, self.node, request, response, done)
-        await run_stream(transport, response, headers, b"\r\n" if sse else b"", [connect_command(connect)], done)
+        await run_stream(
+            transport,
+            request,
+            response,
+            headers,
+            b"\r\n" if sse else b"",
+            [connect_command(connect)],
+            done,
+        )
 
     def _json_body(self, request: Request, cors: list[tuple[str, str]]) -> bytes:
         if media_type(request) not in ("", JSON_CONTENT_TYPE):
@@ -443,11 +505,13 @@ class UniTransports:
         if request.method != "POST":
             raise HttpError(405, "method not allowed", [("Allow", "POST, OPTIONS")])
         cors = self.cors.headers(request)
-        await self._stream("uni_http_stream", request, response, self._json_body(request, cors), cors)
+        await self._stream(
+            "uni_http_stream", request, response, self._json_body(request, cors), cors
+        )
 
 
 def mount_uni_transports(app: NodeApp, options: UniTransportOptions | None = None) -> UniTransports:
-    """Mount the enabled unidirectional endpoints on ``app`` (options from the config by default)."""
+    """Mount the enabled unidirectional endpoints on ``app`` (default options: the config's)."""
     from .app import origin_checker
 
     node = app.node

@@ -14,10 +14,13 @@ skipped locally and FAIL under ``CI=true``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +78,25 @@ def js_env() -> str:
         major = 0
     if major < 20:
         _unavailable(f"Node.js 20+ is required, found {version or 'nothing'}")
-    if not (JS_DIR / "node_modules" / "centrifuge" / "package.json").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            _unavailable("npm is not installed and tests/protocol/js/node_modules is missing")
-        proc = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if proc.returncode != 0:
-            _unavailable(f"npm ci failed in {JS_DIR}: {proc.stderr[-2000:]}")
+    # pytest-xdist workers may get here together: one installs, the others wait.
+    key = hashlib.sha256(str(JS_DIR).encode()).hexdigest()[:12]
+    lock_path = Path(tempfile.gettempdir()) / f"rtcore-npm-{key}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (JS_DIR / "node_modules" / "centrifuge" / "package.json").exists():
+            npm = shutil.which("npm")
+            if npm is None:
+                _unavailable("npm is not installed and tests/protocol/js/node_modules is missing")
+            proc = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=JS_DIR,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if proc.returncode != 0:
+                _unavailable(f"npm ci failed in {JS_DIR}: {proc.stderr[-2000:]}")
     for package in ("centrifuge", "ws"):
         if not (JS_DIR / "node_modules" / package / "package.json").exists():
             _unavailable(f"npm package {package} is missing in {JS_DIR}/node_modules")

@@ -208,7 +208,9 @@ class ProtobufStream:
 class Emulated:
     """An http_stream or SSE session driven with raw HTTP requests (JSON)."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, transport: str = "http_stream") -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, url: str, transport: str = "http_stream"
+    ) -> None:
         self.http = http
         self.url = url
         self.transport = transport
@@ -221,18 +223,23 @@ class Emulated:
         # Messages read while waiting for something else.
         self.backlog: list[Any] = []
 
-    async def open(self, connect: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> Any:
+    async def open(
+        self, connect: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None
+    ) -> Any:
         """Open the stream with a connect command; returns the first message (the connect reply)."""
         frame = json.dumps({"id": 1, "connect": dict(connect or {})})
         if self.transport == "http_stream":
             self.response = await self.http.post(
-                f"{self.url}/connection/http_stream", data=frame.encode(),
+                f"{self.url}/connection/http_stream",
+                data=frame.encode(),
                 headers={"Content-Type": "application/json", **(headers or {})},
             )
             self.stream = LineStream(self.response)
         else:
             self.response = await self.http.get(
-                f"{self.url}/connection/sse", params={"cf_connect": frame}, headers=dict(headers or {}),
+                f"{self.url}/connection/sse",
+                params={"cf_connect": frame},
+                headers=dict(headers or {}),
             )
             self.stream = SseStream(self.response)
         assert self.response.status == 200, await self.response.text()
@@ -255,7 +262,9 @@ class Emulated:
             await r.read()
             return r
 
-    async def call(self, method: str, body: Mapping[str, Any] | None = None, timeout: float = 3.0) -> Any:
+    async def call(
+        self, method: str, body: Mapping[str, Any] | None = None, timeout: float = 3.0
+    ) -> Any:
         """Send one command through /emulation and return its reply from the stream."""
         self._id += 1
         cmd_id = self._id

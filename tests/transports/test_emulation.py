@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -47,7 +48,10 @@ def test_connect_subscribe_publish_receive_disconnect(transport: str) -> None:
             assert result["session"] and result["session"] != result["client"]
             assert result["pong"] is True and result["ping"] == 25
             headers = c.response.headers
-            assert headers["Cache-Control"] == "private, no-cache, no-store, must-revalidate, max-age=0"
+            assert (
+                headers["Cache-Control"]
+                == "private, no-cache, no-store, must-revalidate, max-age=0"
+            )
             assert headers["X-Accel-Buffering"] == "no"
             if transport == "sse":
                 assert headers["Content-Type"] == "text/event-stream; charset=utf-8"
@@ -74,7 +78,9 @@ def test_connect_subscribe_publish_receive_disconnect(transport: str) -> None:
 
             await s.node.disconnect("alice", code=3503, reason="force disconnect")
             rest = await c.rest()
-            assert rest[-1] == {"push": {"disconnect": {"code": 3503, "reason": "force disconnect"}}}
+            assert rest[-1] == {
+                "push": {"disconnect": {"code": 3503, "reason": "force disconnect"}}
+            }
             await until(lambda: disconnects, what="on_disconnect")
             assert disconnects[0].code == 3503
             assert s.node.hub.num_sessions == 0
@@ -90,7 +96,9 @@ def test_recovery_after_forced_reconnect(transport: str) -> None:
             url = base_url(s)
             c = Emulated(http, url, transport)
             await c.open({"token": connect_token("bob")})
-            sub = (await c.call("subscribe", {"channel": "chat:r", "recoverable": True}))["subscribe"]
+            sub = (await c.call("subscribe", {"channel": "chat:r", "recoverable": True}))[
+                "subscribe"
+            ]
             await s.node.publish("chat:r", b'{"n":1}')
             first = await c.wait(_pub)
             assert first["push"]["pub"]["offset"] == 1
@@ -103,7 +111,8 @@ def test_recovery_after_forced_reconnect(transport: str) -> None:
             await again.open({"token": connect_token("bob")})
             res = (
                 await again.call(
-                    "subscribe", {"channel": "chat:r", "recover": True, "offset": 1, "epoch": sub["epoch"]}
+                    "subscribe",
+                    {"channel": "chat:r", "recover": True, "offset": 1, "epoch": sub["epoch"]},
                 )
             )["subscribe"]
             assert res["recovered"] is True and res["was_recovering"] is True
@@ -119,7 +128,8 @@ def test_http_stream_protobuf() -> None:
             connect = pb.Command(id=1)
             connect.connect.token = connect_token("carol")
             resp = await http.post(
-                f"{url}/connection/http_stream", data=pb_frame(connect),
+                f"{url}/connection/http_stream",
+                data=pb_frame(connect),
                 headers={"Content-Type": "application/octet-stream"},
             )
             assert resp.status == 200
@@ -135,8 +145,11 @@ def test_http_stream_protobuf() -> None:
 
             sub = pb.Command(id=2)
             sub.subscribe.channel = "chat:pb"
-            async with http.post(f"{url}/emulation", data=emulation(sub),
-                                 headers={"Content-Type": "application/octet-stream"}) as r:
+            async with http.post(
+                f"{url}/emulation",
+                data=emulation(sub),
+                headers={"Content-Type": "application/octet-stream"},
+            ) as r:
                 assert r.status == 204
             got = await stream.next()
             assert got.id == 2 and got.HasField("subscribe")
@@ -144,9 +157,14 @@ def test_http_stream_protobuf() -> None:
             got = await stream.next()
             assert got.push.channel == "chat:pb" and json.loads(got.push.pub.data) == {"x": 1}
             # A JSON envelope for a Protobuf session: refused, the session goes on.
-            async with http.post(f"{url}/emulation", json={
-                "node": s.node.id, "session": reply.connect.session, "data": '{"id":3,"presence":{}}'
-            }) as r:
+            async with http.post(
+                f"{url}/emulation",
+                json={
+                    "node": s.node.id,
+                    "session": reply.connect.session,
+                    "data": '{"id":3,"presence":{}}',
+                },
+            ) as r:
                 assert r.status == 400
             await s.node.disconnect("carol", code=3001, reason="shutdown")
             got = await stream.next()
@@ -170,7 +188,9 @@ def test_ping_pong_through_emulation(transport: str) -> None:
                 assert (await c.emulate("{}")).status == 204
             # The next ping goes unanswered: disconnect 3012, then the end.
             assert await c.next(timeout=3) == {}
-            assert await c.rest(timeout=3) == [{"push": {"disconnect": {"code": 3012, "reason": "no pong"}}}]
+            assert await c.rest(timeout=3) == [
+                {"push": {"disconnect": {"code": 3012, "reason": "no pong"}}}
+            ]
 
     run(main())
 
@@ -225,10 +245,15 @@ def test_shutdown_ends_streams() -> None:
                 await c.open({"token": connect_token("frank")})
             await s.node.close()
             for c in streams:
-                assert (await c.rest())[-1] == {"push": {"disconnect": {"code": 3001, "reason": "shutdown"}}}
+                assert (await c.rest())[-1] == {
+                    "push": {"disconnect": {"code": 3001, "reason": "shutdown"}}
+                }
             # New streams are refused while the node is closing.
-            async with http.post(f"{base_url(s)}/connection/http_stream", data=b'{"id":1,"connect":{}}',
-                                 headers={"Content-Type": "application/json"}) as r:
+            async with http.post(
+                f"{base_url(s)}/connection/http_stream",
+                data=b'{"id":1,"connect":{}}',
+                headers={"Content-Type": "application/json"},
+            ) as r:
                 assert r.status == 503
 
     run(main())
@@ -258,18 +283,25 @@ def test_emulation_bad_requests_do_not_affect_sessions() -> None:
             await ws.send(json.dumps({"id": 1, "connect": {"token": connect_token("ivan")}}))
             ws_client = json.loads(await ws.recv())["connect"]["client"]
 
-            async def post(body: Any, content_type: str = "application/json", raw: bytes | None = None,
-                           method: str = "POST") -> int:
+            async def post(
+                body: Any,
+                content_type: str = "application/json",
+                raw: bytes | None = None,
+                method: str = "POST",
+            ) -> int:
                 data = raw if raw is not None else json.dumps(body).encode()
-                async with http.request(method, f"{url}/emulation", data=data,
-                                        headers={"Content-Type": content_type}) as r:
+                async with http.request(
+                    method, f"{url}/emulation", data=data, headers={"Content-Type": content_type}
+                ) as r:
                     await r.read()
                     return r.status
 
             subscribe = '{"id":50,"subscribe":{"channel":"chat:hijack"}}'
             node = s.node.id
             # Unknown session on this node: dropped, 204.
-            assert await post({"node": node, "session": "no-such-session", "data": subscribe}) == 204
+            assert (
+                await post({"node": node, "session": "no-such-session", "data": subscribe}) == 204
+            )
             # Public client ids (WebSocket and emulated ones) are not session ids.
             assert await post({"node": node, "session": ws_client, "data": subscribe}) == 204
             assert await post({"node": node, "session": other.client, "data": subscribe}) == 204
@@ -281,11 +313,20 @@ def test_emulation_bad_requests_do_not_affect_sessions() -> None:
             assert await post({"node": node, "session": c.session, "data": {"id": 2}}) == 400
             assert await post({"node": node, "session": c.session}) == 400
             assert await post({"node": node, "data": subscribe}) == 400
-            assert await post(None, content_type="application/octet-stream", raw=b"\xff\xff\xff") == 400
+            assert (
+                await post(None, content_type="application/octet-stream", raw=b"\xff\xff\xff")
+                == 400
+            )
             # Wrong content type: 415; too large: 413; wrong method: 405.
-            assert await post({"node": node, "session": c.session, "data": subscribe}, "text/plain") == 415
-            big = {"node": node, "session": c.session, "data": '{"id":2,"publish":{"channel":"chat:safe","data":"'
-                   + "x" * 70000 + '"}}'}
+            assert (
+                await post({"node": node, "session": c.session, "data": subscribe}, "text/plain")
+                == 415
+            )
+            big = {
+                "node": node,
+                "session": c.session,
+                "data": '{"id":2,"publish":{"channel":"chat:safe","data":"' + "x" * 70000 + '"}}',
+            }
             assert await post(big) == 413
             assert await post(None, raw=b"", method="GET") == 405
             assert await post(None, raw=b"", method="PUT") == 405
@@ -297,9 +338,9 @@ def test_emulation_bad_requests_do_not_affect_sessions() -> None:
             assert reply["id"] == 2 and "subscribe" in reply
             await _healthy(s, c, "chat:safe", 1)
             assert s.node.hub.num_sessions == 3
-            assert (await other.call("presence_stats", {"channel": "chat:safe"}))["presence_stats"] == {
-                "num_clients": 1, "num_users": 1
-            }
+            assert (await other.call("presence_stats", {"channel": "chat:safe"}))[
+                "presence_stats"
+            ] == {"num_clients": 1, "num_users": 1}
             await ws.close()
 
     run(main())
@@ -314,11 +355,19 @@ def test_emulation_rate_limit() -> None:
             calm = Emulated(http, base_url(s), "sse")
             await calm.open({"token": connect_token("kate")})
             await calm.call("subscribe", {"channel": "chat:calm"})
-            statuses = [(await c.emulate(json.dumps({"id": 10 + i, "presence_stats": {"channel": "chat:x"}}))).status
-                        for i in range(4)]
+            statuses = [
+                (
+                    await c.emulate(
+                        json.dumps({"id": 10 + i, "presence_stats": {"channel": "chat:x"}})
+                    )
+                ).status
+                for i in range(4)
+            ]
             assert statuses == [204, 204, 204, 429]
             rest = await c.rest()
-            assert rest[-1] == {"push": {"disconnect": {"code": 3013, "reason": "too many requests"}}}
+            assert rest[-1] == {
+                "push": {"disconnect": {"code": 3013, "reason": "too many requests"}}
+            }
             await _healthy(s, calm, "chat:calm", 7)
 
     run(main())
@@ -329,10 +378,20 @@ def test_connection_endpoints_reject_bad_input() -> None:
         async with served() as s, aiohttp.ClientSession() as http:
             url = base_url(s)
 
-            async def stream(method: str, path: str, body: bytes = b"", content_type: str = "application/json",
-                             params: dict[str, str] | None = None) -> tuple[int, str]:
-                async with http.request(method, url + path, data=body, params=params,
-                                        headers={"Content-Type": content_type}) as r:
+            async def stream(
+                method: str,
+                path: str,
+                body: bytes = b"",
+                content_type: str = "application/json",
+                params: dict[str, str] | None = None,
+            ) -> tuple[int, str]:
+                async with http.request(
+                    method,
+                    url + path,
+                    data=body,
+                    params=params,
+                    headers={"Content-Type": content_type},
+                ) as r:
                     return r.status, await r.text()
 
             hs = "/connection/http_stream"
@@ -350,7 +409,9 @@ def test_connection_endpoints_reject_bad_input() -> None:
             assert (await stream("GET", sse))[0] == 400
             assert (await stream("GET", sse, params={"cf_connect": "{oops"}))[0] == 400
             assert (await stream("DELETE", sse))[0] == 405
-            assert (await stream("POST", sse, b'{"id":1,"connect":{}}', "application/octet-stream"))[0] == 415
+            assert (
+                await stream("POST", sse, b'{"id":1,"connect":{}}', "application/octet-stream")
+            )[0] == 415
             assert s.node.hub.num_sessions == 0
             assert emulation_sessions(s.node) == {}
 
@@ -361,8 +422,11 @@ def test_sse_post_opens_a_stream() -> None:
     async def main() -> None:
         async with served() as s, aiohttp.ClientSession() as http:
             body = json.dumps({"id": 1, "connect": {"token": connect_token("lee")}}).encode()
-            async with http.post(f"{base_url(s)}/connection/sse", data=body,
-                                 headers={"Content-Type": "application/json"}) as r:
+            async with http.post(
+                f"{base_url(s)}/connection/sse",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as r:
                 assert r.status == 200
                 assert await r.content.readline() == b"\r\n"
                 line = await r.content.readline()
@@ -381,13 +445,19 @@ def test_cors_and_origin_check() -> None:
         async with served() as s, aiohttp.ClientSession() as http:
             url = base_url(s)
             allowed = {"Origin": "http://allowed.example"}
-            for path, methods in (("/connection/http_stream", "POST, OPTIONS"),
-                                  ("/connection/sse", "GET, POST, OPTIONS"),
-                                  ("/emulation", "POST, OPTIONS")):
-                async with http.options(url + path, headers={
-                    **allowed, "Access-Control-Request-Method": "POST",
-                    "Access-Control-Request-Headers": "content-type",
-                }) as r:
+            for path, methods in (
+                ("/connection/http_stream", "POST, OPTIONS"),
+                ("/connection/sse", "GET, POST, OPTIONS"),
+                ("/emulation", "POST, OPTIONS"),
+            ):
+                async with http.options(
+                    url + path,
+                    headers={
+                        **allowed,
+                        "Access-Control-Request-Method": "POST",
+                        "Access-Control-Request-Headers": "content-type",
+                    },
+                ) as r:
                     assert r.status == 204
                     assert r.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
                     assert r.headers["Access-Control-Allow-Methods"] == methods
@@ -399,11 +469,17 @@ def test_cors_and_origin_check() -> None:
                     assert "Access-Control-Allow-Origin" not in r.headers
 
             # A foreign origin gets no stream and runs nothing.
-            async with http.post(url + "/connection/http_stream", data=b'{"id":1,"connect":{}}',
-                                 headers={"Origin": "http://evil.example", "Content-Type": "application/json"}) as r:
+            async with http.post(
+                url + "/connection/http_stream",
+                data=b'{"id":1,"connect":{}}',
+                headers={"Origin": "http://evil.example", "Content-Type": "application/json"},
+            ) as r:
                 assert r.status == 403
-            async with http.get(url + "/connection/sse", params={"cf_connect": '{"id":1,"connect":{}}'},
-                                headers={"Origin": "http://evil.example"}) as r:
+            async with http.get(
+                url + "/connection/sse",
+                params={"cf_connect": '{"id":1,"connect":{}}'},
+                headers={"Origin": "http://evil.example"},
+            ) as r:
                 assert r.status == 403
             assert s.node.hub.num_sessions == 0
 
@@ -412,15 +488,23 @@ def test_cors_and_origin_check() -> None:
             await c.open({"token": connect_token("mia")}, headers=allowed)
             assert c.response.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
             assert c.response.headers["Access-Control-Allow-Credentials"] == "true"
-            body = {"node": c.node, "session": c.session, "data": '{"id":2,"subscribe":{"channel":"chat:c"}}'}
+            body = {
+                "node": c.node,
+                "session": c.session,
+                "data": '{"id":2,"subscribe":{"channel":"chat:c"}}',
+            }
             async with http.post(url + "/emulation", json=body, headers=allowed) as r:
                 assert r.status == 204
                 assert r.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
-            async with http.post(url + "/emulation", json={**body, "node": "x"}, headers=allowed) as r:
+            async with http.post(
+                url + "/emulation", json={**body, "node": "x"}, headers=allowed
+            ) as r:
                 # Error answers are readable cross-origin too (the SDK looks at 404).
                 assert r.status == 404
                 assert r.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
-            async with http.post(url + "/emulation", json=body, headers={"Origin": "http://evil.example"}) as r:
+            async with http.post(
+                url + "/emulation", json=body, headers={"Origin": "http://evil.example"}
+            ) as r:
                 assert r.status == 403
             assert "subscribe" in await c.wait(lambda m: m.get("id") == 2)
 
@@ -450,5 +534,34 @@ def test_many_streams_share_one_node() -> None:
                 assert (await c.wait(_pub))["push"]["pub"]["data"] == {"all": True}
             # One JSON encoding served both transports.
             assert s.node.hub.encodes[0] == 1
+
+    run(main())
+
+
+def test_stream_is_the_last_response_of_its_connection() -> None:
+    async def main() -> None:
+        async with served() as s:
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            body = json.dumps({"id": 1, "connect": {"token": connect_token("ned")}}).encode()
+            # A request pipelined behind the stream is not served (nor queued).
+            writer.write(
+                b"POST /connection/http_stream HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                % (len(body), body)
+                + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert (
+                b"\r\nConnection: close\r\n" in head
+                and b"\r\nTransfer-Encoding: chunked\r\n" in head
+            )
+            await until(lambda: s.node.hub.num_sessions == 1)
+            await s.node.disconnect("ned", code=3503, reason="force disconnect")
+            rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 3)
+            assert b'{"push":{"disconnect":{"code":3503,"reason":"force disconnect"}}}\n' in rest
+            writer.close()
+            await until(lambda: s.node.hub.num_sessions == 0)
+            assert b"HTTP/1.1" not in rest
 
     run(main())
