@@ -142,7 +142,7 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
                 sreq.epoch = recover_req.epoch
             res = await node.subscribe_session(
                 session, sreq, server_side=True, chan_info=opts.info, data=opts.data,
-                override=opts.override, defer_reply=True,
+                override=opts.override, expire_at=opts.expire_at, defer_reply=True,
             )
             if res is not None:
                 subscribe_results[channel] = res

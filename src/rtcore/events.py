@@ -68,6 +68,9 @@ class SubscriptionGrant:
     data: bytes | None = None
     # Token-style overrides (rtcore.auth.SubscribeOverride) or None.
     override: Any = None
+    # Unix seconds when the subscription expires (0: never); past it plus
+    # client.expired_sub_close_delay the client is disconnected with 3006.
+    expire_at: int = 0
 
 
 @dataclass(slots=True)

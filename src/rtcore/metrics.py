@@ -43,7 +43,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -230,7 +231,7 @@ def make_registry(node: Node, *, process: bool = True) -> CollectorRegistry:
 
 
 class MetricsEndpoint:
-    """The ``/metrics`` HTTP handler (Prometheus text exposition format)."""
+    """The ``/metrics`` HTTP handler (Prometheus text format, OpenMetrics by ``Accept``)."""
 
     def __init__(self, node: Node, registry: CollectorRegistry | None = None) -> None:
         self.node = node
@@ -243,8 +244,10 @@ class MetricsEndpoint:
                 b"method not allowed: /metrics takes GET\n",
             )
             return
-        body = generate_latest(self.registry)
-        headers: list[tuple[str, str]] = [("Content-Type", CONTENT_TYPE_LATEST)]
+        # Prometheus text 0.0.4 by default; OpenMetrics or text 1.0.0 when asked for.
+        encode, content_type = choose_encoder(request.header("accept") or "")
+        body = encode(self.registry)
+        headers: list[tuple[str, str]] = [("Content-Type", content_type)]
         if request.method == "HEAD":
             response.send(200, [*headers, ("Content-Length", str(len(body)))], b"")
             return

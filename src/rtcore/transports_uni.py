@@ -57,8 +57,8 @@ from .transports_http import (
     SSE_CONTENT_TYPE,
     STREAM_HEADERS,
     Cors,
-    config_value,
     admit,
+    config_value,
     media_type,
     request_info,
     run_stream,
@@ -189,7 +189,9 @@ class UniTransportOptions:
         return cls(
             uni_websocket=bool(config_value(config, "uni_websocket", "enabled", d.uni_websocket)),
             uni_sse=bool(config_value(config, "uni_sse", "enabled", d.uni_sse)),
-            uni_http_stream=bool(config_value(config, "uni_http_stream", "enabled", d.uni_http_stream)),
+            uni_http_stream=bool(
+                config_value(config, "uni_http_stream", "enabled", d.uni_http_stream)
+            ),
             join_push_messages=bool(
                 config_value(config, "uni_websocket", "join_push_messages", d.join_push_messages)
             ),

@@ -1,0 +1,278 @@
+"""Prometheus metrics (rtcore.metrics): /metrics parsed with prometheus_client's parser.
+
+Each test serves a node, scrapes, makes traffic flow (WebSocket clients of
+the JSON protocol, server API calls) and checks that the values moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import aiohttp
+import websockets
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
+
+from rtcore.auth import make_connect_token
+from rtcore.config import config_from_mapping
+from rtcore.metrics import DeliveryLatency
+from rtcore.node import Node
+from rtcore.server import Server, run as run_loop
+
+
+T = TypeVar("T")
+
+SECRET = "rtcore-metrics-tests-hmac-secret-0123456789"
+KEY = "metrics-test-key"
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, 30)
+
+    return run_loop(bounded())  # type: ignore[no-any-return]
+
+
+def config(**client: Any) -> dict[str, Any]:
+    return {
+        "api": {"key": KEY},
+        "metrics": {"enabled": True},
+        "client": {"token": {"hmac_secret_key": SECRET}, "ping_interval": 0, "pong_timeout": 0, **client},
+        "channel": {
+            "namespaces": [
+                {"name": "h", "history_size": 10, "history_ttl": "1m", "presence": True, "join_leave": True,
+                 "allow_subscribe_for_client": True},
+            ]
+        },
+    }
+
+
+class Scraper:
+    def __init__(self, node: Node, server: Server) -> None:
+        self.node = node
+        self.server = server
+        self.base = f"http://127.0.0.1:{server.port}"
+
+    async def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample as ``{(name, sorted labels): value}``."""
+        async with aiohttp.ClientSession() as http, http.get(self.base + "/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await resp.text()
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return samples
+
+    async def api(self, method: str, body: Mapping[str, Any]) -> Any:
+        async with aiohttp.ClientSession() as http, http.post(
+            f"{self.base}/api/{method}", data=json.dumps(body), headers={"X-API-Key": KEY}
+        ) as resp:
+            assert resp.status == 200
+            return await resp.json()
+
+    async def client(self, user: str, channel: str) -> Any:
+        ws = await websockets.connect(f"ws://127.0.0.1:{self.server.port}/connection/websocket")
+        await ws.send(json.dumps({"id": 1, "connect": {"token": make_connect_token(SECRET, user)}}))
+        assert "connect" in json.loads(await ws.recv())
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
+        assert "subscribe" in json.loads((await ws.recv()).splitlines()[0])
+        return ws
+
+
+def value(samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@asynccontextmanager
+async def served(mapping: Mapping[str, Any]) -> AsyncIterator[Scraper]:
+    node = Node(config_from_mapping(mapping))
+    server = await node.serve("127.0.0.1", 0)
+    try:
+        yield Scraper(node, server)
+    finally:
+        await server.close(timeout=1)
+        await node.close()
+
+
+async def until(check: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def test_values_move_with_traffic() -> None:
+    async def main() -> None:
+        async with served(config()) as s:
+            before = await s.scrape()
+            assert value(before, "rtcore_node_num_clients") == 0
+            assert value(before, "rtcore_delivery_latency_seconds_count") == 0
+            assert value(before, "rtcore_build_info", version=s.node.version,
+                         frame_core=_impl("frames"), fanout=_impl("fanout")) == 1
+
+            a = await s.client("alice", "h:room")
+            b = await s.client("bob", "h:room")
+            for n in range(3):
+                await s.api("publish", {"channel": "h:room", "data": {"n": n}})
+            for ws in (a, b):
+                received = 0
+                while received < 3:
+                    received += sum('"pub"' in line for line in (await ws.recv()).splitlines())
+
+            async def delivered() -> bool:
+                return value(await s.scrape(), "rtcore_delivery_latency_seconds_count") == 3
+
+            await until(delivered)
+            after = await s.scrape()
+            assert value(after, "rtcore_node_num_clients") == 2
+            assert value(after, "rtcore_node_num_users") == 2
+            assert value(after, "rtcore_node_num_channels") == 1
+            assert value(after, "rtcore_node_num_subscriptions") == 2
+            assert value(after, "rtcore_node_publications_total") == 3
+            assert value(after, "rtcore_node_messages_sent_total", type="publication") == 3
+            assert value(after, "rtcore_node_messages_received_total", type="publication") == 3
+            assert value(after, "rtcore_node_messages_sent_total", type="join") == 2
+            # Connect and subscribe replies, join pushes and 3 publications per client.
+            assert value(after, "rtcore_client_messages_sent_total") >= 2 * (2 + 3)
+            assert value(after, "rtcore_client_frames_sent_total") >= 2 * 2
+            assert value(after, "rtcore_delivery_latency_seconds_bucket", le="+Inf") == 3
+            assert 0 <= value(after, "rtcore_delivery_latency_seconds_sum") < 3 * 5.0
+            assert value(after, "rtcore_node_uptime_seconds") >= value(before, "rtcore_node_uptime_seconds")
+
+            sent_before_close = value(after, "rtcore_client_messages_sent_total")
+            await s.api("disconnect", {"user": "alice"})
+            await a.wait_closed()
+
+            async def gone() -> bool:
+                return value(await s.scrape(), "rtcore_node_num_clients") == 1
+
+            await until(gone)
+            final = await s.scrape()
+            assert value(final, "rtcore_client_disconnects_total", code="3503") == 1
+            assert value(final, "rtcore_node_messages_sent_total", type="control") == 1
+            assert value(final, "rtcore_node_messages_received_total", type="control") == 1
+            # Counts of closed sessions are kept.
+            assert value(final, "rtcore_client_messages_sent_total") >= sent_before_close
+            await b.close()
+
+    run(main())
+
+
+def _impl(stem: str) -> str:
+    from rtcore import fanout, frames
+
+    return {"frames": frames.IMPLEMENTATION, "fanout": fanout.IMPLEMENTATION}[stem]
+
+
+def test_slow_client_is_counted() -> None:
+    async def main() -> None:
+        async with served(config(queue_max_size=256)) as s:
+            ws = await s.client("alice", "h:slow")
+            await s.api("publish", {"channel": "h:slow", "data": "x" * 1024})
+
+            async def slow() -> bool:
+                samples = await s.scrape()
+                return value(samples, "rtcore_client_slow_disconnects_total") == 1
+
+            await until(slow)
+            samples = await s.scrape()
+            assert value(samples, "rtcore_client_disconnects_total", code="3008") == 1
+            await ws.wait_closed()
+            assert ws.close_code == 3008
+
+    run(main())
+
+
+def test_broker_errors_are_counted() -> None:
+    async def main() -> None:
+        async with served(config()) as s:
+            broker = s.node.broker
+            real_publish = broker.publish
+
+            async def failing(*args: Any, **kwargs: Any) -> Any:
+                raise ConnectionError("broker down")
+
+            broker.publish = failing  # type: ignore[method-assign]
+            body = await s.api("publish", {"channel": "h:x", "data": 1})
+            assert body == {"error": {"code": 100, "message": "internal server error"}}
+            samples = await s.scrape()
+            assert value(samples, "rtcore_broker_errors_total", op="publish") == 1
+            assert value(samples, "rtcore_node_messages_sent_total", type="publication") == 0
+            broker.publish = real_publish  # type: ignore[method-assign]
+            await s.api("publish", {"channel": "h:x", "data": 1})
+            samples = await s.scrape()
+            assert value(samples, "rtcore_broker_errors_total", op="publish") == 1
+            assert value(samples, "rtcore_node_messages_sent_total", type="publication") == 1
+
+    run(main())
+
+
+def test_process_metrics_and_http_behaviour() -> None:
+    async def main() -> None:
+        async with served(config()) as s:
+            samples = await s.scrape()
+            assert any(name.startswith("process_") for name, _ in samples)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(s.base + "/metrics") as resp:
+                    assert resp.status == 405
+                    assert resp.headers["Allow"] == "GET, HEAD"
+                async with http.head(s.base + "/metrics") as resp:
+                    assert resp.status == 200
+                    assert int(resp.headers["Content-Length"]) > 0
+            openmetrics = {"Accept": "application/openmetrics-text; version=1.0.0"}
+            async with aiohttp.ClientSession() as http, http.get(s.base + "/metrics", headers=openmetrics) as resp:
+                assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+                text = await resp.text()
+            families = {f.name: f for f in openmetrics_families(text)}
+            assert families["rtcore_node_num_clients"].samples[0].value == 0
+            assert text.rstrip().endswith("# EOF")
+        disabled = config()
+        disabled["metrics"] = {"enabled": False}
+        async with served(disabled) as s:
+            async with aiohttp.ClientSession() as http, http.get(s.base + "/metrics") as resp:
+                assert resp.status == 404
+
+    run(main())
+
+
+def test_delivery_latency_histogram() -> None:
+    latency = DeliveryLatency()
+    for seconds in (0.0001, 0.0005, 0.003, 0.2, 7.0):
+        latency.observe(seconds)
+    buckets = dict(latency.cumulative())
+    assert buckets["0.0005"] == 2  # le is inclusive
+    assert buckets["0.005"] == 3
+    assert buckets["0.25"] == 4
+    assert buckets["5.0"] == 4
+    assert buckets["+Inf"] == 5 == latency.count
+    assert abs(latency.sum - 7.2036) < 1e-9
+    counts = [n for _, n in latency.cumulative()]
+    assert counts == sorted(counts)
+
+
+def test_delivery_latency_recorded_after_the_tick() -> None:
+    async def main() -> None:
+        import time
+
+        latency = DeliveryLatency()
+        now_ms = int(time.time() * 1000)
+        latency.after_flush(now_ms - 50)
+        latency.after_flush(now_ms - 50)
+        assert latency.count == 0  # nothing before the loop runs the callback
+        await asyncio.sleep(0)
+        assert latency.count == 2
+        assert 0.04 <= latency.sum / 2 < 1.0
+        # A clock ahead of ours never gives a negative latency.
+        latency.after_flush(now_ms + 60_000)
+        await asyncio.sleep(0)
+        assert latency.count == 3 and latency.counts[0] == 1
+
+    run(main())
