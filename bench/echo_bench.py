@@ -723,6 +723,35 @@ def report_main(argv: list[str]) -> None:
             print(f"wrote {path}")
 
 
+def profile_main(argv: list[str]) -> None:
+    """Summarize py-spy raw (collapsed) stacks: self and inclusive share per function."""
+    p = argparse.ArgumentParser(prog="echo_bench.py profile")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args(argv)
+    for path in args.files:
+        self_n: dict[str, int] = {}
+        incl_n: dict[str, int] = {}
+        total = 0
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            total += n
+            frames_ = stack.split(";")
+            leaf = frames_[-1]
+            self_n[leaf] = self_n.get(leaf, 0) + n
+            for fr in set(frames_):
+                incl_n[fr] = incl_n.get(fr, 0) + n
+        print(f"## {path.name}: {total} samples\n")
+        print("| function | self | inclusive |")
+        print("|---|---:|---:|")
+        for fr, n in sorted(self_n.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"| `{fr}` | {n / total:.1%} | {incl_n[fr] / total:.1%} |")
+        print()
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
     import platform
@@ -748,6 +777,9 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         report_main(sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "profile":
+        profile_main(sys.argv[2:])
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--contenders", nargs="+", default=DEFAULT_CONTENDERS, choices=list(CONTENDERS))

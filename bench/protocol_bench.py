@@ -86,6 +86,10 @@ def node_config(queue_max_size: int) -> Any:
             },
             "channel": {
                 "without_namespace": {
+                    # allow_subscribe_for_anonymous only takes effect together with
+                    # allow_subscribe_for_client (as in Centrifugo): without it the
+                    # anonymous subscribe is refused with 103.
+                    "allow_subscribe_for_client": True,
                     "allow_subscribe_for_anonymous": True,
                     "allow_publish_for_anonymous": True,
                     "allow_publish_for_subscriber": True,
@@ -117,12 +121,15 @@ def server_main(argv: list[str]) -> None:
         node = Node(node_config(args.queue_max_size))
         server = await node.serve("127.0.0.1", args.port)
         hub = node.hub
+        # Unique labels: the hub also holds the unidirectional JSON codec (also named "json").
+        labels = [c.name if type(c).__name__ in ("JsonCodec", "ProtobufCodec") else f"{c.name} ({type(c).__name__})"
+                  for c in hub.codecs]
         emit(
             {
                 "listening": args.port,
                 "frames": frames.IMPLEMENTATION,
                 "fanout": fanout.IMPLEMENTATION,
-                "codecs": [c.name for c in hub.codecs],
+                "codecs": labels,
             }
         )
         loop = asyncio.get_running_loop()
@@ -136,7 +143,7 @@ def server_main(argv: list[str]) -> None:
                         {
                             "stats": {
                                 "encodes": list(hub.encodes),
-                                "codecs": [c.name for c in hub.codecs],
+                                "codecs": labels,
                                 "publications_in": node.publications_in,
                                 "subscribers": hub.num_subscribers(CHANNEL),
                                 "sessions": hub.num_sessions,
@@ -452,7 +459,7 @@ def client_main(argv: list[str]) -> None:
                 loop.create_connection(lambda i=i, r=ready: Client(i, r), "127.0.0.1", args.port), 10
             )
             all_clients.append(client)
-        await asyncio.wait_for(asyncio.gather(*readies), 60)
+        await asyncio.wait_for(asyncio.gather(*readies), 30)
         emit({"ready": args.connections})
         line = await loop.run_in_executor(None, sys.stdin.readline)
         go = json.loads(line)
@@ -564,6 +571,7 @@ def measure(
         preexec_fn=_affinity({0} if opt.pin else None), start_new_session=True,
     )
     clients: list[subprocess.Popen[str]] = []
+    profiler: subprocess.Popen[Any] | None = None
     try:
         hello = read_json_line(server.stdout, 20, server)  # type: ignore[arg-type]
         m.implementation = f"frames={hello['frames']} fanout={hello['fanout']}"
@@ -589,6 +597,15 @@ def measure(
         for c in clients:
             c.stdin.write(json.dumps({"t0": t0, "t1": t1}) + "\n")  # type: ignore[union-attr]
             c.stdin.flush()  # type: ignore[union-attr]
+        if opt.profile is not None:
+            opt.profile.mkdir(parents=True, exist_ok=True)
+            out = opt.profile / f"protocol-{impl}-{m.codecs}-{m.subscribers}-r{rnd}.txt"
+            pcmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(opt.duration)),
+                    "--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"]
+            if opt.native:
+                pcmd.append("--native")
+            time.sleep(max(0.0, t0 - time.monotonic()))
+            profiler = subprocess.Popen(pcmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(max(0.0, t0 - time.monotonic()))
         su0, ss0 = proc_cpu_split(server.pid)
         c0 = sum(proc_cpu(c.pid) for c in clients)
@@ -642,6 +659,11 @@ def measure(
             if c.poll() is None:
                 c.kill()
                 c.wait(5)
+        if profiler is not None:
+            try:
+                profiler.wait(opt.duration + 15)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
         if server.poll() is None:
             try:
                 server.stdin.write("quit\n")  # type: ignore[union-attr]
@@ -760,6 +782,8 @@ def main() -> None:
     p.add_argument("--no-pin", dest="pin", action="store_false")
     p.add_argument("--encode-check", action="store_true", help="encodes vs subscriber count (1..1000), compiled and pure")
     p.add_argument("--json", type=Path)
+    p.add_argument("--profile", type=Path, help="py-spy record (raw format) the server into this directory")
+    p.add_argument("--native", action="store_true", help="with --profile: include native (Cython/C) frames")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     if args.smoke:

@@ -22,6 +22,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 $PY -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   log "apt-get install ${need[*]}"
@@ -54,11 +55,13 @@ $PY -m pip uninstall -q -y rtcore >/dev/null 2>&1 || true
 RTCORE_REQUIRE_EXTENSIONS=1 $PY -m pip install -q --no-build-isolation "$ROOT[test]"
 $PY -c 'import rtcore.frames as f, rtcore.fanout as g; print("frame core:", f.IMPLEMENTATION, "| fan-out:", g.IMPLEMENTATION)'
 
-# --- npm packages for the JavaScript SDK tests ---------------------------------------
-if [ -f tests/protocol/js/package.json ]; then
-  log "npm install (tests/protocol/js)"
-  (cd tests/protocol/js && { [ -f package-lock.json ] && npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; })
-fi
+# --- npm packages for the JavaScript SDK and browser tests ---------------------------
+for dir in tests/protocol/js tests/browser; do
+  if [ -f "$dir/package.json" ]; then
+    log "npm ci ($dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 
 # --- Autobahn|Testsuite (Python 3 port from ../shared/tools/autobahn) ----------------
 AB_TOOLS=${RTCORE_AUTOBAHN_TOOLS:-$ROOT/../shared/tools/autobahn}

@@ -273,6 +273,27 @@ class HttpResponseWriter:
     def started(self) -> bool:
         return self._started
 
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address (``(host, port)`` for TCP), or None."""
+        return self._proto.peername
+
+    def stream_until_disconnect(self) -> None:
+        """Make this (streamed) response the connection's last one and watch for its end.
+
+        While a handler runs, the server does not read the connection, so a
+        client that goes away would only be noticed at a failed write. After
+        this call anything more the client sends is discarded, reading resumes,
+        and the end of the connection runs the ``on_disconnect`` callbacks at
+        once. Send the response with ``Connection: close``.
+        """
+        proto = self._proto
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            return
+        proto._http = None
+        transport.resume_reading()
+
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the client's connection is lost before :meth:`end`."""
         self._callbacks.append(callback)

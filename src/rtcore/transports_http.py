@@ -199,10 +199,9 @@ def media_type(request: Request) -> str:
 
 def request_info(request: Request, response: HttpResponseWriter) -> dict[str, Any]:
     """What hooks see of the HTTP request that opened a session."""
-    proto = getattr(response, "_proto", None)
     return {
         "headers": dict(request.headers),
-        "remote_address": getattr(proto, "peername", None),
+        "remote_address": response.remote_address,
         "path": request.path,
         "query": request.query,
     }
@@ -353,12 +352,7 @@ def _watch_peer(response: HttpResponseWriter) -> None:
     so whatever else the client sends is discarded rather than queued, and
     reading resumes, so the end of the connection runs ``on_disconnect``.
     """
-    proto = getattr(response, "_proto", None)
-    transport = getattr(proto, "transport", None)
-    if proto is None or transport is None or transport.is_closing():
-        return
-    proto._http = None
-    transport.resume_reading()
+    response.stream_until_disconnect()
 
 
 async def run_stream(

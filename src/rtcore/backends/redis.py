@@ -135,6 +135,12 @@ __all__ = [
     "RedisPresenceManager",
     "RedisUnavailableError",
     "create_redis_engine",
+    "decode_entry",
+    "decode_message",
+    "deliver_message",
+    "encode_info_message",
+    "encode_publication",
+    "encode_publication_message",
 ]
 
 
@@ -147,9 +153,10 @@ DEFAULT_PREFIX: Final = "rtcore"
 FORMAT_VERSION: Final = 1
 _V: Final = b"\x01"
 
-_KIND_PUBLICATION: Final = 0
-_KIND_JOIN: Final = 1
-_KIND_LEAVE: Final = 2
+#: Kinds of channel messages (the first element of the msgpack array).
+KIND_PUBLICATION: Final = 0
+KIND_JOIN: Final = 1
+KIND_LEAVE: Final = 2
 
 # Message head for a publication without history: format byte, fixarray(5),
 # kind 0, offset 0, epoch "".
@@ -263,6 +270,37 @@ def decode_entry(entry: bytes, offset: int) -> Publication | None:
 
 def encode_presence_entry(info: ClientInfo) -> bytes:
     return _V + msgpack.packb(_info_fields(info))  # type: ignore[no-any-return]
+
+
+def encode_publication_message(body: bytes) -> bytes:
+    """The channel message of a publication without history, from its body."""
+    return _PUB_HEAD_NO_HISTORY + body + _MSGPACK_NIL
+
+
+def encode_info_message(kind: int, info: ClientInfo) -> bytes:
+    """The channel message of a join (``KIND_JOIN``) or leave (``KIND_LEAVE``)."""
+    return _V + msgpack.packb([kind, _info_fields(info)])  # type: ignore[no-any-return]
+
+
+def decode_message(data: bytes) -> tuple[int, Any, Any, Any] | None:
+    """Decode a channel message.
+
+    Returns ``(KIND_PUBLICATION, pub, position, prev_pub)``, or
+    ``(KIND_JOIN | KIND_LEAVE, info, None, None)``, or None when the format
+    byte or the kind is unknown. Raises on malformed msgpack.
+    """
+    if not data or data[0] != FORMAT_VERSION:
+        return None
+    msg = msgpack.unpackb(memoryview(data)[1:])
+    kind = msg[0]
+    if kind == KIND_PUBLICATION:
+        offset = msg[1]
+        pub = _publication_from(msg[3], offset)
+        prev = None if msg[4] is None else _publication_from(msg[4], offset - 1)
+        return kind, pub, StreamPosition(offset, msg[2]) if offset else ZERO_POSITION, prev
+    if kind == KIND_JOIN or kind == KIND_LEAVE:
+        return kind, _info_from(msg[1]), None, None
+    return None
 
 
 def _parse_position(cached: bytes) -> StreamPosition:
@@ -1890,7 +1928,7 @@ class RedisBroker:
                 idempotency_key, idempotent_ttl,
             )
             return PublishResult(position, suppressed)
-        message = _PUB_HEAD_NO_HISTORY + encode_publication(pub) + _MSGPACK_NIL
+        message = encode_publication_message(encode_publication(pub))
         if idempotency_key:
             cached = await self._conns.script(
                 channel,
@@ -1906,15 +1944,15 @@ class RedisBroker:
         return PublishResult(ZERO_POSITION)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
-        await self._publish_info(channel, _KIND_JOIN, info)
+        await self._publish_info(channel, KIND_JOIN, info)
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
-        await self._publish_info(channel, _KIND_LEAVE, info)
+        await self._publish_info(channel, KIND_LEAVE, info)
 
     async def _publish_info(self, channel: str, kind: int, info: ClientInfo) -> None:
         if self._state != _RUNNING:
             self._state_error()
-        message = _V + msgpack.packb([kind, _info_fields(info)])
+        message = encode_info_message(kind, info)
         await self._conns.publish(channel, self.keys.client(channel), message, self._sharded)
 
     async def publish_control(self, data: bytes) -> None:
@@ -1948,10 +1986,10 @@ class RedisBroker:
         handler = self._handler
         if handler is None:
             return
-        if not data or data[0] != FORMAT_VERSION:
-            logger.warning("dropping a pub/sub message in an unknown format on %r", name)
-            return
         if name == self._control_name:
+            if not data or data[0] != FORMAT_VERSION:
+                logger.warning("dropping a control message in an unknown format")
+                return
             try:
                 handler.on_control(data[1:])
             except Exception:
@@ -1960,31 +1998,29 @@ class RedisBroker:
         channel = self._names.get(name)
         if channel is None:
             return
-        try:
-            msg = msgpack.unpackb(memoryview(data)[1:])
-            kind = msg[0]
-            if kind == _KIND_PUBLICATION:
-                offset = msg[1]
-                pub = _publication_from(msg[3], offset)
-                prev = None if msg[4] is None else _publication_from(msg[4], offset - 1)
-                position = StreamPosition(offset, msg[2]) if offset else ZERO_POSITION
-            elif kind == _KIND_JOIN or kind == _KIND_LEAVE:
-                info = _info_from(msg[1])
-            else:
-                logger.warning("dropping a pub/sub message of unknown kind %r on %r", kind, name)
-                return
-        except Exception:
-            logger.exception("dropping an undecodable pub/sub message on %r", name)
-            return
-        try:
-            if kind == _KIND_PUBLICATION:
-                handler.on_publication(channel, pub, position, prev)
-            elif kind == _KIND_JOIN:
-                handler.on_join(channel, info)
-            else:
-                handler.on_leave(channel, info)
-        except Exception:
-            logger.exception("broker event handler failed on an event in %r", channel)
+        deliver_message(handler, channel, data)
+
+
+def deliver_message(handler: BrokerEventHandler, channel: str, data: bytes) -> None:
+    """Decode a channel message and hand it to ``handler``; log and drop what fails."""
+    try:
+        decoded = decode_message(data)
+    except Exception:
+        logger.exception("dropping an undecodable message in %r", channel)
+        return
+    if decoded is None:
+        logger.warning("dropping a message in an unknown format in %r", channel)
+        return
+    kind, first, position, prev = decoded
+    try:
+        if kind == KIND_PUBLICATION:
+            handler.on_publication(channel, first, position, prev)
+        elif kind == KIND_JOIN:
+            handler.on_join(channel, first)
+        else:
+            handler.on_leave(channel, first)
+    except Exception:
+        logger.exception("broker event handler failed on an event in %r", channel)
 
 
 # ---------------------------------------------------------------------------
