@@ -56,8 +56,18 @@ class NullLoop:
 def world(impl: ModuleType, n: int) -> tuple[Any, Any, list[bytes | None]]:
     flusher = impl.Flusher(NullLoop())
     sink = NullSink()
-    subs = {f"client-{i}": impl.Subscriber(impl.Writer(sink, flusher), 0, None, "bench") for i in range(n)}
+    subs = {
+        f"client-{i}": impl.Subscriber(impl.Writer(sink, flusher), 0, None, "bench")
+        for i in range(n)
+    }
     return flusher, subs, [PAYLOAD, None]
+
+
+def record(benchmark: Any, n: int) -> None:
+    """Store the median per delivery (absent with --benchmark-disable)."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        benchmark.extra_info["ns_per_delivery"] = stats.stats.median / n * 1e9
 
 
 SIZES = [pytest.param(1000, id="1k"), pytest.param(10_000, id="10k")]
@@ -75,8 +85,8 @@ def test_broadcast(benchmark: Any, fanout_impl: ModuleType, n: int) -> None:
     benchmark.pedantic(run, setup=flusher.flush, rounds=200 if n <= 1000 else 50, warmup_rounds=2)
     flusher.flush()
     sub = next(iter(subs.values()))
-    assert sub.writer.messages_sent >= 50 and sub.writer.queued_messages == 0
-    benchmark.extra_info["ns_per_delivery"] = benchmark.stats.stats.median / n * 1e9
+    assert sub.writer.messages_sent >= 1 and sub.writer.queued_messages == 0
+    record(benchmark, n)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -90,8 +100,8 @@ def test_flush(benchmark: Any, fanout_impl: ModuleType, n: int) -> None:
 
     benchmark.pedantic(flusher.flush, setup=setup, rounds=200 if n <= 1000 else 50, warmup_rounds=2)
     sub = next(iter(subs.values()))
-    assert sub.writer.frames_sent == sub.writer.messages_sent >= 50
-    benchmark.extra_info["ns_per_delivery"] = benchmark.stats.stats.median / n * 1e9
+    assert sub.writer.frames_sent == sub.writer.messages_sent >= 1
+    record(benchmark, n)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -108,7 +118,7 @@ def test_broadcast_and_flush(benchmark: Any, fanout_impl: ModuleType, n: int) ->
 
     benchmark(run)
     assert all(s.writer.queued_messages == 0 for s in subs.values())
-    benchmark.extra_info["ns_per_delivery"] = benchmark.stats.stats.median / n * 1e9
+    record(benchmark, n)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -127,4 +137,4 @@ def test_broadcast_positioned(benchmark: Any, fanout_impl: ModuleType, n: int) -
 
     benchmark.pedantic(run, setup=flusher.flush, rounds=200 if n <= 1000 else 50, warmup_rounds=2)
     assert next(iter(subs.values())).offset == offset[0]
-    benchmark.extra_info["ns_per_delivery"] = benchmark.stats.stats.median / n * 1e9
+    record(benchmark, n)

@@ -205,19 +205,36 @@ def server_env(impl: str, secret: str) -> dict[str, str]:
     return env
 
 
-def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int, payload: int,
-             run: int) -> Result:
+def run_once(
+    args: argparse.Namespace, server: str, impl: str, subscribers: int, payload: int, run: int
+) -> Result:
     script, protocol = SERVERS[server]
     host = "127.0.0.1"
     port = free_port(host)
     secret = secrets.token_hex(16)
-    result = Result(server, impl if server == "rtcore" else "-", subscribers, payload, args.rate, run)
-    server_cmd = [sys.executable, str(script), "--host", host, "--port", str(port), "--channel", args.channel]
+    result = Result(
+        server, impl if server == "rtcore" else "-", subscribers, payload, args.rate, run
+    )
+    server_cmd = [
+        sys.executable,
+        str(script),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--channel",
+        args.channel,
+    ]
     if server == "rtcore":
         server_cmd += ["--auth", args.auth]
     errlog = tempfile.TemporaryFile()
-    srv = subprocess.Popen(server_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
-                           env=server_env(impl, secret))
+    srv = subprocess.Popen(
+        server_cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=errlog,
+        env=server_env(impl, secret),
+    )
     clients: list[subprocess.Popen[bytes]] = []
     try:
         while True:
@@ -240,10 +257,25 @@ def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int,
         for i, n in enumerate(share):
             clients.append(
                 subprocess.Popen(
-                    [sys.executable, str(CLIENT), "--host", host, "--port", str(port),
-                     "--source", f"127.0.0.{10 + i}", "--connections", str(n),
-                     "--channel", args.channel, "--protocol", protocol, *token],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    [
+                        sys.executable,
+                        str(CLIENT),
+                        "--host",
+                        host,
+                        "--port",
+                        str(port),
+                        "--source",
+                        f"127.0.0.{10 + i}",
+                        "--connections",
+                        str(n),
+                        "--channel",
+                        args.channel,
+                        "--protocol",
+                        protocol,
+                        *token,
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
                 )
             )
         ready = 0
@@ -259,29 +291,54 @@ def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int,
         for code, n in stats.get("disconnects", {}).items():
             result.errors[f"server disconnect {code} before publishing"] = n
         if ready != subscribers or counted != subscribers:
-            raise LoadError(f"{ready} clients ready, server counts {counted}, wanted {subscribers}: "
-                            f"{result.errors}")
-        count = args.count if args.count else (
-            int(args.rate * args.duration) if args.rate > 0 else 1_000_000
+            raise LoadError(
+                f"{ready} clients ready, server counts {counted}, wanted {subscribers}: "
+                f"{result.errors}"
+            )
+        count = (
+            args.count
+            if args.count
+            else (int(args.rate * args.duration) if args.rate > 0 else 1_000_000)
         )
         spy = None
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
             out = args.profile / f"{server}-{impl}-{subscribers}-{payload}-run{run + 1}.txt"
             spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(srv.pid), "--format", "raw", "--output", str(out),
-                 "--duration", str(int(args.duration) + 1), "--rate", "250",
-                 # Native unwinding has to stop the process for each sample.
-                 *(["--native"] if args.native else ["--nonblocking"])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(srv.pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                    "--duration",
+                    str(int(args.duration) + 1),
+                    "--rate",
+                    "250",
+                    # Native unwinding has to stop the process for each sample.
+                    *(["--native"] if args.native else ["--nonblocking"]),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # let py-spy attach before the clock starts
         i0 = sum(cpu_ticks(srv.pid))
         time.sleep(args.idle_sample)
         result.idle_cpu_pct = (sum(cpu_ticks(srv.pid)) - i0) / CLK_TCK / args.idle_sample * 100
         u0, s0 = cpu_ticks(srv.pid)
-        send(srv, {"publish": count, "rate": args.rate, "size": payload, "duration": args.duration,
-                   "window": args.window})
+        send(
+            srv,
+            {
+                "publish": count,
+                "rate": args.rate,
+                "size": payload,
+                "duration": args.duration,
+                "window": args.window,
+            },
+        )
         pub = read_json(srv, args.duration + 60, "the server to publish")
         result.published = published = int(pub["published"])
         for c in clients:
@@ -334,11 +391,19 @@ def run_once(args: argparse.Namespace, server: str, impl: str, subscribers: int,
 
 
 COLUMNS = [
-    ("server", "server", "{}"), ("impl", "impl", "{}"), ("subs", "subscribers", "{}"),
-    ("payload", "payload", "{}"), ("rate/s", "rate", "{:g}"), ("pubs", "published", "{}"),
-    ("deliv/s", "deliveries_per_s", "{:,.0f}"), ("p50 ms", "p50_ms", "{:.2f}"),
-    ("p99 ms", "p99_ms", "{:.2f}"), ("max ms", "max_ms", "{:.2f}"), ("loss", "loss", "{}"),
-    ("user µs/d", "user_us_per_delivery", "{:.2f}"), ("sys µs/d", "sys_us_per_delivery", "{:.2f}"),
+    ("server", "server", "{}"),
+    ("impl", "impl", "{}"),
+    ("subs", "subscribers", "{}"),
+    ("payload", "payload", "{}"),
+    ("rate/s", "rate", "{:g}"),
+    ("pubs", "published", "{}"),
+    ("deliv/s", "deliveries_per_s", "{:,.0f}"),
+    ("p50 ms", "p50_ms", "{:.2f}"),
+    ("p99 ms", "p99_ms", "{:.2f}"),
+    ("max ms", "max_ms", "{:.2f}"),
+    ("loss", "loss", "{}"),
+    ("user µs/d", "user_us_per_delivery", "{:.2f}"),
+    ("sys µs/d", "sys_us_per_delivery", "{:.2f}"),
 ]
 
 
@@ -349,8 +414,15 @@ def median_rows(results: list[Result]) -> list[dict[str, Any]]:
     rows = []
     for rs in groups.values():
         row = asdict(rs[0])
-        for key in ("published", "deliveries_per_s", "p50_ms", "p99_ms", "max_ms",
-                    "user_us_per_delivery", "sys_us_per_delivery"):
+        for key in (
+            "published",
+            "deliveries_per_s",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "user_us_per_delivery",
+            "sys_us_per_delivery",
+        ):
             row[key] = statistics.median(getattr(r, key) for r in rs)
         row["loss"] = sum(r.loss for r in rs)
         row["runs"] = len(rs)
@@ -375,10 +447,14 @@ def print_ratios(results: list[Result], out: IO[str]) -> None:
             pairs.setdefault((subs, size), []).append((r, by_key[(subs, size, run, "pure")]))
     if not pairs:
         return
-    out.write("\n| subs | payload | pure/compiled user CPU per delivery | pure/compiled total CPU "
-              "per delivery | compiled/pure deliveries/s | runs |\n|---|---|---|---|---|---|\n")
+    out.write(
+        "\n| subs | payload | pure/compiled user CPU per delivery | pure/compiled total CPU "
+        "per delivery | compiled/pure deliveries/s | runs |\n|---|---|---|---|---|---|\n"
+    )
     for (subs, size), ps in sorted(pairs.items()):
-        user = statistics.median(p.user_us_per_delivery / max(c.user_us_per_delivery, 1e-9) for c, p in ps)
+        user = statistics.median(
+            p.user_us_per_delivery / max(c.user_us_per_delivery, 1e-9) for c, p in ps
+        )
         total = statistics.median(
             (p.user_us_per_delivery + p.sys_us_per_delivery)
             / max(c.user_us_per_delivery + c.sys_us_per_delivery, 1e-9)
@@ -393,19 +469,29 @@ def print_ratios(results: list[Result], out: IO[str]) -> None:
 
 def compiled_available() -> bool:
     env = server_env("compiled", "x")
-    probe = subprocess.run([sys.executable, "-c", "import rtcore._fanout, rtcore._frames"], env=env,
-                           capture_output=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import rtcore._fanout, rtcore._frames"],
+        env=env,
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--server", choices=sorted(SERVERS), nargs="+", default=["rtcore"])
     p.add_argument("--subscribers", type=int, nargs="+", default=[1000])
     p.add_argument("--payload-size", type=int, nargs="+", default=[100])
-    p.add_argument("--rate", type=float, default=20.0,
-                   help="publications per second (0: as fast as the clients drain)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=20.0,
+        help="publications per second (0: as fast as the clients drain)",
+    )
     p.add_argument("--duration", type=float, default=5.0, help="seconds of publishing")
     p.add_argument("--count", type=int, default=0, help="most publications (0: rate x duration)")
     p.add_argument("--impl", choices=["compiled", "pure", "both"], default="both")
@@ -413,18 +499,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-client", type=int, default=5000, help="connections per client process")
     p.add_argument("--channel", default="bench")
     p.add_argument("--auth", choices=["anonymous", "token"], default="anonymous")
-    p.add_argument("--window", type=int, default=64 * 1024,
-                   help="max-rate backpressure: per-connection backlog in bytes")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=64 * 1024,
+        help="max-rate backpressure: per-connection backlog in bytes",
+    )
     p.add_argument("--connect-timeout", type=float, default=180.0)
     p.add_argument("--drain-timeout", type=float, default=60.0)
-    p.add_argument("--profile", type=Path,
-                   help="record the server with py-spy (raw collapsed stacks) into this directory")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="record the server with py-spy (raw collapsed stacks) into this directory",
+    )
     p.add_argument("--native", action="store_true", help="with --profile: include C frames")
-    p.add_argument("--idle-sample", type=float, default=1.0,
-                   help="seconds of idle server CPU measured before publishing")
+    p.add_argument(
+        "--idle-sample",
+        type=float,
+        default=1.0,
+        help="seconds of idle server CPU measured before publishing",
+    )
     p.add_argument("--json", type=Path, help="write every run's result here")
-    p.add_argument("--smoke", action="store_true",
-                   help="200 subscribers, 2 s at 50/s, token auth; exit 1 on any loss or error")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="200 subscribers, 2 s at 50/s, token auth; exit 1 on any loss or error",
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.subscribers, args.payload_size, args.rate, args.duration = [200], [100], 50.0, 2.0
@@ -443,9 +543,14 @@ def main(argv: list[str] | None = None) -> int:
     if "compiled" in impls and "rtcore" in args.server and not compiled_available():
         if args.smoke:
             impls = ["pure"]
-            print("compiled modules not built: smoke test on the pure-Python twins", file=sys.stderr)
+            print(
+                "compiled modules not built: smoke test on the pure-Python twins", file=sys.stderr
+            )
         else:
-            print("compiled modules are not built (python setup.py build_ext --inplace)", file=sys.stderr)
+            print(
+                "compiled modules are not built (python setup.py build_ext --inplace)",
+                file=sys.stderr,
+            )
             return 2
     results: list[Result] = []
     failed = False
@@ -454,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             for size in args.payload_size:
                 for server in args.server:
                     for impl in impls if server == "rtcore" else ["compiled"]:
-                        label = f"run {run + 1}: {server} {impl if server == 'rtcore' else ''} {subs} subs {size} B"
+                        what = f"{server} {impl}" if server == "rtcore" else server
+                        label = f"run {run + 1}: {what} {subs} subs {size} B"
                         print(label + " ...", file=sys.stderr, flush=True)
                         try:
                             r = run_once(args, server, impl, subs, size, run)
@@ -463,21 +569,32 @@ def main(argv: list[str] | None = None) -> int:
                             failed = True
                             continue
                         results.append(r)
-                        print(f"  {r.published} pubs, {r.deliveries_per_s:,.0f} deliveries/s, "
-                              f"p99 {r.p99_ms:.2f} ms, loss {r.loss}, server "
-                              f"{r.user_us_per_delivery:.2f} µs user + {r.sys_us_per_delivery:.2f} µs sys "
-                              f"per delivery, connect {r.connect_s}s, idle CPU {r.idle_cpu_pct:.0f}%, "
-                              f"closed {r.closed}, out of order {r.out_of_order}"
-                              + (f", errors {r.errors}" if r.errors else ""),
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"  {r.published} pubs, {r.deliveries_per_s:,.0f} deliveries/s, "
+                            f"p99 {r.p99_ms:.2f} ms, loss {r.loss}, server "
+                            f"{r.user_us_per_delivery:.2f} µs user + "
+                            f"{r.sys_us_per_delivery:.2f} µs sys per delivery, "
+                            f"connect {r.connect_s}s, idle CPU {r.idle_cpu_pct:.0f}%, "
+                            f"closed {r.closed}, out of order {r.out_of_order}"
+                            + (f", errors {r.errors}" if r.errors else ""),
+                            file=sys.stderr,
+                            flush=True,
+                        )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     if results:
         print_table(median_rows(results), sys.stdout)
         print_ratios(results, sys.stdout)
-    bad = [r for r in results if r.loss or r.out_of_order or r.duplicates or r.errors or not r.published]
+    bad = [
+        r
+        for r in results
+        if r.loss or r.out_of_order or r.duplicates or r.errors or not r.published
+    ]
     if args.smoke and (failed or bad or not results):
-        print(f"SMOKE FAILED: {len(bad)} run(s) with loss/errors, {int(failed)} failed", file=sys.stderr)
+        print(
+            f"SMOKE FAILED: {len(bad)} run(s) with loss/errors, {int(failed)} failed",
+            file=sys.stderr,
+        )
         return 1
     return 1 if failed else 0
 

@@ -111,7 +111,8 @@ class LoadConnection(asyncio.Protocol):
             path = "/socket.io/?EIO=4&transport=websocket"
         transport.write(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
 
     def data_received(self, data: bytes) -> None:
@@ -246,7 +247,9 @@ async def open_all(args: argparse.Namespace, stats: Stats) -> list[LoadConnectio
             conns.append(conn)
             await asyncio.wait_for(ready, args.connect_timeout)
 
-    results = await asyncio.gather(*(one() for _ in range(args.connections)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(one() for _ in range(args.connections)), return_exceptions=True
+    )
     failures = [r for r in results if isinstance(r, BaseException)]
     for exc in failures[:3]:
         stats.error(f"connect: {exc!r}"[:120])
@@ -274,7 +277,9 @@ async def main(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     conns = await open_all(args, stats)
     ready = sum(
-        1 for c in conns if c.ready.done() and not c.ready.cancelled() and c.ready.exception() is None
+        1
+        for c in conns
+        if c.ready.done() and not c.ready.cancelled() and c.ready.exception() is None
     )
     emit({"ready": ready, "seconds": round(time.monotonic() - t0, 3), "errors": stats.errors})
     while True:

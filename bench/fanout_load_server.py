@@ -33,7 +33,11 @@ from rtcore.server import run  # noqa: E402
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    token = TokenConfig(hmac_secret_key=os.environ["RTCORE_BENCH_SECRET"]) if args.auth == "token" else TokenConfig()
+    token = (
+        TokenConfig(hmac_secret_key=os.environ["RTCORE_BENCH_SECRET"])
+        if args.auth == "token"
+        else TokenConfig()
+    )
     return Config(
         client=ClientConfig(
             token=token,
@@ -77,7 +81,10 @@ async def main(args: argparse.Namespace) -> None:
 
     try:
         await serve_control(
-            args.port, publish, subscribers, backlog,
+            args.port,
+            publish,
+            subscribers,
+            backlog,
             lambda: {"disconnects": {str(k): v for k, v in node.disconnects.items()}},
         )
     finally:
@@ -106,5 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     arguments = parse_args()
-    emit({"implementation": {"fanout": rtcore.fanout.IMPLEMENTATION, "frames": rtcore.frames.IMPLEMENTATION}})
+    emit(
+        {
+            "implementation": {
+                "fanout": rtcore.fanout.IMPLEMENTATION,
+                "frames": rtcore.frames.IMPLEMENTATION,
+            }
+        }
+    )
     run(main(arguments), use_uvloop=arguments.loop == "uvloop")

@@ -65,7 +65,10 @@ BASE: dict[str, Any] = {
     "channel": {
         "namespaces": [
             {
-                "name": "h", "history_size": 20, "history_ttl": "5m", "presence": True,
+                "name": "h",
+                "history_size": 20,
+                "history_ttl": "5m",
+                "presence": True,
                 "allow_subscribe_for_client": True,
             },
             {"name": "plain", "allow_subscribe_for_client": True},
@@ -123,7 +126,9 @@ class WsClient:
         finally:
             if not self.closed.done():
                 code = self.ws.close_code
-                self.closed.set_result((code, self.ws.close_reason or "") if code is not None else (1006, ""))
+                self.closed.set_result(
+                    (code, self.ws.close_reason or "") if code is not None else (1006, "")
+                )
 
     async def request(self, **command: Any) -> dict[str, Any]:
         self._next_id += 1
@@ -184,16 +189,22 @@ class Served:
         return await asyncio.to_thread(fn, *args)
 
     async def post(
-        self, path: str, body: bytes | str | None = None, *, headers: Mapping[str, str] | None = None,
-        method: str = "POST", key: str | None = KEY,
+        self,
+        path: str,
+        body: bytes | str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        method: str = "POST",
+        key: str | None = KEY,
     ) -> tuple[int, Mapping[str, str], bytes]:
         hdrs = dict(headers or {})
         if key is not None:
             hdrs.setdefault("X-API-Key", key)
         data = body.encode() if isinstance(body, str) else body
-        async with aiohttp.ClientSession() as http, http.request(
-            method, self.base + path, data=data, headers=hdrs
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, self.base + path, data=data, headers=hdrs) as resp,
+        ):
             return resp.status, resp.headers, await resp.read()
 
     async def post_json(self, path: str, body: Any, **kwargs: Any) -> Any:
@@ -235,7 +246,10 @@ def test_publish_with_history_tags_and_delivery() -> None:
         async with served() as s:
             ws = await s.ws("alice", channels=("h:room",))
             client = Client(s.url, KEY)
-            result = await s.sync(client.publish, PublishRequest(channel="h:room", data={"text": "hi"}, tags={"k": "v"}))
+            result = await s.sync(
+                client.publish,
+                PublishRequest(channel="h:room", data={"text": "hi"}, tags={"k": "v"}),
+            )
             assert result.offset == 1 and result.epoch
             push = await ws.push("pub")
             assert push["channel"] == "h:room"
@@ -281,10 +295,16 @@ def test_publish_idempotency_key_and_skip_history() -> None:
     async def main() -> None:
         async with served() as s:
             client = Client(s.url, KEY)
-            first = await s.sync(client.publish, PublishRequest(channel="h:i", data=1, idempotency_key="once"))
-            again = await s.sync(client.publish, PublishRequest(channel="h:i", data=1, idempotency_key="once"))
+            first = await s.sync(
+                client.publish, PublishRequest(channel="h:i", data=1, idempotency_key="once")
+            )
+            again = await s.sync(
+                client.publish, PublishRequest(channel="h:i", data=1, idempotency_key="once")
+            )
             assert (again.offset, again.epoch) == (first.offset, first.epoch)
-            skipped = await s.sync(client.publish, PublishRequest(channel="h:i", data=2, skip_history=True))
+            skipped = await s.sync(
+                client.publish, PublishRequest(channel="h:i", data=2, skip_history=True)
+            )
             assert skipped.offset == 0 and skipped.epoch == ""
             history = await s.sync(client.history, HistoryRequest(channel="h:i", limit=-1))
             assert [p.data for p in history.publications] == [1]
@@ -311,7 +331,9 @@ def test_binary_history_comes_back_as_b64data() -> None:
     async def main() -> None:
         async with served() as s:
             binary = bytes(range(256))
-            await s.post_json("/api/publish", {"channel": "h:bin", "b64data": base64.b64encode(binary).decode()})
+            await s.post_json(
+                "/api/publish", {"channel": "h:bin", "b64data": base64.b64encode(binary).decode()}
+            )
             body = await s.post_json("/api/history", {"channel": "h:bin", "limit": 1})
             (pub,) = body["result"]["publications"]
             assert "data" not in pub
@@ -327,7 +349,8 @@ def test_broadcast_reports_each_channel() -> None:
             b = await s.ws("bob", channels=("plain:b",))
             client = Client(s.url, KEY)
             result = await s.sync(
-                client.broadcast, BroadcastRequest(channels=["h:a", "plain:b", "nope:c"], data={"x": 1})
+                client.broadcast,
+                BroadcastRequest(channels=["h:a", "plain:b", "nope:c"], data={"x": 1}),
             )
             first, second, third = result.responses
             assert first.error is None and first.result.offset == 1
@@ -348,7 +371,10 @@ def test_subscribe_with_data_info_and_override() -> None:
             await s.sync(
                 client.subscribe,
                 SubscribeRequest(
-                    user="alice", channel="plain:srv", data={"welcome": True}, info={"role": "admin"},
+                    user="alice",
+                    channel="plain:srv",
+                    data={"welcome": True},
+                    info={"role": "admin"},
                     override=ChannelOptionsOverride(presence=BoolValue(value=True)),
                 ),
             )
@@ -374,7 +400,9 @@ def test_subscribe_recover_since_and_expire_at() -> None:
             body = await s.post_json(
                 "/api/subscribe",
                 {
-                    "user": "alice", "channel": "h:rec", "override": {"force_recovery": {"value": True}},
+                    "user": "alice",
+                    "channel": "h:rec",
+                    "override": {"force_recovery": {"value": True}},
                     "recover_since": {"offset": 1, "epoch": pos["result"]["epoch"]},
                     "expire_at": int(time.time()) + 1,
                 },
@@ -393,10 +421,14 @@ def test_subscribe_targets_client_and_session() -> None:
         async with served() as s:
             one = await s.ws("alice")
             two = await s.ws("alice")
-            await s.post_json("/api/subscribe", {"user": "alice", "channel": "plain:c", "client": two.client_id})
+            await s.post_json(
+                "/api/subscribe", {"user": "alice", "channel": "plain:c", "client": two.client_id}
+            )
             assert (await two.push("subscribe"))["channel"] == "plain:c"
             await one.no_push()
-            await s.post_json("/api/subscribe", {"user": "alice", "channel": "plain:d", "session": one.client_id})
+            await s.post_json(
+                "/api/subscribe", {"user": "alice", "channel": "plain:d", "session": one.client_id}
+            )
             assert (await one.push("subscribe"))["channel"] == "plain:d"
 
     run(main())
@@ -431,7 +463,11 @@ def test_disconnect_default_custom_and_whitelist() -> None:
             b2 = await s.ws("bob")
             await s.sync(
                 client.disconnect,
-                DisconnectRequest(user="bob", whitelist=[b2.client_id], disconnect=Disconnect(code=4000, reason="bye")),
+                DisconnectRequest(
+                    user="bob",
+                    whitelist=[b2.client_id],
+                    disconnect=Disconnect(code=4000, reason="bye"),
+                ),
             )
             assert await b1.close_code() == (4000, "bye")
             assert not b2.closed.done()
@@ -491,17 +527,23 @@ def test_history_limit_reverse_since_and_errors() -> None:
                 await s.sync(client.publish, PublishRequest(channel="h:hist", data={"n": n}))
             top = await s.sync(client.history, HistoryRequest(channel="h:hist"))
             assert top.publications == [] and top.offset == 5
-            last_two = await s.sync(client.history, HistoryRequest(channel="h:hist", limit=2, reverse=True))
+            last_two = await s.sync(
+                client.history, HistoryRequest(channel="h:hist", limit=2, reverse=True)
+            )
             assert [p.data["n"] for p in last_two.publications] == [5, 4]
             since = await s.sync(
                 client.history,
-                HistoryRequest(channel="h:hist", limit=-1, since=StreamPosition(offset=3, epoch=top.epoch)),
+                HistoryRequest(
+                    channel="h:hist", limit=-1, since=StreamPosition(offset=3, epoch=top.epoch)
+                ),
             )
             assert [p.offset for p in since.publications] == [4, 5]
             with pytest.raises(CentApiResponseError) as info:
                 await s.sync(
                     client.history,
-                    HistoryRequest(channel="h:hist", limit=1, since=StreamPosition(offset=1, epoch="other")),
+                    HistoryRequest(
+                        channel="h:hist", limit=1, since=StreamPosition(offset=1, epoch="other")
+                    ),
                 )
             assert info.value.code == 112
             with pytest.raises(CentApiResponseError) as info:
@@ -538,7 +580,10 @@ def test_channels_with_and_without_pattern() -> None:
             await s.ws("bob", channels=("h:one",))
             client = Client(s.url, KEY)
             everything = await s.sync(client.channels, ChannelsRequest())
-            assert {k: v.num_clients for k, v in everything.channels.items()} == {"h:one": 2, "plain:two": 1}
+            assert {k: v.num_clients for k, v in everything.channels.items()} == {
+                "h:one": 2,
+                "plain:two": 1,
+            }
             only_h = await s.sync(client.channels, ChannelsRequest(pattern="h:*"))
             assert set(only_h.channels) == {"h:one"}
             alternatives = await s.post_json("/api/channels", {"pattern": "{plain,x}:t?o"})
@@ -558,7 +603,12 @@ def test_info_describes_the_node() -> None:
             info = await s.sync(client.info, InfoRequest())
             (node,) = info.nodes
             assert node.uid == s.node.id and node.version == s.node.version
-            assert (node.num_clients, node.num_users, node.num_channels, node.num_subs) == (1, 1, 1, 1)
+            assert (node.num_clients, node.num_users, node.num_channels, node.num_subs) == (
+                1,
+                1,
+                1,
+                1,
+            )
             assert node.uptime >= 0
             client.close()
 
@@ -597,13 +647,15 @@ def test_batch_raw_errors_per_command() -> None:
         async with served() as s:
             body = await s.post_json(
                 "/api/batch",
-                {"commands": [
-                    {"publish": {"channel": "nope:x", "data": 1}},
-                    {"publish": {"channel": "h:x", "data": 1}, "info": {}},
-                    {"unknown_method": {}},
-                    None,
-                    {"history": {"channel": "h:x", "limit": -1}},
-                ]},
+                {
+                    "commands": [
+                        {"publish": {"channel": "nope:x", "data": 1}},
+                        {"publish": {"channel": "h:x", "data": 1}, "info": {}},
+                        {"unknown_method": {}},
+                        None,
+                        {"history": {"channel": "h:x", "limit": -1}},
+                    ]
+                },
             )
             replies = body["replies"]
             assert replies[0] == {"error": {"code": 102, "message": "unknown channel"}}
@@ -643,7 +695,9 @@ def test_async_client_every_method() -> None:
                 assert set(channels.channels) == {"h:async"}
                 info = await client.info(InfoRequest())
                 assert info.nodes[0].num_clients == 1
-                batch = await client.batch(BatchRequest(requests=[InfoRequest(), InfoRequest()], parallel=True))
+                batch = await client.batch(
+                    BatchRequest(requests=[InfoRequest(), InfoRequest()], parallel=True)
+                )
                 assert len(batch.replies) == 2
                 await client.refresh(RefreshRequest(user="alice", expire_at=int(time.time()) + 60))
                 assert "refresh" in await ws.push("refresh")
@@ -740,26 +794,74 @@ def test_wrong_http_method_and_unknown_method() -> None:
         ("/api/publish", "[1, 2]", "expected an object, got an array"),
         ("/api/publish", '"text"', "expected an object, got a string"),
         ("/api/publish", '{"channel": 5, "data": 1}', "channel: expected a string, got an integer"),
-        ("/api/publish", '{"channel": "h:x", "data": 1, "skip_history": "yes"}', "skip_history: expected true or false"),
-        ("/api/publish", '{"channel": "h:x", "data": 1, "tags": {"a": 1}}', "tags.a: expected a string, got an integer"),
+        (
+            "/api/publish",
+            '{"channel": "h:x", "data": 1, "skip_history": "yes"}',
+            "skip_history: expected true or false",
+        ),
+        (
+            "/api/publish",
+            '{"channel": "h:x", "data": 1, "tags": {"a": 1}}',
+            "tags.a: expected a string, got an integer",
+        ),
         ("/api/publish", '{"channel": "h:x", "data": 1, "chanel": "x"}', "chanel: unknown field"),
         ("/api/publish", '{"channel": "h:x", "data": 1, "delta": true}', "delta: not supported"),
-        ("/api/broadcast", '{"channels": "h:x", "data": 1}', "channels: expected an array of strings"),
+        (
+            "/api/broadcast",
+            '{"channels": "h:x", "data": 1}',
+            "channels: expected an array of strings",
+        ),
         ("/api/broadcast", '{"channels": ["h:x", 2], "data": 1}', "channels[1]: expected a string"),
-        ("/api/history", '{"channel": "h:x", "limit": 1.5}', "limit: expected an integer, got a number"),
-        ("/api/history", '{"channel": "h:x", "limit": 4294967296}', "limit: 4294967296 is out of range for int32"),
-        ("/api/history", '{"channel": "h:x", "since": {"offset": -1}}', "since.offset: -1 is out of range for uint64"),
-        ("/api/history", '{"channel": "h:x", "since": 3}', "since: expected an object, got an integer"),
-        ("/api/subscribe", '{"channel": "h:x", "override": {"presence": true}}', "override.presence: expected an object"),
-        ("/api/subscribe", '{"channel": "h:x", "override": {"presence": {"value": 1}}}', "override.presence.value"),
-        ("/api/disconnect", '{"user": "u", "disconnect": {"code": "x"}}', "disconnect.code: expected an integer"),
-        ("/api/disconnect", '{"user": "u", "whitelist": "c1"}', "whitelist: expected an array of strings"),
+        (
+            "/api/history",
+            '{"channel": "h:x", "limit": 1.5}',
+            "limit: expected an integer, got a number",
+        ),
+        (
+            "/api/history",
+            '{"channel": "h:x", "limit": 4294967296}',
+            "limit: 4294967296 is out of range for int32",
+        ),
+        (
+            "/api/history",
+            '{"channel": "h:x", "since": {"offset": -1}}',
+            "since.offset: -1 is out of range for uint64",
+        ),
+        (
+            "/api/history",
+            '{"channel": "h:x", "since": 3}',
+            "since: expected an object, got an integer",
+        ),
+        (
+            "/api/subscribe",
+            '{"channel": "h:x", "override": {"presence": true}}',
+            "override.presence: expected an object",
+        ),
+        (
+            "/api/subscribe",
+            '{"channel": "h:x", "override": {"presence": {"value": 1}}}',
+            "override.presence.value",
+        ),
+        (
+            "/api/disconnect",
+            '{"user": "u", "disconnect": {"code": "x"}}',
+            "disconnect.code: expected an integer",
+        ),
+        (
+            "/api/disconnect",
+            '{"user": "u", "whitelist": "c1"}',
+            "whitelist: expected an array of strings",
+        ),
         ("/api/refresh", '{"user": "u", "expired": 1}', "expired: expected true or false"),
         ("/api/channels", '{"pattern": ["a"]}', "pattern: expected a string, got an array"),
         ("/api/batch", '{"commands": {}}', "commands: expected an array"),
         ("/api/batch", '{"commands": [], "parallel": "yes"}', "parallel: expected true or false"),
         ("/api/batch", '{"commands": [5]}', "commands[0]: expected an object, got an integer"),
-        ("/api/batch", '{"commands": [{"publish": {"channel": 1}}]}', "commands[0].publish.channel: expected a string"),
+        (
+            "/api/batch",
+            '{"commands": [{"publish": {"channel": 1}}]}',
+            "commands[0].publish.channel: expected a string",
+        ),
         ("/api/batch", '{"cmds": []}', "cmds: unknown field"),
     ],
 )
@@ -789,7 +891,9 @@ def test_oversized_body_is_413() -> None:
             big = json.dumps({"channel": "h:x", "data": "x" * 4096})
             status, _, _ = await s.post("/api/publish", big)
             assert status == 413
-            status, _, _ = await s.post("/api/publish", json.dumps({"channel": "h:x", "data": "small"}))
+            status, _, _ = await s.post(
+                "/api/publish", json.dumps({"channel": "h:x", "data": "small"})
+            )
             assert status == 200
 
     run(main())
@@ -818,7 +922,11 @@ def test_oversized_body_is_413() -> None:
         ("/api/presence_stats", {"channel": ""}, 107),
         ("/api/presence_stats", {"channel": "plain:x"}, 108),
         ("/api/history", {}, 107),
-        ("/api/history", {"channel": "h:x", "reverse": True, "since": {"offset": 0, "epoch": ""}}, 107),
+        (
+            "/api/history",
+            {"channel": "h:x", "reverse": True, "since": {"offset": 0, "epoch": ""}},
+            107,
+        ),
         ("/api/history_remove", {"channel": "nope:x"}, 102),
         ("/api/rpc", {}, 107),
         ("/api/rpc", {"method": "nobody"}, 104),
@@ -849,18 +957,25 @@ def test_transport_error_mode_by_header_and_config() -> None:
                 status, _, data = await s.post("/api/publish", json.dumps(body), headers=mode)
                 assert status == status_code
                 assert json.loads(data)["code"] == code
-            status, _, data = await s.post("/api/presence", json.dumps({"channel": "plain:x"}), headers=mode)
+            status, _, data = await s.post(
+                "/api/presence", json.dumps({"channel": "plain:x"}), headers=mode
+            )
             assert (status, json.loads(data)["code"]) == (400, 108)
             status, _, data = await s.post(
-                "/api/history", json.dumps({"channel": "h:x", "limit": 1, "since": {"offset": 1, "epoch": "z"}}),
+                "/api/history",
+                json.dumps({"channel": "h:x", "limit": 1, "since": {"offset": 1, "epoch": "z"}}),
                 headers=mode,
             )
             assert (status, json.loads(data)["code"]) == (416, 112)
             # Success is unchanged.
-            status, _, data = await s.post("/api/publish", json.dumps({"channel": "h:x", "data": 1}), headers=mode)
+            status, _, data = await s.post(
+                "/api/publish", json.dumps({"channel": "h:x", "data": 1}), headers=mode
+            )
             assert status == 200 and "result" in json.loads(data)
         async with served({"api": {"error_mode": "transport"}}) as s:
-            status, _, data = await s.post("/api/publish", json.dumps({"channel": "nope:x", "data": 1}))
+            status, _, data = await s.post(
+                "/api/publish", json.dumps({"channel": "nope:x", "data": 1})
+            )
             assert status == 404 and json.loads(data) == {"code": 102, "message": "unknown channel"}
 
     run(main())
@@ -920,13 +1035,19 @@ def test_api_on_its_own_internal_port() -> None:
         internal = await serve_node(node, "127.0.0.1", 0, app=InternalApp(node))
         try:
             async with aiohttp.ClientSession() as http:
-                async with http.post(f"http://127.0.0.1:{public.port}/api/info", data="{}",
-                                     headers={"X-API-Key": KEY}) as resp:
+                async with http.post(
+                    f"http://127.0.0.1:{public.port}/api/info",
+                    data="{}",
+                    headers={"X-API-Key": KEY},
+                ) as resp:
                     assert resp.status == 404
                 async with http.get(f"http://127.0.0.1:{public.port}/metrics") as resp:
                     assert resp.status == 404
-                async with http.post(f"http://127.0.0.1:{internal.port}/api/info", data="{}",
-                                     headers={"X-API-Key": KEY}) as resp:
+                async with http.post(
+                    f"http://127.0.0.1:{internal.port}/api/info",
+                    data="{}",
+                    headers={"X-API-Key": KEY},
+                ) as resp:
                     assert resp.status == 200
                     assert (await resp.json())["result"]["nodes"][0]["uid"] == node.id
                 async with http.get(f"http://127.0.0.1:{internal.port}/metrics") as resp:
@@ -934,7 +1055,9 @@ def test_api_on_its_own_internal_port() -> None:
                     assert "rtcore_node_num_clients" in await resp.text()
                 async with http.get(f"http://127.0.0.1:{internal.port}/health") as resp:
                     assert resp.status == 200
-                async with http.get(f"http://127.0.0.1:{internal.port}/connection/websocket") as resp:
+                async with http.get(
+                    f"http://127.0.0.1:{internal.port}/connection/websocket"
+                ) as resp:
                     assert resp.status == 404
         finally:
             await public.close(timeout=1)

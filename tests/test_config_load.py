@@ -12,6 +12,7 @@ import importlib.util
 import json
 import ssl
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,17 @@ def errors_of(exc: ConfigError) -> list[tuple[str, str]]:
     return [(e.path, e.message) for e in errs]
 
 
-def load_error(path: Path | None = None, env: dict[str, str] | None = None,
-               overrides: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+def load_error(
+    path: Path | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[tuple[str, str]]:
     with pytest.raises(ConfigError) as info:
         load_config(path, env or {}, overrides)
     return errors_of(info.value)
 
 
-# -- formats --------------------------------------------------------------------------
+# -- formats ---------------------------------------------------------------------------
 
 TOML = f"""
 [http]
@@ -85,15 +89,22 @@ channel:
       history_ttl: 5m
 """
 
-JSON = json.dumps({
-    "http": {"port": 9001},
-    "client": {"allowed_origins": ["https://a.example"], "ping_interval": "20s",
-               "token": {"hmac_secret_key": SECRET}},
-    "channel": {"namespaces": [{"name": "chat", "history_size": 10, "history_ttl": "5m"}]},
-})
+JSON = json.dumps(
+    {
+        "http": {"port": 9001},
+        "client": {
+            "allowed_origins": ["https://a.example"],
+            "ping_interval": "20s",
+            "token": {"hmac_secret_key": SECRET},
+        },
+        "channel": {"namespaces": [{"name": "chat", "history_size": 10, "history_ttl": "5m"}]},
+    }
+)
 
 
-@pytest.mark.parametrize(("name", "text"), [("c.toml", TOML), ("c.yaml", YAML), ("c.yml", YAML), ("c.json", JSON)])
+@pytest.mark.parametrize(
+    ("name", "text"), [("c.toml", TOML), ("c.yaml", YAML), ("c.yml", YAML), ("c.json", JSON)]
+)
 def test_every_format_loads_the_same(tmp_path: Path, name: str, text: str) -> None:
     config = load_config(write(tmp_path, name, text), {})
     assert config.http.port == 9001
@@ -115,11 +126,13 @@ def test_empty_files(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "e.json", "{}"), {}) == Config()
 
 
-# -- precedence -------------------------------------------------------------------------
+# -- precedence ------------------------------------------------------------------------
 
 
 def test_precedence_defaults_file_env_overrides(tmp_path: Path) -> None:
-    path = write(tmp_path, "p.toml", '[http]\nport = 8001\naddress = "10.0.0.1"\n[log]\nlevel = "warning"\n')
+    path = write(
+        tmp_path, "p.toml", '[http]\nport = 8001\naddress = "10.0.0.1"\n[log]\nlevel = "warning"\n'
+    )
     assert load_config(None, {}).http.port == 8000
     assert load_config(path, {}).http.port == 8001
     env = {"RTCORE_HTTP__PORT": "8002", "RTCORE_LOG__LEVEL": "error"}
@@ -157,7 +170,11 @@ def test_env_nested_lists_tables_and_switches(tmp_path: Path) -> None:
 
 
 def test_env_replaces_a_file_list(tmp_path: Path) -> None:
-    path = write(tmp_path, "l.toml", '[[channel.namespaces]]\nname = "a"\n[[channel.namespaces]]\nname = "b"\n')
+    path = write(
+        tmp_path,
+        "l.toml",
+        '[[channel.namespaces]]\nname = "a"\n[[channel.namespaces]]\nname = "b"\n',
+    )
     config = load_config(path, {"RTCORE_CHANNEL__NAMESPACES": '[{"name": "c"}]'})
     assert [ns.name for ns in config.channel.namespaces] == ["c"]
 
@@ -179,7 +196,7 @@ def test_jwks_public_endpoint_alias(tmp_path: Path) -> None:
     assert info.value.path == "client.token.jwks_url"
 
 
-# -- every class of invalid value ---------------------------------------------------------
+# -- every class of invalid value ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -187,27 +204,73 @@ def test_jwks_public_endpoint_alias(tmp_path: Path) -> None:
     [
         ({"htp": {}}, "htp", "unknown key"),
         ({"http": {"prot": 1}}, "http.prot", "unknown key"),
-        ({"channel": {"namespaces": [{"name": "a"}, {"name": "b", "histroy_size": 1}]}},
-         "channel.namespaces[1].histroy_size", "unknown key"),
+        (
+            {"channel": {"namespaces": [{"name": "a"}, {"name": "b", "histroy_size": 1}]}},
+            "channel.namespaces[1].histroy_size",
+            "unknown key",
+        ),
         ({"client": {"token": {"section": "x"}}}, "client.token.section", "unknown key"),
         ({"http": 5}, "http", "expected a table/object, got an integer"),
         ({"http": {"port": "eighty"}}, "http.port", "expected an integer, got 'eighty'"),
         ({"http": {"port": True}}, "http.port", "expected an integer, got True"),
         ({"http": {"port": 80.5}}, "http.port", "expected an integer, got 80.5"),
-        ({"websocket": {"compression": "maybe"}}, "websocket.compression", "expected true or false"),
+        (
+            {"websocket": {"compression": "maybe"}},
+            "websocket.compression",
+            "expected true or false",
+        ),
         ({"http": {"address": 1}}, "http.address", "expected a string, got an integer"),
-        ({"client": {"connect_rate_limit": "fast"}}, "client.connect_rate_limit", "expected a number"),
-        ({"client": {"connect_rate_limit": float("nan")}}, "client.connect_rate_limit", "expected a finite number"),
-        ({"client": {"allowed_origins": 5}}, "client.allowed_origins", "expected a list, got an integer"),
-        ({"client": {"allowed_origins": ["a", 5]}}, "client.allowed_origins[1]", "expected a string"),
-        ({"channel": {"namespaces": {"name": "a"}}}, "channel.namespaces", "expected a list, got a table"),
+        (
+            {"client": {"connect_rate_limit": "fast"}},
+            "client.connect_rate_limit",
+            "expected a number",
+        ),
+        (
+            {"client": {"connect_rate_limit": float("nan")}},
+            "client.connect_rate_limit",
+            "expected a finite number",
+        ),
+        (
+            {"client": {"allowed_origins": 5}},
+            "client.allowed_origins",
+            "expected a list, got an integer",
+        ),
+        (
+            {"client": {"allowed_origins": ["a", 5]}},
+            "client.allowed_origins[1]",
+            "expected a string",
+        ),
+        (
+            {"channel": {"namespaces": {"name": "a"}}},
+            "channel.namespaces",
+            "expected a list, got a table",
+        ),
         ({"channel": {"namespaces": ["chat"]}}, "channel.namespaces[0]", "expected a table/object"),
-        ({"client": {"ping_interval": "5 minutes"}}, "client.ping_interval", "invalid duration '5 minutes'"),
-        ({"client": {"ping_interval": -1}}, "client.ping_interval", "duration must not be negative"),
-        ({"client": {"ping_interval": True}}, "client.ping_interval", "expected a duration, got a boolean"),
-        ({"client": {"ping_interval": [1]}}, "client.ping_interval", "expected a duration, got list"),
-        ({"channel": {"namespaces": [{"name": "a", "history_ttl": "5x"}]}},
-         "channel.namespaces[0].history_ttl", "invalid duration '5x'"),
+        (
+            {"client": {"ping_interval": "5 minutes"}},
+            "client.ping_interval",
+            "invalid duration '5 minutes'",
+        ),
+        (
+            {"client": {"ping_interval": -1}},
+            "client.ping_interval",
+            "duration must not be negative",
+        ),
+        (
+            {"client": {"ping_interval": True}},
+            "client.ping_interval",
+            "expected a duration, got a boolean",
+        ),
+        (
+            {"client": {"ping_interval": [1]}},
+            "client.ping_interval",
+            "expected a duration, got list",
+        ),
+        (
+            {"channel": {"namespaces": [{"name": "a", "history_ttl": "5x"}]}},
+            "channel.namespaces[0].history_ttl",
+            "invalid duration '5x'",
+        ),
         ({"http": {"port": 70000}}, "http.port", "must be within 0..65535"),
         ({"api": {"port": -1}}, "api.port", "must be within 0..65535"),
         ({"http": {"max_body_size": 0}}, "http.max_body_size", "must be >= 1"),
@@ -219,33 +282,85 @@ def test_jwks_public_endpoint_alias(tmp_path: Path) -> None:
         ({"engine": {"type": "kafka"}}, "engine.type", "must be 'memory' or 'redis'"),
         ({"engine": {"presence_ttl": 0}}, "engine.presence_ttl", "must be > 0"),
         ({"api": {"error_mode": "loud"}}, "api.error_mode", "must be 'default' or 'transport'"),
-        ({"channel": {"without_namespace": {"force_recovery_mode": "all"}}},
-         "channel.without_namespace.force_recovery_mode", "must be 'stream' or 'cache'"),
-        ({"channel": {"namespaces": [{"name": "a", "history_size": 5}]}},
-         "channel.namespaces[0].history_size", "history_size and history_ttl must be set together"),
-        ({"channel": {"namespaces": [{"name": "a", "history_size": -1}]}},
-         "channel.namespaces[0].history_size", "must be >= 0"),
-        ({"channel": {"namespaces": [{"name": "a", "force_recovery": True}]}},
-         "channel.namespaces[0].force_recovery", "recovery needs history_size and history_ttl"),
-        ({"channel": {"namespaces": [{"name": "a", "history_size": 1, "history_ttl": "2h",
-                                      "history_meta_ttl": "1h"}]}},
-         "channel.namespaces[0].history_meta_ttl", "must be >= history_ttl"),
-        ({"channel": {"namespaces": [{"name": "bad name"}]}}, "channel.namespaces[0].name", "invalid namespace name"),
-        ({"channel": {"namespaces": [{}]}}, "channel.namespaces[0].name", "invalid namespace name ''"),
-        ({"channel": {"namespaces": [{"name": "a"}, {"name": "a"}]}}, "channel.namespaces[1].name",
-         "duplicate namespace 'a'"),
-        ({"channel": {"namespace_boundary": "::"}}, "channel.namespace_boundary", "must be a single character"),
+        (
+            {"channel": {"without_namespace": {"force_recovery_mode": "all"}}},
+            "channel.without_namespace.force_recovery_mode",
+            "must be 'stream' or 'cache'",
+        ),
+        (
+            {"channel": {"namespaces": [{"name": "a", "history_size": 5}]}},
+            "channel.namespaces[0].history_size",
+            "history_size and history_ttl must be set together",
+        ),
+        (
+            {"channel": {"namespaces": [{"name": "a", "history_size": -1}]}},
+            "channel.namespaces[0].history_size",
+            "must be >= 0",
+        ),
+        (
+            {"channel": {"namespaces": [{"name": "a", "force_recovery": True}]}},
+            "channel.namespaces[0].force_recovery",
+            "recovery needs history_size and history_ttl",
+        ),
+        (
+            {
+                "channel": {
+                    "namespaces": [
+                        {
+                            "name": "a",
+                            "history_size": 1,
+                            "history_ttl": "2h",
+                            "history_meta_ttl": "1h",
+                        }
+                    ]
+                }
+            },
+            "channel.namespaces[0].history_meta_ttl",
+            "must be >= history_ttl",
+        ),
+        (
+            {"channel": {"namespaces": [{"name": "bad name"}]}},
+            "channel.namespaces[0].name",
+            "invalid namespace name",
+        ),
+        (
+            {"channel": {"namespaces": [{}]}},
+            "channel.namespaces[0].name",
+            "invalid namespace name ''",
+        ),
+        (
+            {"channel": {"namespaces": [{"name": "a"}, {"name": "a"}]}},
+            "channel.namespaces[1].name",
+            "duplicate namespace 'a'",
+        ),
+        (
+            {"channel": {"namespace_boundary": "::"}},
+            "channel.namespace_boundary",
+            "must be a single character",
+        ),
         ({"channel": {"max_length": 0}}, "channel.max_length", "must be >= 1"),
-        ({"client": {"ping_interval": "5s", "pong_timeout": "5s"}}, "client.pong_timeout",
-         "must be shorter than ping_interval"),
+        (
+            {"client": {"ping_interval": "5s", "pong_timeout": "5s"}},
+            "client.pong_timeout",
+            "must be shorter than ping_interval",
+        ),
         ({"http": {"tls_cert": "cert.pem"}}, "http.tls_cert", "tls_cert and tls_key go together"),
         ({"api": {"port": 8000}}, "api.port", "must differ from http.port"),
-        ({"client": {"token": {"audience": "a", "audience_regex": "b"}}}, "client.token.audience_regex",
-         "cannot be combined with audience"),
-        ({"client": {"subscription_token": {"issuer_regex": "("}}}, "client.subscription_token.issuer_regex",
-         "invalid regular expression"),
-        ({"client": {"token": {"hmac_previous_secret_key": "x" * 40}}}, "client.token.hmac_previous_secret_key",
-         "requires hmac_secret_key"),
+        (
+            {"client": {"token": {"audience": "a", "audience_regex": "b"}}},
+            "client.token.audience_regex",
+            "cannot be combined with audience",
+        ),
+        (
+            {"client": {"subscription_token": {"issuer_regex": "("}}},
+            "client.subscription_token.issuer_regex",
+            "invalid regular expression",
+        ),
+        (
+            {"client": {"token": {"hmac_previous_secret_key": "x" * 40}}},
+            "client.token.hmac_previous_secret_key",
+            "requires hmac_secret_key",
+        ),
     ],
 )
 def test_invalid_values_name_their_key(data: dict[str, Any], path: str, message: str) -> None:
@@ -272,8 +387,14 @@ name = "bad name"
     assert errs == [
         ("http.port", "expected an integer, got 'x'"),
         ("http.prot", "unknown key"),
-        ("channel.namespaces[0].history_ttl", "invalid duration 'bad' (use e.g. 500ms, 25s, 10m, 1h, 30d)"),
-        ("channel.namespaces[1].name", "invalid namespace name 'bad name' (1-64 of letters, digits, -, _, .)"),
+        (
+            "channel.namespaces[0].history_ttl",
+            "invalid duration 'bad' (use e.g. 500ms, 25s, 10m, 1h, 30d)",
+        ),
+        (
+            "channel.namespaces[1].name",
+            "invalid namespace name 'bad name' (1-64 of letters, digits, -, _, .)",
+        ),
         ("log.level", "must be debug, info, warning or error"),
     ]
     with pytest.raises(ConfigErrors) as info:
@@ -290,26 +411,37 @@ def test_single_error_keeps_the_plain_form() -> None:
 
 
 def test_env_errors_name_the_variable() -> None:
-    errs = load_error(env={
-        "RTCORE_HTTP__PORT": "x",
-        "RTCORE_HTTP__PROT": "1",
-        "RTCORE_CHANNEL__NAMESPACES": '[{"name": "a", "history_ttl": "soon"}]',
-        "RTCORE_CLIENT__ALLOWED_ORIGINS__X": "1",
-    })
-    assert ("http.port", "expected an integer, got 'x' (set by environment variable RTCORE_HTTP__PORT)") in errs
+    errs = load_error(
+        env={
+            "RTCORE_HTTP__PORT": "x",
+            "RTCORE_HTTP__PROT": "1",
+            "RTCORE_CHANNEL__NAMESPACES": '[{"name": "a", "history_ttl": "soon"}]',
+            "RTCORE_CLIENT__ALLOWED_ORIGINS__X": "1",
+        }
+    )
+    assert (
+        "http.port",
+        "expected an integer, got 'x' (set by environment variable RTCORE_HTTP__PORT)",
+    ) in errs
     assert ("http.prot", "unknown key (set by environment variable RTCORE_HTTP__PROT)") in errs
     assert (
         "channel.namespaces[0].history_ttl",
         "invalid duration 'soon' (use e.g. 500ms, 25s, 10m, 1h, 30d) "
         "(set by environment variable RTCORE_CHANNEL__NAMESPACES)",
     ) in errs
-    assert any(p == "client.allowed_origins" and "RTCORE_CLIENT__ALLOWED_ORIGINS__X" in m for p, m in errs), errs
+    assert any(
+        p == "client.allowed_origins" and "RTCORE_CLIENT__ALLOWED_ORIGINS__X" in m for p, m in errs
+    ), errs
 
 
 def test_env_cross_field_and_json_errors() -> None:
     errs = load_error(env={"RTCORE_HTTP__TLS_CERT": "cert.pem"})
-    assert errs == [("http.tls_cert", "tls_cert and tls_key go together (set by environment variable "
-                                      "RTCORE_HTTP__TLS_CERT)")]
+    assert errs == [
+        (
+            "http.tls_cert",
+            "tls_cert and tls_key go together (set by environment variable RTCORE_HTTP__TLS_CERT)",
+        )
+    ]
     errs = load_error(env={"RTCORE_CHANNEL__NAMESPACES": "[{oops"})
     assert errs[0][0] == "channel.namespaces"
     assert "expected a JSON array in the environment value" in errs[0][1]
@@ -317,7 +449,9 @@ def test_env_cross_field_and_json_errors() -> None:
     errs = load_error(env={"RTCORE_CLIENT__TOKEN": "x"})
     assert errs[0][0] == "client.token" and "expected a JSON object" in errs[0][1]
     errs = load_error(env={"RTCORE_HTTP____PORT": "1"})
-    assert errs == [("RTCORE_HTTP____PORT", "malformed variable name (use RTCORE_<SECTION>__<KEY>)")]
+    assert errs == [
+        ("RTCORE_HTTP____PORT", "malformed variable name (use RTCORE_<SECTION>__<KEY>)")
+    ]
 
 
 def test_file_error_is_not_blamed_on_the_environment(tmp_path: Path) -> None:
@@ -330,20 +464,26 @@ def test_override_errors_name_the_command_line() -> None:
     errs = load_error(overrides={"http.port": 70000})
     assert errs == [("http.port", "must be within 0..65535 (set by the command line)")]
     errs = load_error(overrides={"log.level": "loud"})
-    assert errs == [("log.level", "must be debug, info, warning or error (set by the command line)")]
+    assert errs == [
+        ("log.level", "must be debug, info, warning or error (set by the command line)")
+    ]
     errs = load_error(overrides={"http..port": 1})
     assert errs == [("http..port", "malformed key path")]
 
 
-# -- file errors ----------------------------------------------------------------------------------
+# -- file errors -----------------------------------------------------------------------
 
 
 def test_file_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     assert load_error(missing) == [(str(missing), "no such file")]
     ini = write(tmp_path, "c.ini", "[http]\n")
-    assert load_error(ini) == [(str(ini), "unknown configuration format; use a .toml, .yaml, .yml or .json file")]
-    assert load_error(tmp_path.joinpath("dir.toml")) == [(str(tmp_path / "dir.toml"), "no such file")]
+    assert load_error(ini) == [
+        (str(ini), "unknown configuration format; use a .toml, .yaml, .yml or .json file")
+    ]
+    assert load_error(tmp_path.joinpath("dir.toml")) == [
+        (str(tmp_path / "dir.toml"), "no such file")
+    ]
     (tmp_path / "d.toml").mkdir()
     assert load_error(tmp_path / "d.toml")[0][1] == "is a directory, not a configuration file"
     bad_toml = write(tmp_path, "b.toml", "[http]\nport = \n")
@@ -355,7 +495,10 @@ def test_file_errors(tmp_path: Path) -> None:
     bad_json = write(tmp_path, "b.json", '{"http": {"port": 1,}}')
     ((path, message),) = load_error(bad_json)
     assert message.startswith("invalid JSON:") and "line 1, column" in message
-    assert load_error(write(tmp_path, "l.json", "[1, 2]"))[0][1] == "the top level must be a table/object, got a list"
+    assert (
+        load_error(write(tmp_path, "l.json", "[1, 2]"))[0][1]
+        == "the top level must be a table/object, got a list"
+    )
     assert load_error(write(tmp_path, "s.yaml", "just text"))[0][1] == (
         "the top level must be a table/object, got a string"
     )
@@ -368,11 +511,17 @@ def test_tls_files_are_checked(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     config = load_config(None, {}, {"http.tls_cert": str(cert), "http.tls_key": str(key)})
     assert config.http.tls_cert == str(cert)
-    errs = load_error(overrides={"http.tls_cert": str(tmp_path / "no.pem"), "http.tls_key": str(key)})
-    assert errs == [("http.tls_cert", f"no such file: {tmp_path / 'no.pem'} (set by the command line)")]
+    errs = load_error(
+        overrides={"http.tls_cert": str(tmp_path / "no.pem"), "http.tls_key": str(key)}
+    )
+    assert errs == [
+        ("http.tls_cert", f"no such file: {tmp_path / 'no.pem'} (set by the command line)")
+    ]
     junk = write(tmp_path, "junk.pem", "not a certificate")
     errs = load_error(overrides={"http.tls_cert": str(junk), "http.tls_key": str(key)})
-    assert errs[0][0] == "http.tls_cert" and "cannot load the certificate chain and key" in errs[0][1]
+    assert (
+        errs[0][0] == "http.tls_cert" and "cannot load the certificate chain and key" in errs[0][1]
+    )
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
@@ -387,22 +536,30 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
     cert_path = tmp_path / "cert.pem"
     key_path = tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
     return cert_path, key_path
 
 
-# -- durations and names ------------------------------------------------------------------------
+# -- durations and names ---------------------------------------------------------------
 
 
 def test_durations() -> None:
@@ -410,8 +567,16 @@ def test_durations() -> None:
     assert parse_duration("1.5h") == 5400.0
     assert parse_duration(" 30d ") == 30 * 86400.0
     assert parse_duration(7) == 7.0
-    for seconds, text in [(0, "0s"), (25, "25s"), (90, "90s"), (120, "2m"), (3600, "1h"),
-                          (2592000, "30d"), (0.25, "250ms"), (1.5, "1500ms")]:
+    for seconds, text in [
+        (0, "0s"),
+        (25, "25s"),
+        (90, "90s"),
+        (120, "2m"),
+        (3600, "1h"),
+        (2592000, "30d"),
+        (0.25, "250ms"),
+        (1.5, "1500ms"),
+    ]:
         assert format_duration(seconds) == text
         assert parse_duration(text) == seconds
     with pytest.raises(ConfigError):
@@ -423,11 +588,13 @@ def test_env_var_names() -> None:
     assert env_var_name("client.token.hmac_secret_key") == "RTCORE_CLIENT__TOKEN__HMAC_SECRET_KEY"
 
 
-# -- docs ---------------------------------------------------------------------------------------------
+# -- docs ------------------------------------------------------------------------------
 
 
 def _gen_module() -> Any:
-    spec = importlib.util.spec_from_file_location("gen_config_docs", ROOT / "tools" / "gen_config_docs.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_config_docs", ROOT / "tools" / "gen_config_docs.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["gen_config_docs"] = module
@@ -443,9 +610,18 @@ def test_config_reference_is_up_to_date() -> None:
 
 def test_config_reference_lists_every_key() -> None:
     text = (DOCS / "config.md").read_text(encoding="utf-8")
-    for key in ("http.port", "client.token.hmac_secret_key", "client.subscription_token.jwks_url",
-                "channel.namespaces[].history_ttl", "channel.without_namespace.presence", "api.error_mode",
-                "metrics.enabled", "log.format", "client.reconnect_jitter", "http.shutdown_timeout"):
+    for key in (
+        "http.port",
+        "client.token.hmac_secret_key",
+        "client.subscription_token.jwks_url",
+        "channel.namespaces[].history_ttl",
+        "channel.without_namespace.presence",
+        "api.error_mode",
+        "metrics.enabled",
+        "log.format",
+        "client.reconnect_jitter",
+        "http.shutdown_timeout",
+    ):
         assert f"| `{key}` |" in text, key
     assert "`RTCORE_CLIENT__TOKEN__HMAC_SECRET_KEY`" in text
     assert "`jwks_public_endpoint`" in text
@@ -464,7 +640,9 @@ def test_generator_refuses_undocumented_keys(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def _example_files() -> list[Path]:
-    return sorted(p for p in DOCS.rglob("*") if p.suffix in (".toml", ".yaml", ".yml", ".json"))
+    # Every configuration file under docs/examples/ (other docs may hold JSON that is no config).
+    examples = DOCS / "examples"
+    return sorted(p for p in examples.rglob("*") if p.suffix in (".toml", ".yaml", ".yml", ".json"))
 
 
 def test_there_are_examples_in_every_format() -> None:
@@ -483,13 +661,15 @@ def test_examples_agree_across_formats() -> None:
     assert configs[0] == configs[1] == configs[2]
 
 
-def test_toml_blocks_in_the_server_docs_load(tmp_path: Path) -> None:
+def test_toml_blocks_in_the_server_docs_load() -> None:
     blocks = 0
     for doc in (DOCS / "cli.md", DOCS / "api.md", DOCS / "config.md"):
         text = doc.read_text(encoding="utf-8")
-        for n, block in enumerate(text.split("```toml\n")[1:]):
+        for block in text.split("```toml\n")[1:]:
             body = block.split("```", 1)[0]
-            load_config(write(tmp_path, f"{doc.stem}-{n}.toml", body), {})
+            # Snippets may name files of the reader's machine (TLS): the model must
+            # accept them, the files themselves are not checked here.
+            config_from_mapping(tomllib.loads(body))
             blocks += 1
     assert blocks >= 1
 

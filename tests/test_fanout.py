@@ -167,7 +167,12 @@ def test_writer_defaults(fanout_impl: ModuleType) -> None:
     writer, sink, flusher, _ = make_writer(fanout_impl)
     assert (writer.max_queue_size, writer.max_batch, writer.max_frame_size) == (1 << 20, 128, 65536)
     assert writer.sink is sink and writer.flusher is flusher
-    assert (writer.closed, writer.slow, writer.messages_sent, writer.frames_sent) == (False, False, 0, 0)
+    assert (writer.closed, writer.slow, writer.messages_sent, writer.frames_sent) == (
+        False,
+        False,
+        0,
+        0,
+    )
 
 
 def test_limits_are_writable(fanout_impl: ModuleType) -> None:
@@ -360,7 +365,12 @@ def test_close_drops_the_queue(fanout_impl: ModuleType) -> None:
     for i in range(5):
         writer.enqueue(msg(i))
     writer.close()
-    assert (writer.closed, writer.slow, writer.queued_messages, writer.queued_bytes) == (True, False, 0, 0)
+    assert (writer.closed, writer.slow, writer.queued_messages, writer.queued_bytes) == (
+        True,
+        False,
+        0,
+        0,
+    )
     assert writer.enqueue(msg(9)) is False
     loop.run_once()
     assert sink.calls == [] and writer.sink is sink
@@ -384,12 +394,24 @@ def test_subscriber_fields_default_and_are_writable(fanout_impl: ModuleType) -> 
     writer, *_ = make_writer(fanout_impl)
     sub = fanout_impl.Subscriber(writer, 1, "session", "chat:room")
     assert (sub.writer, sub.codec, sub.session, sub.channel) == (writer, 1, "session", "chat:room")
-    assert (sub.positioned, sub.offset, sub.epoch, sub.buffer, sub.join_leave) == (False, 0, "", None, False)
+    assert (sub.positioned, sub.offset, sub.epoch, sub.buffer, sub.join_leave) == (
+        False,
+        0,
+        "",
+        None,
+        False,
+    )
     other, *_ = make_writer(fanout_impl)
     sub.writer, sub.codec, sub.session, sub.channel = other, 0, {"s": 1}, "news"
     sub.positioned, sub.offset, sub.epoch, sub.buffer, sub.join_leave = True, 42, "abcd", [], True
     assert (sub.writer, sub.codec, sub.session, sub.channel) == (other, 0, {"s": 1}, "news")
-    assert (sub.positioned, sub.offset, sub.epoch, sub.buffer, sub.join_leave) == (True, 42, "abcd", [], True)
+    assert (sub.positioned, sub.offset, sub.epoch, sub.buffer, sub.join_leave) == (
+        True,
+        42,
+        "abcd",
+        [],
+        True,
+    )
     sub.buffer = None
     assert sub.buffer is None
 
@@ -515,7 +537,12 @@ def test_actions_are_reported_in_subscriber_order(fanout_impl: ModuleType) -> No
     result = fanout_impl.broadcast(s, [b"json\n", None], 2, "e", None)
     insufficient = fanout_impl.ACTION_INSUFFICIENT_STATE
     inappropriate = fanout_impl.ACTION_INAPPROPRIATE_PROTOCOL
-    assert result == [(s[1], insufficient), (s[2], inappropriate), (s[3], insufficient), (s[4], inappropriate)]
+    assert result == [
+        (s[1], insufficient),
+        (s[2], inappropriate),
+        (s[3], insufficient),
+        (s[4], inappropriate),
+    ]
     loop.run_once()
     assert [len(x.writer.sink.messages) for x in s] == [1, 0, 0, 0, 0, 1]
 
@@ -549,7 +576,12 @@ def test_buffering_during_subscribe(fanout_impl: ModuleType) -> None:
         # Even a gap or an epoch change is only recorded while buffering.
         epoch = "e" if i < 3 else "other"
         assert fanout_impl.broadcast(subs.values(), [msg(i), None], 10 + i, epoch, pub) is None
-    assert subscribing.buffer == [(pubs[0], 10, "e"), (pubs[1], 11, "e"), (pubs[2], 12, "e"), (pubs[3], 13, "other")]
+    assert subscribing.buffer == [
+        (pubs[0], 10, "e"),
+        (pubs[1], 11, "e"),
+        (pubs[2], 12, "e"),
+        (pubs[3], 13, "other"),
+    ]
     assert subscribing.buffer[0][0] is pubs[0]
     assert (subscribing.offset, subscribing.epoch) == (1, "e")
     loop.run_once()

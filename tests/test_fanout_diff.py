@@ -39,7 +39,9 @@ class LogSink:
         self.buffered = 0
 
     def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
-        self.log.append(("write_batch", self.name, type(payloads).__name__, tuple(payloads), nbytes))
+        self.log.append(
+            ("write_batch", self.name, type(payloads).__name__, tuple(payloads), nbytes)
+        )
 
     def buffer_size(self) -> int:
         self.log.append(("buffer_size", self.name))
@@ -83,7 +85,9 @@ class World:
         ]
         self.subs = []
         for w, codec, positioned, offset, epoch in spec["subs"]:
-            sub = impl.Subscriber(self.writers[w % len(self.writers)], codec, f"s{len(self.subs)}", "ch")
+            sub = impl.Subscriber(
+                self.writers[w % len(self.writers)], codec, f"s{len(self.subs)}", "ch"
+            )
             sub.positioned, sub.offset, sub.epoch = positioned, offset, epoch
             self.subs.append(sub)
         self.tick = 0
@@ -119,8 +123,12 @@ class World:
             if kind == "broadcast":
                 _, sizes, offset, epoch, as_list = op
                 self.tick += 1
-                payloads = [None if s is None else payload(self.tick + i, s) for i, s in enumerate(sizes)]
-                subs = list(self.subs) if as_list else {i: s for i, s in enumerate(self.subs)}.values()
+                payloads = [
+                    None if s is None else payload(self.tick + i, s) for i, s in enumerate(sizes)
+                ]
+                subs = (
+                    list(self.subs) if as_list else {i: s for i, s in enumerate(self.subs)}.values()
+                )
                 actions = self.impl.broadcast(subs, payloads, offset, epoch, ("pub", self.tick))
                 if actions is None:
                     return None
@@ -135,13 +143,27 @@ class World:
             "flusher": (self.flusher.flushes, self.flusher.pending),
             "writers": [
                 (
-                    w.closed, w.slow, w.queued_bytes, w.queued_messages, w.messages_sent,
-                    w.frames_sent, w.sink is None, w.max_queue_size, w.max_batch, w.max_frame_size,
+                    w.closed,
+                    w.slow,
+                    w.queued_bytes,
+                    w.queued_messages,
+                    w.messages_sent,
+                    w.frames_sent,
+                    w.sink is None,
+                    w.max_queue_size,
+                    w.max_batch,
+                    w.max_frame_size,
                 )
                 for w in self.writers
             ],
             "subs": [
-                (s.positioned, s.offset, s.epoch, None if s.buffer is None else list(s.buffer), s.codec)
+                (
+                    s.positioned,
+                    s.offset,
+                    s.epoch,
+                    None if s.buffer is None else list(s.buffer),
+                    s.codec,
+                )
                 for s in self.subs
             ],
         }
@@ -206,8 +228,13 @@ def test_same_frames(sizes: list[int], max_batch: int, max_frame_size: int) -> N
         assert impl is not None
         log: list[tuple[Any, ...]] = []
         flusher = impl.Flusher(LogLoop(log))
-        writer = impl.Writer(LogSink(0, log), flusher, max_queue_size=0, max_batch=max_batch,
-                             max_frame_size=max_frame_size)
+        writer = impl.Writer(
+            LogSink(0, log),
+            flusher,
+            max_queue_size=0,
+            max_batch=max_batch,
+            max_frame_size=max_frame_size,
+        )
         for i, size in enumerate(sizes):
             assert writer.enqueue(payload(i, size))
         flusher.flush()

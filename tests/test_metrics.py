@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 import websockets
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from rtcore.auth import make_connect_token
@@ -41,11 +43,22 @@ def config(**client: Any) -> dict[str, Any]:
     return {
         "api": {"key": KEY},
         "metrics": {"enabled": True},
-        "client": {"token": {"hmac_secret_key": SECRET}, "ping_interval": 0, "pong_timeout": 0, **client},
+        "client": {
+            "token": {"hmac_secret_key": SECRET},
+            "ping_interval": 0,
+            "pong_timeout": 0,
+            **client,
+        },
         "channel": {
             "namespaces": [
-                {"name": "h", "history_size": 10, "history_ttl": "1m", "presence": True, "join_leave": True,
-                 "allow_subscribe_for_client": True},
+                {
+                    "name": "h",
+                    "history_size": 10,
+                    "history_ttl": "1m",
+                    "presence": True,
+                    "join_leave": True,
+                    "allow_subscribe_for_client": True,
+                },
             ]
         },
     }
@@ -70,9 +83,12 @@ class Scraper:
         return samples
 
     async def api(self, method: str, body: Mapping[str, Any]) -> Any:
-        async with aiohttp.ClientSession() as http, http.post(
-            f"{self.base}/api/{method}", data=json.dumps(body), headers={"X-API-Key": KEY}
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.base}/api/{method}", data=json.dumps(body), headers={"X-API-Key": KEY}
+            ) as resp,
+        ):
             assert resp.status == 200
             return await resp.json()
 
@@ -85,7 +101,9 @@ class Scraper:
         return ws
 
 
-def value(samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def value(
+    samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -115,8 +133,16 @@ def test_values_move_with_traffic() -> None:
             before = await s.scrape()
             assert value(before, "rtcore_node_num_clients") == 0
             assert value(before, "rtcore_delivery_latency_seconds_count") == 0
-            assert value(before, "rtcore_build_info", version=s.node.version,
-                         frame_core=_impl("frames"), fanout=_impl("fanout")) == 1
+            assert (
+                value(
+                    before,
+                    "rtcore_build_info",
+                    version=s.node.version,
+                    frame_core=_impl("frames"),
+                    fanout=_impl("fanout"),
+                )
+                == 1
+            )
 
             a = await s.client("alice", "h:room")
             b = await s.client("bob", "h:room")
@@ -145,7 +171,9 @@ def test_values_move_with_traffic() -> None:
             assert value(after, "rtcore_client_frames_sent_total") >= 2 * 2
             assert value(after, "rtcore_delivery_latency_seconds_bucket", le="+Inf") == 3
             assert 0 <= value(after, "rtcore_delivery_latency_seconds_sum") < 3 * 5.0
-            assert value(after, "rtcore_node_uptime_seconds") >= value(before, "rtcore_node_uptime_seconds")
+            assert value(after, "rtcore_node_uptime_seconds") >= value(
+                before, "rtcore_node_uptime_seconds"
+            )
 
             sent_before_close = value(after, "rtcore_client_messages_sent_total")
             await s.api("disconnect", {"user": "alice"})
@@ -228,7 +256,10 @@ def test_process_metrics_and_http_behaviour() -> None:
                     assert resp.status == 200
                     assert int(resp.headers["Content-Length"]) > 0
             openmetrics = {"Accept": "application/openmetrics-text; version=1.0.0"}
-            async with aiohttp.ClientSession() as http, http.get(s.base + "/metrics", headers=openmetrics) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(s.base + "/metrics", headers=openmetrics) as resp,
+            ):
                 assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
                 text = await resp.text()
             families = {f.name: f for f in openmetrics_families(text)}

@@ -85,7 +85,9 @@ def _type_name(hint: Any, meta: typing.Mapping[str, Any]) -> str:
     if typing.get_origin(inner) is list:
         (item,) = typing.get_args(inner)
         return f"list of {_type_name(item, {})}s"
-    return {bool: "bool", int: "int", float: "number", str: "string"}.get(inner, getattr(inner, "__name__", str(inner)))
+    return {bool: "bool", int: "int", float: "number", str: "string"}.get(
+        inner, getattr(inner, "__name__", str(inner))
+    )
 
 
 def _default(field: dataclasses.Field[Any], cfg: Any) -> str:
@@ -122,7 +124,9 @@ def _section_fields(cls: type, cfg: Any) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(cls) if f.init and f.name not in hidden]
 
 
-def _walk(cls: type, path: str, title: str, env: bool, cfg: Any, missing: list[str], out: list[str]) -> None:
+def _walk(
+    cls: type, path: str, title: str, env: bool, cfg: Any, missing: list[str], out: list[str]
+) -> None:
     hints = typing.get_type_hints(cls)
     rows: list[str] = []
     children: list[tuple[type, str, str, bool]] = []
@@ -140,14 +144,16 @@ def _walk(cls: type, path: str, title: str, env: bool, cfg: Any, missing: list[s
             continue
         variable = f"`{cfg.env_var_name(key)}`" if env else "—"
         rows.append(
-            f"| `{key}` | {_type_name(hint, field.metadata)} | {_default(field, cfg)} | {variable} | {doc} |"
+            f"| `{key}` | {_type_name(hint, field.metadata)} | {_default(field, cfg)} "
+            f"| {variable} | {doc} |"
         )
     out.append(f"## `{path}`\n")
     out.append(title + "\n")
     if not env:
         parent = path.split("[]")[0]
         out.append(
-            f"Each element of this list is a table with the keys below; from the environment, set the\n"
+            "Each element of this list is a table with the keys below; from the environment, "
+            "set the\n"
             f"whole list as a JSON array in `{cfg.env_var_name(parent)}`.\n"
         )
     if rows:
@@ -184,7 +190,9 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/config.md is out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if docs/config.md is out of date"
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:

@@ -48,7 +48,9 @@ async def main(args: argparse.Namespace) -> None:
             snapshot[:] = conns
         return sampled_max(snapshot, lambda t: t.underlying_transport.get_write_buffer_size())
 
-    server = await ws_create_server(lambda request: Subscriber(), args.host, args.port, backlog=4096)
+    server = await ws_create_server(
+        lambda request: Subscriber(), args.host, args.port, backlog=4096
+    )
     try:
         await serve_control(args.port, publish, lambda: len(conns), backlog)
     finally:

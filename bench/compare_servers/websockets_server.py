@@ -41,8 +41,15 @@ async def main(args: argparse.Namespace) -> None:
             snapshot[:] = conns
         return sampled_max(snapshot, lambda ws: ws.transport.get_write_buffer_size())
 
-    async with serve(handler, args.host, args.port, compression=None, ping_interval=None,
-                     max_size=1 << 16, backlog=4096):
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        compression=None,
+        ping_interval=None,
+        max_size=1 << 16,
+        backlog=4096,
+    ):
         await serve_control(args.port, publish, lambda: len(conns), backlog)
 
 

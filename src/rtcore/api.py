@@ -81,9 +81,19 @@ METHODS: Final = (
 
 # Legacy ``POST /api``: Centrifugo's numeric method ids.
 _LEGACY_IDS: Final = {
-    0: "publish", 1: "broadcast", 2: "unsubscribe", 3: "disconnect", 4: "presence",
-    5: "presence_stats", 6: "history", 7: "history_remove", 8: "channels", 9: "info",
-    10: "rpc", 11: "subscribe", 12: "refresh",
+    0: "publish",
+    1: "broadcast",
+    2: "unsubscribe",
+    3: "disconnect",
+    4: "presence",
+    5: "presence_stats",
+    6: "history",
+    7: "history_remove",
+    8: "channels",
+    9: "info",
+    10: "rpc",
+    11: "subscribe",
+    12: "refresh",
 }
 
 # Error-object code -> HTTP status in the "transport" error mode.
@@ -126,9 +136,15 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_scan_once: Final = _DECODER.scan_once
+_scan_once: Final = _DECODER.scan_once  # type: ignore[attr-defined]
 _scanstring: Final = json.decoder.scanstring  # type: ignore[attr-defined]
-_skip_ws: Final = re.compile(r"[ \t\n\r]*").match
+_WS: Final = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_ws(s: str, i: int) -> int:
+    """The index of the first non-whitespace character at or after ``i``."""
+    m = _WS.match(s, i)
+    return m.end() if m is not None else i
 
 # A parse spec says which values to keep as raw source text: _RAW for a
 # value, a dict for an object's keys, a _ListOf for an array's items.
@@ -162,21 +178,21 @@ def _parse_value(s: str, i: int, spec: Any) -> tuple[Any, int]:
 
 def _parse_object(s: str, i: int, spec: dict[str, Any]) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
-    i = _skip_ws(s, i + 1).end()
+    i = _skip_ws(s, i + 1)
     if s.startswith("}", i):
         return out, i + 1
     while True:
         if not s.startswith('"', i):
             raise json.JSONDecodeError("Expecting property name enclosed in double quotes", s, i)
         key, i = _scanstring(s, i + 1, True)
-        i = _skip_ws(s, i).end()
+        i = _skip_ws(s, i)
         if not s.startswith(":", i):
             raise json.JSONDecodeError("Expecting ':' delimiter", s, i)
-        i = _skip_ws(s, i + 1).end()
+        i = _skip_ws(s, i + 1)
         out[key], i = _parse_value(s, i, spec.get(key))
-        i = _skip_ws(s, i).end()
+        i = _skip_ws(s, i)
         if s.startswith(",", i):
-            i = _skip_ws(s, i + 1).end()
+            i = _skip_ws(s, i + 1)
         elif s.startswith("}", i):
             return out, i + 1
         else:
@@ -185,15 +201,15 @@ def _parse_object(s: str, i: int, spec: dict[str, Any]) -> tuple[dict[str, Any],
 
 def _parse_array(s: str, i: int, item: Any) -> tuple[list[Any], int]:
     out: list[Any] = []
-    i = _skip_ws(s, i + 1).end()
+    i = _skip_ws(s, i + 1)
     if s.startswith("]", i):
         return out, i + 1
     while True:
         value, i = _parse_value(s, i, item)
         out.append(value)
-        i = _skip_ws(s, i).end()
+        i = _skip_ws(s, i)
         if s.startswith(",", i):
-            i = _skip_ws(s, i + 1).end()
+            i = _skip_ws(s, i + 1)
         elif s.startswith("]", i):
             return out, i + 1
         else:
@@ -218,8 +234,8 @@ def _json_error(exc: Exception) -> HttpError:
 def parse_json(text: str, spec: Any) -> Any:
     """Parse one JSON text, keeping the fields ``spec`` marks raw; HttpError 400 if invalid."""
     try:
-        value, end = _parse_value(text, _skip_ws(text, 0).end(), spec)
-        end = _skip_ws(text, end).end()
+        value, end = _parse_value(text, _skip_ws(text, 0), spec)
+        end = _skip_ws(text, end)
         if end != len(text):
             raise json.JSONDecodeError("Extra data", text, end)
     except (ValueError, RecursionError) as exc:
@@ -229,14 +245,14 @@ def parse_json(text: str, spec: Any) -> Any:
 
 def _iter_json(text: str, spec: Any) -> Iterator[Any]:
     """Successive JSON values separated by whitespace (legacy ``/api`` bodies)."""
-    i = _skip_ws(text, 0).end()
+    i = _skip_ws(text, 0)
     while i < len(text):
         try:
             value, i = _parse_value(text, i, spec)
         except (ValueError, RecursionError) as exc:
             raise _json_error(exc) from None
         yield value
-        i = _skip_ws(text, i).end()
+        i = _skip_ws(text, i)
 
 
 # -- field validation -------------------------------------------------------------
@@ -395,31 +411,68 @@ _NO_FILTER: Final = _unsupported(lambda v: v)
 # Request fields of every method, as Centrifugo v6 names them.
 _FIELDS: Final[dict[str, dict[str, Callable[[Any], Any]]]] = {
     "publish": {
-        "channel": _str, "data": _raw, "b64data": _str, "skip_history": _bool, "tags": _str_map,
-        "idempotency_key": _str, "delta": _unsupported(_bool), "version": _unsupported(_u64),
+        "channel": _str,
+        "data": _raw,
+        "b64data": _str,
+        "skip_history": _bool,
+        "tags": _str_map,
+        "idempotency_key": _str,
+        "delta": _unsupported(_bool),
+        "version": _unsupported(_u64),
         "version_epoch": _unsupported(_str),
     },
     "broadcast": {
-        "channels": _str_list, "data": _raw, "b64data": _str, "skip_history": _bool, "tags": _str_map,
-        "idempotency_key": _str, "delta": _unsupported(_bool), "version": _unsupported(_u64),
+        "channels": _str_list,
+        "data": _raw,
+        "b64data": _str,
+        "skip_history": _bool,
+        "tags": _str_map,
+        "idempotency_key": _str,
+        "delta": _unsupported(_bool),
+        "version": _unsupported(_u64),
         "version_epoch": _unsupported(_str),
     },
     "subscribe": {
-        "channel": _str, "user": _str, "expire_at": _i64, "info": _raw, "b64info": _str, "client": _str,
-        "data": _raw, "b64data": _str, "recover_since": _POSITION, "override": _OVERRIDE, "session": _str,
-        "label_filter": _NO_FILTER, "all_users": _unsupported(_bool),
+        "channel": _str,
+        "user": _str,
+        "expire_at": _i64,
+        "info": _raw,
+        "b64info": _str,
+        "client": _str,
+        "data": _raw,
+        "b64data": _str,
+        "recover_since": _POSITION,
+        "override": _OVERRIDE,
+        "session": _str,
+        "label_filter": _NO_FILTER,
+        "all_users": _unsupported(_bool),
     },
     "unsubscribe": {
-        "channel": _str, "user": _str, "client": _str, "session": _str, "label_filter": _NO_FILTER,
+        "channel": _str,
+        "user": _str,
+        "client": _str,
+        "session": _str,
+        "label_filter": _NO_FILTER,
         "all_users": _unsupported(_bool),
     },
     "disconnect": {
-        "user": _str, "disconnect": _DISCONNECT, "client": _str, "whitelist": _str_list, "session": _str,
-        "label_filter": _NO_FILTER, "all_users": _unsupported(_bool),
+        "user": _str,
+        "disconnect": _DISCONNECT,
+        "client": _str,
+        "whitelist": _str_list,
+        "session": _str,
+        "label_filter": _NO_FILTER,
+        "all_users": _unsupported(_bool),
     },
     "refresh": {
-        "user": _str, "client": _str, "expired": _bool, "expire_at": _i64, "info": _raw, "session": _str,
-        "label_filter": _NO_FILTER, "all_users": _unsupported(_bool),
+        "user": _str,
+        "client": _str,
+        "expired": _bool,
+        "expire_at": _i64,
+        "info": _raw,
+        "session": _str,
+        "label_filter": _NO_FILTER,
+        "all_users": _unsupported(_bool),
     },
     "presence": {"channel": _str},
     "presence_stats": {"channel": _str},
@@ -433,7 +486,8 @@ _CONVERTERS: Final = {method: _message(fields) for method, fields in _FIELDS.ite
 
 # Which fields hold raw JSON, per method (for the parser).
 _RAW_SPECS: Final[dict[str, dict[str, Any]]] = {
-    method: {key: _RAW for key, conv in fields.items() if conv is _raw} for method, fields in _FIELDS.items()
+    method: {key: _RAW for key, conv in fields.items() if conv is _raw}
+    for method, fields in _FIELDS.items()
 }
 _BATCH_SPEC: Final = {"commands": _ListOf(dict(_RAW_SPECS))}
 _LEGACY_SPEC: Final = {"params": _RAW}
@@ -547,7 +601,9 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
                 body = body[1:]
             if not body:
                 raise ValueError(f"empty character class at {i}")
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("^", "\\^") + "]")
+            out.append(
+                "[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("^", "\\^") + "]"
+            )
             i = end + 1
             continue
         elif c == "{":
@@ -659,7 +715,9 @@ class _Executor:
 
         return {"responses": list(await asyncio.gather(*(one(ch) for ch in channels)))}
 
-    async def _publish_guarded(self, channel: str, data: bytes, p: dict[str, Any]) -> dict[str, Any]:
+    async def _publish_guarded(
+        self, channel: str, data: bytes, p: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
             return await self._publish_one(channel, data, p)
         except ApiError:
@@ -683,7 +741,9 @@ class _Executor:
             session=p.get("session", ""),
             info=_payload(p, "info"),
             data=_payload(p, "data"),
-            recover_since=StreamPosition(since.get("offset", 0), since.get("epoch", "")) if since else None,
+            recover_since=StreamPosition(since.get("offset", 0), since.get("epoch", ""))
+            if since
+            else None,
             override=_override(p.get("override")),
             expire_at=expire_at,
         )
@@ -693,7 +753,9 @@ class _Executor:
         channel = p.get("channel", "")
         if channel:
             self.node._channel_options(channel)
-        await self.node.unsubscribe(p.get("user", ""), channel, client=p.get("client", ""), session=p.get("session", ""))
+        await self.node.unsubscribe(
+            p.get("user", ""), channel, client=p.get("client", ""), session=p.get("session", "")
+        )
         return {}
 
     async def _disconnect(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -707,8 +769,12 @@ class _Executor:
             if len(reason.encode("utf-8")) > 123:
                 raise _bad_request("disconnect.reason must be at most 123 bytes of UTF-8")
         await self.node.disconnect(
-            p.get("user", ""), code=code, reason=reason, client=p.get("client", ""),
-            session=p.get("session", ""), whitelist=p.get("whitelist") or None,
+            p.get("user", ""),
+            code=code,
+            reason=reason,
+            client=p.get("client", ""),
+            session=p.get("session", ""),
+            whitelist=p.get("whitelist") or None,
         )
         return {}
 
@@ -717,8 +783,12 @@ class _Executor:
         if expire_at < 0:
             raise _bad_request("expire_at must not be negative")
         await self.node.refresh(
-            p.get("user", ""), client=p.get("client", ""), session=p.get("session", ""),
-            expired=bool(p.get("expired")), expire_at=expire_at or None, info=_payload(p, "info"),
+            p.get("user", ""),
+            client=p.get("client", ""),
+            session=p.get("session", ""),
+            expired=bool(p.get("expired")),
+            expire_at=expire_at or None,
+            info=_payload(p, "info"),
         )
         return {}
 
@@ -736,8 +806,14 @@ class _Executor:
         if limit < -1:
             raise _bad_request("limit must be -1 (all), 0 (position only) or positive")
         since = p.get("since")
-        position = StreamPosition(since.get("offset", 0), since.get("epoch", "")) if since is not None else None
-        result = await self.node.history(channel, limit=limit, since=position, reverse=bool(p.get("reverse")))
+        position = (
+            StreamPosition(since.get("offset", 0), since.get("epoch", ""))
+            if since is not None
+            else None
+        )
+        result = await self.node.history(
+            channel, limit=limit, since=position, reverse=bool(p.get("reverse"))
+        )
         if position is not None and position.epoch and position.epoch != result.position.epoch:
             raise ERROR_UNRECOVERABLE_POSITION
         return {
@@ -860,9 +936,10 @@ class ServerApi:
                     given = value.strip()
         if given is None:
             try:
-                given = (request.query_params().get("api_key") or [None])[0]
+                values = request.query_params().get("api_key")
             except HttpError:
-                given = None
+                values = None
+            given = values[0] if values else None
         return given is not None and hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
 
     async def __call__(self, request: Request, response: HttpResponseWriter) -> None:
@@ -878,14 +955,16 @@ class ServerApi:
             return
         if request.method != "POST":
             response.send(
-                405, [*_TEXT_HEADERS, ("Allow", "POST")],
+                405,
+                [*_TEXT_HEADERS, ("Allow", "POST")],
                 f"method {request.method} not allowed: the server API takes POST\n".encode(),
             )
             return
         if method and method not in METHODS:
             shown = method if len(method) <= 64 and method.isprintable() else method[:64] + "..."
             response.send(
-                404, _TEXT_HEADERS,
+                404,
+                _TEXT_HEADERS,
                 f"unknown API method {shown!r}; methods: {', '.join(METHODS)}\n".encode(),
             )
             return
@@ -1016,7 +1095,9 @@ class ServerApi:
         if type(value) is str:
             name = value.lower()
             return name if name in _FIELDS else None
-        raise HttpError(400, f"command {n}: method must be a string or an integer, got {_kind(value)}")
+        raise HttpError(
+            400, f"command {n}: method must be a string or an integer, got {_kind(value)}"
+        )
 
 
 # -- the internal port ----------------------------------------------------------------

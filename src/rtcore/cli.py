@@ -66,7 +66,10 @@ EXIT_INTERRUPTED = 130
 DEFAULT_TOKEN_TTL = 7 * 86400.0
 
 # Attributes every LogRecord has; anything else was passed with ``extra=``.
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 
 # -- logging ------------------------------------------------------------------------
@@ -78,7 +81,9 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and not k.startswith("_")
+    }
 
 
 class TextFormatter(logging.Formatter):
@@ -102,7 +107,7 @@ class TextFormatter(logging.Formatter):
 
 def _text_value(value: Any) -> str:
     text = str(value)
-    return json.dumps(text) if (not text or any(c.isspace() or c in "\"=" for c in text)) else text
+    return json.dumps(text) if (not text or any(c.isspace() or c in '"=' for c in text)) else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -149,10 +154,16 @@ def _config_path(args: argparse.Namespace, env: Mapping[str, str]) -> str | None
 def _print_config_errors(error: ConfigError, where: str | None) -> None:
     errors = error.errors if isinstance(error, ConfigErrors) else [error]
     source = f" in {where}" if where else ""
-    print(f"rtcore: invalid configuration{source} ({len(errors)} error{'s' if len(errors) > 1 else ''}):",
-          file=sys.stderr)
+    print(
+        f"rtcore: invalid configuration{source} ({len(errors)} error{_plural(len(errors))}):",
+        file=sys.stderr,
+    )
     for e in errors:
         print(f"  {e}", file=sys.stderr)
+
+
+def _plural(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def _load(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None) -> Config | None:
@@ -168,7 +179,9 @@ def _load(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None) 
 def _config_warnings(config: Config) -> list[str]:
     out = []
     if config.api.enabled and not config.api.insecure and not config.api.key:
-        out.append("api.key is empty: every server API request will get 401 (set api.key or api.insecure)")
+        out.append(
+            "api.key is empty: every server API request will get 401 (set api.key or api.insecure)"
+        )
     if config.api.enabled and config.api.insecure:
         out.append("api.insecure is true: the server API accepts requests without a key")
     if not config.client.token.has_keys and not config.client.allow_anonymous_connect_without_token:
@@ -233,7 +246,9 @@ class _Shutdown:
     def on_signal(self, name: str) -> None:
         self.signals += 1
         if self.signals == 1:
-            logger.info("%s received: shutting down gracefully (send it again to exit at once)", name)
+            logger.info(
+                "%s received: shutting down gracefully (send it again to exit at once)", name
+            )
             self.requested.set()
             return
         logger.warning("%s received again: exiting at once", name)
@@ -248,7 +263,9 @@ def _reload_tls(context: ssl.SSLContext, config: Config) -> None:
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        logger.error("SIGHUP: TLS reload from %s failed, keeping the current certificate: %s", cert, exc)
+        logger.error(
+            "SIGHUP: TLS reload from %s failed, keeping the current certificate: %s", cert, exc
+        )
         return
     logger.info("SIGHUP: TLS certificate reloaded from %s", cert)
 
@@ -258,7 +275,9 @@ def _url(scheme: str, host: str, port: int, path: str = "") -> str:
     return f"{scheme}://{shown}:{port}{path}"
 
 
-async def _listen(node: Node, app: Any, host: str, port: int, context: ssl.SSLContext | None) -> Server:
+async def _listen(
+    node: Node, app: Any, host: str, port: int, context: ssl.SSLContext | None
+) -> Server:
     from .app import serve_node
 
     try:
@@ -272,19 +291,41 @@ class _StartupError(Exception):
     pass
 
 
+def _make_node(config: Config) -> Node:
+    """A node with the configured engine (memory, or Redis broker + presence)."""
+    from .node import Node
+
+    if config.engine.type == "redis":
+        from .backends.redis import create_redis_engine
+
+        broker, presence = create_redis_engine(
+            list(config.engine.redis_address),
+            config.engine.redis_prefix,
+            presence_ttl=config.engine.presence_ttl,
+        )
+        return Node(config, broker=broker, presence_manager=presence)
+    return Node(config)
+
+
 async def _serve(config: Config) -> int:
     from . import codes, fanout, frames
     from .api import InternalApp
     from .app import NodeApp, ssl_context_from_config
-    from .node import Node
 
     loop = asyncio.get_running_loop()
     shutdown = _Shutdown(loop)
     for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
         loop.add_signal_handler(sig, shutdown.on_signal, name)
 
-    node = Node(config)
-    await node.start()
+    node = _make_node(config)
+    try:
+        await node.start()
+    except Exception as exc:  # noqa: BLE001 - reported to the operator, not raised
+        engine = config.engine
+        where = ", ".join(engine.redis_address) if engine.type == "redis" else "in process"
+        logger.error("cannot start the %s engine (%s): %s", engine.type, where, exc)
+        await node.close()
+        return EXIT_ERROR
     context = ssl_context_from_config(node)
     app = NodeApp(node)
     servers: list[Server] = []
@@ -326,12 +367,16 @@ async def _serve(config: Config) -> int:
         f"{base}/api" if config.api.enabled else "off",
         f"{base}/metrics" if config.metrics.enabled else "off",
         extra={
-            "address": http.address, "port": port, "engine": config.engine.type,
-            "frame_core": frames.IMPLEMENTATION, "fanout": fanout.IMPLEMENTATION,
+            "address": http.address,
+            "port": port,
+            "engine": config.engine.type,
+            "frame_core": frames.IMPLEMENTATION,
+            "fanout": fanout.IMPLEMENTATION,
         },
     )
-    for warning in _config_warnings(config):
-        logger.warning("%s", warning)
+    # (An empty api.key or token key is logged by the API handler / token verifier.)
+    if config.api.enabled and config.api.insecure:
+        logger.warning("api.insecure is true: the server API accepts requests without a key")
 
     await shutdown.requested.wait()
     started = time.monotonic()
@@ -342,20 +387,26 @@ async def _serve(config: Config) -> int:
     if api is not None and not await api.drain(http.shutdown_timeout):
         logger.warning(
             "%d server API request(s) still running after %s; shutting down anyway",
-            api.in_flight, format_duration(http.shutdown_timeout),
+            api.in_flight,
+            format_duration(http.shutdown_timeout),
         )
     # 2. Disconnect clients with 3001 "shutdown", spread over the reconnect window.
     sessions = list(node.hub.sessions())
     window = config.client.reconnect_jitter
     logger.info(
         "disconnecting %d client(s) with %d %s over %s",
-        len(sessions), codes.SHUTDOWN.code, codes.SHUTDOWN.reason, format_duration(window),
+        len(sessions),
+        codes.SHUTDOWN.code,
+        codes.SHUTDOWN.reason,
+        format_duration(window),
     )
     await disconnect_spread(sessions, window, codes.SHUTDOWN)
     # 3. Close the node (anyone left gets 3001 too) and the listeners.
     await node.close(codes.SHUTDOWN)
     for server in servers:
-        await server.close(codes.SHUTDOWN.code, codes.SHUTDOWN.reason, timeout=config.websocket.close_timeout)
+        await server.close(
+            codes.SHUTDOWN.code, codes.SHUTDOWN.reason, timeout=config.websocket.close_timeout
+        )
     logger.info("stopped after %.1fs", time.monotonic() - started)
     return EXIT_OK
 
@@ -377,24 +428,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if config.engine.type == "memory":
             logger.error(
-                "--workers %d needs engine.type = \"redis\": the memory engine keeps channels, history "
-                "and presence inside one process, so several workers would not see each other's "
-                "clients; run one worker or configure the Redis engine",
+                '--workers %d needs engine.type = "redis": the memory engine keeps channels, '
+                "history and presence inside one process, so several workers would not see each "
+                "other's clients; run one worker or configure the Redis engine",
                 args.workers,
             )
         else:
             logger.error(
                 "--workers %d is reserved and not implemented yet: run one rtcore process per core "
-                "(each with --workers 1) behind a load balancer",
+                "(each with --workers 1, all on the same Redis engine) behind a load balancer",
                 args.workers,
             )
         return EXIT_USAGE
-    if config.engine.type != "memory":
-        logger.error(
-            "engine.type = %r is not available to `rtcore serve` in this version; use \"memory\"",
-            config.engine.type,
-        )
-        return EXIT_ERROR
     from .server import run
 
     try:
@@ -514,7 +559,11 @@ def _ttl(value: str) -> float:
 
 
 def _hmac_secret(config: Config, section: str, where: str | None) -> str | None:
-    token = config.client.subscription_token if section == "client.subscription_token" else config.client.token
+    token = (
+        config.client.subscription_token
+        if section == "client.subscription_token"
+        else config.client.token
+    )
     secret = token.hmac_secret_key if token is not None else None
     if not secret:
         source = where or "the defaults and environment"
@@ -541,7 +590,9 @@ def cmd_gentoken(args: argparse.Namespace) -> int:
     if secret is None:
         return EXIT_ERROR
     token = make_connect_token(secret, args.user, ttl=args.ttl or None)
-    print(f'HS256 connection token for user "{args.user}", {_expiry_text(args.ttl)}:', file=sys.stderr)
+    print(
+        f'HS256 connection token for user "{args.user}", {_expiry_text(args.ttl)}:', file=sys.stderr
+    )
     print(token)
     return EXIT_OK
 
@@ -552,7 +603,11 @@ def cmd_gensubtoken(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EXIT_ERROR
-    section = "client.subscription_token" if config.client.subscription_token is not None else "client.token"
+    section = (
+        "client.subscription_token"
+        if config.client.subscription_token is not None
+        else "client.token"
+    )
     secret = _hmac_secret(config, section, _config_path(args, os.environ))
     if secret is None:
         return EXIT_ERROR
@@ -578,7 +633,7 @@ def version_text() -> str:
     try:
         import uvloop
 
-        loop = f"uvloop {uvloop.__version__}"
+        loop = f"uvloop {getattr(uvloop, '__version__', 'unknown version')}"
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         loop = "asyncio (uvloop not installed)"
     py = sys.version.split()[0]
@@ -629,58 +684,83 @@ def build_parser() -> argparse.ArgumentParser:
 
     def config_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--config", metavar="FILE",
+            "--config",
+            metavar="FILE",
             help="configuration file: .toml, .yaml/.yml or .json (default: $RTCORE_CONFIG)",
         )
 
-    p = sub.add_parser("serve", help="run the server", description="Run the server until SIGTERM/SIGINT.")
+    p = sub.add_parser(
+        "serve", help="run the server", description="Run the server until SIGTERM/SIGINT."
+    )
     config_arg(p)
     p.add_argument("--host", help="interface to listen on (http.address)")
     p.add_argument("--port", type=_port, help="port to listen on (http.port)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log.level")
     p.add_argument("--log-format", choices=("text", "json"), help="log.format")
     p.add_argument(
-        "--workers", type=_workers, default=1,
+        "--workers",
+        type=_workers,
+        default=1,
         help="worker processes (reserved: more than 1 needs the Redis engine)",
     )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
-        "genconfig", help="write a starter configuration with fresh secrets",
-        description="Write a commented starter TOML configuration with a new HMAC secret and API key.",
+        "genconfig",
+        help="write a starter configuration with fresh secrets",
+        description="Write a commented starter TOML configuration with a new HMAC secret "
+        "and API key.",
     )
-    p.add_argument("-o", "--output", default="rtcore.toml", help="file to write ('-': stdout; default: rtcore.toml)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="rtcore.toml",
+        help="file to write ('-': stdout; default: rtcore.toml)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_genconfig)
 
     p = sub.add_parser(
-        "checkconfig", help="validate a configuration",
-        description="Validate the configuration (file + environment) and print every error with its key path.",
+        "checkconfig",
+        help="validate a configuration",
+        description="Validate the configuration (file + environment) and print every error "
+        "with its key path.",
     )
     config_arg(p)
     p.set_defaults(func=cmd_checkconfig)
 
     p = sub.add_parser(
-        "gentoken", help="mint a connection token",
+        "gentoken",
+        help="mint a connection token",
         description="Mint an HS256 connection JWT signed with client.token.hmac_secret_key.",
     )
     config_arg(p)
-    p.add_argument("-u", "--user", required=True, help="user id (the 'sub' claim; '' for anonymous)")
     p.add_argument(
-        "-t", "--ttl", type=_ttl, default=DEFAULT_TOKEN_TTL,
+        "-u", "--user", required=True, help="user id (the 'sub' claim; '' for anonymous)"
+    )
+    p.add_argument(
+        "-t",
+        "--ttl",
+        type=_ttl,
+        default=DEFAULT_TOKEN_TTL,
         help="lifetime: seconds or a duration such as 1h, 7d (0: never expires; default: 7d)",
     )
     p.set_defaults(func=cmd_gentoken)
 
     p = sub.add_parser(
-        "gensubtoken", help="mint a subscription token",
-        description="Mint an HS256 subscription JWT (client.subscription_token, else client.token).",
+        "gensubtoken",
+        help="mint a subscription token",
+        description="Mint an HS256 subscription JWT (client.subscription_token, else "
+        "client.token).",
     )
     config_arg(p)
     p.add_argument("-u", "--user", required=True, help="user id (the 'sub' claim)")
     p.add_argument("-c", "--channel", required=True, help="channel the token grants")
     p.add_argument(
-        "-t", "--ttl", type=_ttl, default=DEFAULT_TOKEN_TTL,
+        "-t",
+        "--ttl",
+        type=_ttl,
+        default=DEFAULT_TOKEN_TTL,
         help="lifetime: seconds or a duration such as 1h, 7d (0: never expires; default: 7d)",
     )
     p.set_defaults(func=cmd_gensubtoken)

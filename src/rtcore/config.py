@@ -21,7 +21,9 @@ The names follow Centrifugo's where a Centrifugo user would look for them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -31,6 +33,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +138,8 @@ def _duration(default: float, doc: str) -> Any:
 
 def _f(default: Any, doc: str) -> Any:
     if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
+        # Each instance gets its own copy of a mutable default.
+        return field(default_factory=partial(copy.copy, default), metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
 
 
@@ -559,7 +563,7 @@ def _build(cls: type, data: Mapping[str, Any], path: str, errors: list[ConfigErr
     aliases = KEY_ALIASES.get(cls, {})
     fields = {
         f.name: f
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls)
         if f.init and f.name not in hidden
     }
     kwargs: dict[str, Any] = {}
@@ -681,8 +685,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                 where, f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             ) from None
     else:
-        import yaml
-
+        yaml: Any = importlib.import_module("yaml")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

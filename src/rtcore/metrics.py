@@ -44,13 +44,13 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -84,7 +84,19 @@ class DeliveryLatency:
 
     #: Upper bounds (seconds) of the histogram buckets; +Inf is implied.
     BUCKETS: tuple[float, ...] = (
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
     )
 
     __slots__ = ("counts", "sum", "count", "_pending", "_scheduled")
@@ -143,33 +155,48 @@ class NodeCollector(Collector):
         node = self.node
         hub = node.hub
         info = GaugeMetricFamily(
-            "rtcore_build_info", "rtcore version and live implementations (value 1).",
+            "rtcore_build_info",
+            "rtcore version and live implementations (value 1).",
             labels=["version", "frame_core", "fanout"],
         )
         info.add_metric([__version__, frames.IMPLEMENTATION, fanout.IMPLEMENTATION], 1)
         yield info
         yield GaugeMetricFamily(
-            "rtcore_node_uptime_seconds", "Seconds since the node was created.",
+            "rtcore_node_uptime_seconds",
+            "Seconds since the node was created.",
             value=max(0.0, time.time() - node.started_at),
         )
-        yield GaugeMetricFamily("rtcore_node_num_clients", "Connected clients on this node.", value=hub.num_sessions)
-        yield GaugeMetricFamily("rtcore_node_num_users", "Distinct users connected to this node.", value=hub.num_users)
         yield GaugeMetricFamily(
-            "rtcore_node_num_channels", "Channels with subscribers on this node.", value=hub.num_channels
+            "rtcore_node_num_clients", "Connected clients on this node.", value=hub.num_sessions
         )
         yield GaugeMetricFamily(
-            "rtcore_node_num_subscriptions", "Client subscriptions on this node.", value=hub.num_subscriptions
+            "rtcore_node_num_users", "Distinct users connected to this node.", value=hub.num_users
+        )
+        yield GaugeMetricFamily(
+            "rtcore_node_num_channels",
+            "Channels with subscribers on this node.",
+            value=hub.num_channels,
+        )
+        yield GaugeMetricFamily(
+            "rtcore_node_num_subscriptions",
+            "Client subscriptions on this node.",
+            value=hub.num_subscriptions,
         )
         yield CounterMetricFamily(
-            "rtcore_node_publications", "Publications accepted by this node (API and clients).",
+            "rtcore_node_publications",
+            "Publications accepted by this node (API and clients).",
             value=node.publications_in,
         )
         yield _by_label(
-            "rtcore_node_messages_sent", "Messages this node sent to the broker, by type.", "type",
+            "rtcore_node_messages_sent",
+            "Messages this node sent to the broker, by type.",
+            "type",
             node.messages_sent,
         )
         yield _by_label(
-            "rtcore_node_messages_received", "Messages this node received from the broker, by type.", "type",
+            "rtcore_node_messages_received",
+            "Messages this node received from the broker, by type.",
+            "type",
             node.messages_received,
         )
         messages = node.client_messages_sent
@@ -181,10 +208,14 @@ class NodeCollector(Collector):
             frames_sent += writer.frames_sent
             queued += writer.queued_bytes
         yield CounterMetricFamily(
-            "rtcore_client_messages_sent", "Protocol messages written to client connections.", value=messages
+            "rtcore_client_messages_sent",
+            "Protocol messages written to client connections.",
+            value=messages,
         )
         yield CounterMetricFamily(
-            "rtcore_client_frames_sent", "Transport frames written to client connections.", value=frames_sent
+            "rtcore_client_frames_sent",
+            "Transport frames written to client connections.",
+            value=frames_sent,
         )
         yield GaugeMetricFamily(
             "rtcore_client_write_queue_bytes", "Bytes waiting in client write queues.", value=queued
@@ -195,11 +226,15 @@ class NodeCollector(Collector):
             value=node.disconnects.get(SLOW.code, 0),
         )
         yield _by_label(
-            "rtcore_client_disconnects", "Client disconnects by code.", "code",
+            "rtcore_client_disconnects",
+            "Client disconnects by code.",
+            "code",
             {str(code): n for code, n in sorted(node.disconnects.items())},
         )
         yield _by_label(
-            "rtcore_broker_errors", "Failed broker and presence operations, by operation.", "op",
+            "rtcore_broker_errors",
+            "Failed broker and presence operations, by operation.",
+            "op",
             dict(sorted(node.broker_errors.items())),
         )
         latency: DeliveryLatency | None = node.delivery_latency
@@ -240,7 +275,8 @@ class MetricsEndpoint:
     def __call__(self, request: Request, response: HttpResponseWriter) -> None:
         if request.method not in ("GET", "HEAD"):
             response.send(
-                405, [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+                405,
+                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
                 b"method not allowed: /metrics takes GET\n",
             )
             return

@@ -217,3 +217,34 @@ def test_a_shard_outage_is_isolated_and_survived() -> None:
             await publisher.close()
 
         run(body, timeout=60)
+
+
+def test_a_node_starts_while_a_data_shard_is_down() -> None:
+    with redis_servers(3) as servers:
+        urls = [s.url for s in servers]
+        down = 2  # control messages live on shard 0, which stays up
+        on_down = next(c for c in CHANNELS if shard_index(c, 3) == down)
+        elsewhere = next(c for c in CHANNELS if shard_index(c, 3) != down)
+        servers[down].stop()
+
+        async def body() -> None:
+            node = fast_broker(urls)
+            handler = RecordingHandler()
+            await node.start(handler)
+            assert not node.healthy
+            await node.subscribe(elsewhere)
+            await node.publish(elsewhere, pub("up"), history=OPTS)
+            await handler.wait_for_payload(elsewhere, "up")
+            with pytest.raises(RedisUnavailableError):
+                await node.subscribe(on_down)
+            assert node.subscribed_channels == 1
+            await in_thread(servers[down].start)
+            await eventually(lambda: node.pubsub_connected, what="shard connected")
+            await node.subscribe(on_down)
+            result = await node.publish(on_down, pub("late"), history=OPTS)
+            assert result.position.offset == 1
+            await handler.wait_for_payload(on_down, "late")
+            await node.close()
+
+        run(body, timeout=60)
+

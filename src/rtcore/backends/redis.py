@@ -127,6 +127,9 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_URL",
     "FORMAT_VERSION",
+    "KIND_JOIN",
+    "KIND_LEAVE",
+    "KIND_PUBLICATION",
     "RedisBroker",
     "RedisConnections",
     "RedisEngineError",
@@ -702,6 +705,8 @@ class RedisConnections:
             await batcher.close()
         for client in self._clients:
             await client.aclose()
+            # A pool passed in explicitly is not closed by the client.
+            await client.connection_pool.disconnect()
         if self._cluster is not None:
             await self._cluster.aclose()
 
@@ -819,13 +824,18 @@ class RedisConnections:
         return result
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD every script on every standalone shard (saves the first EVAL)."""
-        for client in self._clients:
-            for script in _SCRIPTS_BY_SHA.values():
-                try:
+        """SCRIPT LOAD every script on every reachable standalone shard.
+
+        Best effort: a shard that is down now gets its scripts on first use
+        (``NOSCRIPT`` is answered with ``EVAL``).
+        """
+        for i, client in enumerate(self._clients):
+            try:
+                for script in _SCRIPTS_BY_SHA.values():
                     await client.script_load(script.source)
-                except Exception as exc:
-                    raise self._failed(exc, "SCRIPT LOAD") from exc
+            except Exception as exc:
+                logger.warning("cannot load the Lua scripts on Redis shard %d: %s", i, exc)
+                self._failed(exc, "SCRIPT LOAD")
 
 
 def _resolve_connections(
@@ -1782,12 +1792,15 @@ class RedisBroker:
         return self._sharded
 
     @property
+    def pubsub_connected(self) -> bool:
+        """True while started and every pub/sub connection (that has channels) is up."""
+        router = self._router
+        return self._state == _RUNNING and router is not None and router.healthy
+
+    @property
     def healthy(self) -> bool:
         """True when every pub/sub connection is up and the last command reached Redis."""
-        router = self._router
-        return self._state == _RUNNING and router is not None and router.healthy and (
-            self._conns.healthy
-        )
+        return self.pubsub_connected and self._conns.healthy
 
     @property
     def last_error(self) -> BaseException | None:
