@@ -19,6 +19,7 @@ from .codes import Disconnect
 from .frames import OP_BINARY, OP_TEXT, frame_header
 from .protocol.codec import Codec
 from .session import ClientSession
+from .wsconn import OPEN
 
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 
 
 __all__ = ["ProtocolWebSocketHandler"]
+
+# Frames up to this size are written as one joined buffer; larger ones as a
+# gather write of the shared message objects (no copy per connection).
+_COPY_LIMIT = 4096
 
 logger = logging.getLogger("rtcore.websocket")
 
@@ -38,13 +43,17 @@ class ProtocolWebSocketHandler:
     unidirectional = False
     emulation = False
 
-    __slots__ = ("ws", "codec", "session", "_opcode", "_transport")
+    __slots__ = ("ws", "codec", "session", "_opcode", "_transport", "_conn", "_proto", "_compressed")
 
     def __init__(self, ws: WebSocket, node: Node, codec: Codec) -> None:
         self.ws = ws
         self.codec = codec
         self._opcode = OP_BINARY if codec.binary else OP_TEXT
         self._transport = ws._transport
+        # Read on every batch: keep direct references instead of properties.
+        self._conn = ws.conn
+        self._proto = ws._proto
+        self._compressed = ws.compressed
         req = ws.request
         self.session = ClientSession(
             node,
@@ -68,14 +77,16 @@ class ProtocolWebSocketHandler:
     # -- Transport / Sink ------------------------------------------------------
 
     def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
-        ws = self.ws
-        if not ws.open:
+        if self._conn.state != OPEN or self._proto.lost:
             return
-        if ws.compressed:
-            ws.send(self._opcode, payloads[0] if len(payloads) == 1 else b"".join(payloads))
+        if self._compressed:
+            self.ws.send(self._opcode, payloads[0] if len(payloads) == 1 else b"".join(payloads))
             return
         header = frame_header(self._opcode, nbytes)
-        if len(payloads) == 1:
+        if nbytes <= _COPY_LIMIT:
+            # Small frames: one contiguous buffer is cheaper than a gather write.
+            self._transport.write(header + (payloads[0] if len(payloads) == 1 else b"".join(payloads)))
+        elif len(payloads) == 1:
             self._transport.writelines((header, payloads[0]))
         else:
             self._transport.writelines([header, *payloads])

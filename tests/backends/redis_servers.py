@@ -129,19 +129,29 @@ class RedisServer:
     def args(self) -> list[str]:
         args = [
             self.binary,
-            "--bind", HOST,
-            "--port", str(self.port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--daemonize", "no",
-            "--loglevel", "warning",
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         if self.cluster:
             args += [
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", f"nodes-{self.port}.conf",
-                "--cluster-node-timeout", "2000",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{self.port}.conf",
+                "--cluster-node-timeout",
+                "2000",
             ]
         return args + self.extra_args
 
@@ -219,9 +229,7 @@ class LocalRedisCluster:
     def __init__(self, masters: int = 3) -> None:
         self.cli = require_binary("redis-cli")
         self.workdir = Path(tempfile.mkdtemp(prefix="rtcore-redis-cluster-"))
-        self.servers = [
-            RedisServer(cluster=True, workdir=self.workdir) for _ in range(masters)
-        ]
+        self.servers = [RedisServer(cluster=True, workdir=self.workdir) for _ in range(masters)]
 
     @property
     def urls(self) -> list[str]:
@@ -232,9 +240,13 @@ class LocalRedisCluster:
             server.start()
         subprocess.run(
             [
-                self.cli, "--cluster", "create",
+                self.cli,
+                "--cluster",
+                "create",
                 *(server.address for server in self.servers),
-                "--cluster-replicas", "0", "--cluster-yes",
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
             ],
             check=True,
             capture_output=True,

@@ -140,8 +140,9 @@ def pub(data: str) -> Publication:
 
 
 def broker(url: str, prefix: str) -> NatsBroker:
-    return NatsBroker(url, prefix=prefix, connect_timeout=1.0, reconnect_wait=0.1,
-                      request_timeout=2.0)
+    return NatsBroker(
+        url, prefix=prefix, connect_timeout=1.0, reconnect_wait=0.1, request_timeout=2.0
+    )
 
 
 class TestNatsBroker:
@@ -199,7 +200,7 @@ class TestNatsBroker:
                     await handler.wait_until(lambda h=handler: len(h.events) == 4)
                     kinds = [e.kind for e in handler.events]
                     # One publisher's events arrive in its order.
-                    assert kinds[kinds.index("join"):] == ["join", "publication", "leave"]
+                    assert kinds[kinds.index("join") :] == ["join", "publication", "leave"]
                     first = handler.publications("a")[0]
                     assert first.pub == Publication(
                         b'{"x":1}', 0, info, {"k": "v"}, p.time, "", False
@@ -283,9 +284,7 @@ class TestNatsBroker:
 
         run(body)
 
-    def test_history_and_idempotency_are_not_available(
-        self, nats_url: str, prefix: str
-    ) -> None:
+    def test_history_and_idempotency_are_not_available(self, nats_url: str, prefix: str) -> None:
         async def body() -> None:
             node = broker(nats_url, prefix)
             handler = RecordingHandler()
@@ -352,9 +351,7 @@ class TestNatsFaults:
 
         run(body)
 
-    def test_outage_raises_and_reconnect_restores_subscriptions(
-        self, own_nats: NatsServer
-    ) -> None:
+    def test_outage_raises_and_reconnect_restores_subscriptions(self, own_nats: NatsServer) -> None:
         async def body() -> None:
             node, other = broker(own_nats.url, "rtcore"), broker(own_nats.url, "rtcore")
             handler = RecordingHandler()

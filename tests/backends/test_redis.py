@@ -283,10 +283,46 @@ class TestSharding:
     def test_jump_hash_reference_vectors(self) -> None:
         # From the reference implementation (github.com/dgryski/go-jump).
         assert [jump_hash(1, n) for n in range(1, 20)] == [
-            0, 0, 0, 0, 0, 0, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 17, 17
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            6,
+            6,
+            6,
+            6,
+            6,
+            6,
+            6,
+            6,
+            6,
+            6,
+            6,
+            17,
+            17,
         ]
         assert [jump_hash(0xDEADBEEF, n) for n in range(1, 20)] == [
-            0, 1, 2, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 16, 16, 16
+            0,
+            1,
+            2,
+            3,
+            3,
+            5,
+            5,
+            5,
+            5,
+            5,
+            5,
+            5,
+            5,
+            5,
+            5,
+            5,
+            16,
+            16,
+            16,
         ]
         assert jump_hash(256, 1024) == 520
         with pytest.raises(ValueError):
@@ -337,8 +373,11 @@ class TestRedisBehaviour:
                 opts = HistoryOptions(size=10, ttl=20.0, meta_ttl=40.0)
                 info = ClientInfo("u", "c", b"{}", None)
                 result = await broker.publish(
-                    "a", Publication(b"x", info=info, time=99), history=opts,
-                    idempotency_key="key1", idempotent_ttl=30.0,
+                    "a",
+                    Publication(b"x", info=info, time=99),
+                    history=opts,
+                    idempotency_key="key1",
+                    idempotent_ttl=30.0,
                 )
                 assert result.position.offset == 1
                 epoch = result.position.epoch
@@ -346,15 +385,19 @@ class TestRedisBehaviour:
                 assert entry_id == b"1-0"
                 assert fields[b"d"][0] == FORMAT_VERSION
                 assert msgpack.unpackb(fields[b"d"][1:]) == [
-                    b"x", ["u", "c", b"{}", None], None, 99, "", False
+                    b"x",
+                    ["u", "c", b"{}", None],
+                    None,
+                    99,
+                    "",
+                    False,
                 ]
                 assert raw.hgetall(keys.meta("a")) == {b"e": epoch.encode(), b"s": b"1"}
                 assert 19_000 < raw.pttl(keys.stream("a")) <= 20_000
                 assert 39_000 < raw.pttl(keys.meta("a")) <= 40_000
                 assert raw.get(keys.result("a", "key1")) == f"1:{epoch}".encode()
                 assert 29_000 < raw.pttl(keys.result("a", "key1")) <= 30_000
-                await broker.publish("a", Publication(b"y", time=100), history=opts,
-                                     use_delta=True)
+                await broker.publish("a", Publication(b"y", time=100), history=opts, use_delta=True)
                 await broker.publish_join("a", ClientInfo("u2", "c2"))
             finally:
                 await broker.close()
@@ -391,9 +434,12 @@ class TestRedisBehaviour:
                 await manager.remove("a", "c2", "x" * 300)
                 assert await manager.stats("a") == PresenceStats(1, 1)
                 await asyncio.sleep(0.5 + SLACK)
-                assert raw.exists(
-                    keys.presence_data("a"), keys.presence_expire("a"), keys.presence_users("a")
-                ) == 0
+                assert (
+                    raw.exists(
+                        keys.presence_data("a"), keys.presence_expire("a"), keys.presence_users("a")
+                    )
+                    == 0
+                )
             finally:
                 await manager.close()
 
@@ -429,9 +475,7 @@ class TestRedisBehaviour:
 
         run(body)
 
-    def test_concurrent_publishers_on_two_nodes_keep_offset_order(
-        self, shared_prefix: str
-    ) -> None:
+    def test_concurrent_publishers_on_two_nodes_keep_offset_order(self, shared_prefix: str) -> None:
         async def body() -> None:
             nodes = [RedisBroker(SHARED_URL, prefix=shared_prefix) for _ in range(2)]
             handlers = [RecordingHandler() for _ in nodes]
@@ -439,14 +483,18 @@ class TestRedisBehaviour:
                 await node.start(handler)
                 await node.subscribe("a")
             try:
+
                 async def publisher(node: RedisBroker, tag: str) -> None:
                     for i in range(100):
                         await node.publish("a", pub(f"{tag}{i}"), history=OPTS)
 
-                await asyncio.gather(*(
-                    publisher(node, f"n{k}t{t}-")
-                    for k, node in enumerate(nodes) for t in range(5)
-                ))
+                await asyncio.gather(
+                    *(
+                        publisher(node, f"n{k}t{t}-")
+                        for k, node in enumerate(nodes)
+                        for t in range(5)
+                    )
+                )
                 for handler in handlers:
                     await handler.wait_until(lambda h=handler: len(h.publications("a")) == 1000)
                     got = [e.position.offset for e in handler.publications("a") if e.position]
@@ -458,9 +506,7 @@ class TestRedisBehaviour:
 
         run(body)
 
-    def test_rapid_subscribe_unsubscribe_settles_on_the_last_call(
-        self, shared_prefix: str
-    ) -> None:
+    def test_rapid_subscribe_unsubscribe_settles_on_the_last_call(self, shared_prefix: str) -> None:
         async def body() -> None:
             node = RedisBroker(SHARED_URL, prefix=shared_prefix)
             other = RedisBroker(SHARED_URL, prefix=shared_prefix)
@@ -494,9 +540,7 @@ class TestRedisBehaviour:
 
     def test_factory_shares_connections_until_both_close(self, shared_prefix: str) -> None:
         async def body() -> None:
-            broker, presence = create_redis_engine(
-                [SHARED_URL], shared_prefix, presence_ttl=30.0
-            )
+            broker, presence = create_redis_engine([SHARED_URL], shared_prefix, presence_ttl=30.0)
             assert isinstance(broker, Closer) and isinstance(presence, Closer)
             assert broker.connections is presence.connections
             assert presence.ttl == 30.0
@@ -594,8 +638,10 @@ class TestRedisFaults:
                 for i in range(0, n, 199):
                     await other.publish(f"ch{i}", pub(f"p{i}"))
                 await handler.wait_until(
-                    lambda: sum(len(handler.payloads(f"ch{i}")) for i in range(0, n, 199))
-                    == len(range(0, n, 199))
+                    lambda: (
+                        sum(len(handler.payloads(f"ch{i}")) for i in range(0, n, 199))
+                        == len(range(0, n, 199))
+                    )
                 )
                 await asyncio.gather(*(node.unsubscribe(f"ch{i}") for i in range(n)))
                 assert node.subscribed_channels == 0
@@ -611,9 +657,7 @@ class TestRedisFaults:
         run(body)
         raw.close()
 
-    def test_start_and_calls_fail_clearly_while_redis_is_down(
-        self, own_redis: RedisServer
-    ) -> None:
+    def test_start_and_calls_fail_clearly_while_redis_is_down(self, own_redis: RedisServer) -> None:
         async def body() -> None:
             own_redis.stop()
             broker = fast_broker(own_redis.url)
@@ -675,8 +719,11 @@ class TestRedisFaults:
             await eventually(lambda: len(acked) >= 50, what="publishing started")
             await in_thread(lambda: persistent_redis.restart(down_for=0.5))
             before = len(acked)
-            await eventually(lambda: len(acked) >= before + 100, timeout=15,
-                             what="publishing resumed after the restart")
+            await eventually(
+                lambda: len(acked) >= before + 100,
+                timeout=15,
+                what="publishing resumed after the restart",
+            )
             stop.set()
             await asyncio.gather(*tasks)
             assert failed, "the restart should have failed some publishes"

@@ -153,9 +153,7 @@ class TestCluster:
                     await nodes[0].publish(channel, pub(f"p-{channel}"), history=OPTS)
                 await nodes[1].publish_control(b"ctl")
                 for handler in handlers:
-                    await handler.wait_until(
-                        lambda h=handler: len(h.events) == len(CHANNELS) + 1
-                    )
+                    await handler.wait_until(lambda h=handler: len(h.events) == len(CHANNELS) + 1)
                     assert sorted(e.channel for e in h_pubs(handler)) == sorted(CHANNELS)
                 # Each channel's shard channel is subscribed on the primary that owns it.
                 for channel in CHANNELS[:5] + CHANNELS[-3:]:
@@ -221,7 +219,10 @@ class TestCluster:
 
         async def body() -> None:
             node = RedisBroker(
-                urls, prefix=prefix, cluster=True, reconnect_delay_min=0.02,
+                urls,
+                prefix=prefix,
+                cluster=True,
+                reconnect_delay_min=0.02,
                 reconnect_delay_max=0.2,
             )
             publisher = RedisBroker(urls, prefix=prefix, cluster=True)
@@ -237,7 +238,8 @@ class TestCluster:
                 assert owner_port(cluster, name) == target
                 # The server dropped the sharded subscription; the broker follows the slot.
                 await eventually(
-                    lambda: shard_numsub(target, name) == 1, timeout=10,
+                    lambda: shard_numsub(target, name) == 1,
+                    timeout=10,
                     what="resubscribed on the new owner",
                 )
                 result = None
@@ -282,10 +284,17 @@ class TestCluster:
         server = next(s for s in local.servers if s.port == port)
 
         async def body() -> None:
-            conns = RedisConnections(local.urls, cluster=True, socket_timeout=1.0,
-                                     connect_timeout=0.5)
-            node = RedisBroker(conns, prefix=prefix, cluster=True, health_check_interval=0.3,
-                               reconnect_delay_min=0.02, reconnect_delay_max=0.2)
+            conns = RedisConnections(
+                local.urls, cluster=True, socket_timeout=1.0, connect_timeout=0.5
+            )
+            node = RedisBroker(
+                conns,
+                prefix=prefix,
+                cluster=True,
+                health_check_interval=0.3,
+                reconnect_delay_min=0.02,
+                reconnect_delay_max=0.2,
+            )
             handler = RecordingHandler()
             await node.start(handler)
             await node.subscribe(channel)

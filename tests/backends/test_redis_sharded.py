@@ -91,9 +91,7 @@ CHANNELS = [f"room:{i}" for i in range(30)]
 
 
 class TestSharding:
-    def test_each_channel_lives_on_its_jump_hash_shard(
-        self, urls: list[str], prefix: str
-    ) -> None:
+    def test_each_channel_lives_on_its_jump_hash_shard(self, urls: list[str], prefix: str) -> None:
         assert len({shard_index(c, 3) for c in CHANNELS}) == 3  # all shards in use
 
         async def body() -> None:
@@ -143,8 +141,9 @@ class TestSharding:
                 for client in clients:
                     names = [c["name"] for c in client.client_list()]
                     assert names.count("rtcore-pubsub") == 2  # one per node and shard
-                numsub = [dict(c.pubsub_numsub(keys.control))[keys.control.encode()]
-                          for c in clients]
+                numsub = [
+                    dict(c.pubsub_numsub(keys.control))[keys.control.encode()] for c in clients
+                ]
                 assert numsub == [2, 0, 0]
                 await nodes[1].publish_control(b"ping")
                 for handler in handlers:
@@ -247,4 +246,3 @@ def test_a_node_starts_while_a_data_shard_is_down() -> None:
             await node.close()
 
         run(body, timeout=60)
-

@@ -445,8 +445,11 @@ class NatsBroker:
             await nc.flush(timeout=self._request_timeout)  # type: ignore[arg-type]
         except BaseException as exc:
             if not fut.done():
-                fut.set_exception(_translate(exc) if isinstance(exc, Exception) else
-                                  NatsUnavailableError("the NATS broker was closed"))
+                fut.set_exception(
+                    _translate(exc)
+                    if isinstance(exc, Exception)
+                    else NatsUnavailableError("the NATS broker was closed")
+                )
                 fut.exception()  # retrieved: the waiters re-raise it
             if not isinstance(exc, Exception):
                 raise

@@ -478,8 +478,16 @@ class _Batcher:
     is answered by running the script's source with ``EVAL``.
     """
 
-    __slots__ = ("_client", "_health", "_queue", "_running", "_scheduled", "_max_batch",
-                 "_max_pipelines", "_tasks")
+    __slots__ = (
+        "_client",
+        "_health",
+        "_queue",
+        "_running",
+        "_scheduled",
+        "_max_batch",
+        "_max_pipelines",
+        "_tasks",
+    )
 
     def __init__(
         self, client: Redis, health: _Health, *, max_batch: int = 256, max_pipelines: int = 4
@@ -528,8 +536,9 @@ class _Batcher:
                 again = []
                 for i in retry:
                     args = batch[i][0]
-                    script = _SCRIPTS_BY_SHA[args[1].encode() if isinstance(args[1], str)
-                                             else args[1]]
+                    script = _SCRIPTS_BY_SHA[
+                        args[1].encode() if isinstance(args[1], str) else args[1]
+                    ]
                     again.append(("EVAL", script.source, *args[2:]))
                 for i, result in zip(retry, await self._execute(again), strict=True):
                     results[i] = result
@@ -1322,7 +1331,10 @@ class _Link:
         else:
             logger.warning(
                 "Redis %s refused %d channel(s) on %s: %s",
-                self._sub_word.decode(), len(names), self.endpoint.name, message,
+                self._sub_word.decode(),
+                len(names),
+                self.endpoint.name,
+                message,
             )
 
     def on_connection_lost(self, proto: _RespProtocol, exc: Exception | None) -> None:
@@ -1342,8 +1354,11 @@ class _Link:
         if not self._closing:
             self._set_error(error)
             if was_ready:
-                logger.warning("Redis pub/sub connection to %s lost: %s", self.endpoint.name,
-                               exc or "closed by the server")
+                logger.warning(
+                    "Redis pub/sub connection to %s lost: %s",
+                    self.endpoint.name,
+                    exc or "closed by the server",
+                )
                 self.router.on_link_down(self)
 
     def _set_error(self, exc: BaseException) -> None:
@@ -1370,7 +1385,10 @@ class _Link:
                 connecting = loop.create_unix_connection(lambda: proto, ep.path, ssl=ep.ssl)
             else:
                 connecting = loop.create_connection(
-                    lambda: proto, ep.host, ep.port, ssl=ep.ssl,
+                    lambda: proto,
+                    ep.host,
+                    ep.port,
+                    ssl=ep.ssl,
                     server_hostname=ep.host if ep.ssl is not None else None,
                 )
             await asyncio.wait_for(connecting, self._connect_timeout)
@@ -1435,7 +1453,8 @@ class _Link:
             if ping_sent and proto.last_data < ping_sent:
                 logger.warning(
                     "Redis pub/sub connection to %s did not answer a PING in %.1f s",
-                    self.endpoint.name, interval,
+                    self.endpoint.name,
+                    interval,
                 )
                 if proto.transport is not None:
                     proto.transport.abort()
@@ -1851,7 +1870,9 @@ class RedisBroker:
             router: _Router
             if self._conns.cluster:
                 router = _ClusterRouter(
-                    self._conns, deliver=self._deliver, sharded=self._sharded,
+                    self._conns,
+                    deliver=self._deliver,
+                    sharded=self._sharded,
                     **self._router_options,
                 )
             else:
@@ -1937,8 +1958,14 @@ class RedisBroker:
         name = self.keys.client(channel)
         if history is not None:
             position, suppressed = await self._history.append(
-                channel, pub, history, self._publish_word.lower(), name, use_delta,
-                idempotency_key, idempotent_ttl,
+                channel,
+                pub,
+                history,
+                self._publish_word.lower(),
+                name,
+                use_delta,
+                idempotency_key,
+                idempotent_ttl,
             )
             return PublishResult(position, suppressed)
         message = encode_publication_message(encode_publication(pub))
@@ -2116,14 +2143,10 @@ class RedisPresenceManager:
 
     async def remove(self, channel: str, client_id: str, user_id: str) -> None:
         # The stored entry knows its user, so user_id is not needed here.
-        await self._conns.script(
-            channel, scripts.PRESENCE_REMOVE, self._keys(channel), [client_id]
-        )
+        await self._conns.script(channel, scripts.PRESENCE_REMOVE, self._keys(channel), [client_id])
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
-        flat = await self._conns.script(
-            channel, scripts.PRESENCE_GET, self._keys(channel), []
-        )
+        flat = await self._conns.script(channel, scripts.PRESENCE_GET, self._keys(channel), [])
         out: dict[str, ClientInfo] = {}
         for i in range(0, len(flat) - 1, 2):
             entry = flat[i + 1]
