@@ -43,9 +43,9 @@ __all__ = ["dispatch"]
 logger = logging.getLogger("rtcore.commands")
 
 
-def _token_failure(exc: TokenError, op: TokenOp) -> Exception:
+def _token_failure(exc: TokenError, op: TokenOp, session: ClientSession) -> Exception:
     outcome = exc.outcome(op)
-    logger.info("token refused (%s): %s", op, exc.message)
+    logger.info("token refused (%s): %s", op, exc.message, extra=session.log_fields)
     if outcome.disconnect:
         return DisconnectError(codes.Disconnect(outcome.code, outcome.message))
     return ClientError(outcome.code, outcome.message, outcome.temporary)
@@ -93,7 +93,7 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
         try:
             claims = await node.token_verifier.verify_connect(req.token)
         except TokenError as exc:
-            raise _token_failure(exc, TokenOp.CONNECT) from None
+            raise _token_failure(exc, TokenOp.CONNECT, session) from None
         if claims.user == "" and cfg.disallow_anonymous_connection_tokens:
             raise DisconnectError(codes.PERMISSION_DENIED)
         credentials = node.credentials_from_claims(claims)
@@ -170,7 +170,7 @@ async def handle_refresh(session: ClientSession, cmd: Command) -> None:
         claims = await node.token_verifier.verify_connect(req.token)
         claims.check_user(session.user)
     except TokenError as exc:
-        raise _token_failure(exc, TokenOp.REFRESH) from None
+        raise _token_failure(exc, TokenOp.REFRESH, session) from None
     wall = node.wall_clock()
     if claims.expire_at and claims.expire_at <= wall:
         raise DisconnectError(codes.CONNECTION_EXPIRED)
@@ -222,7 +222,7 @@ async def handle_sub_refresh(session: ClientSession, cmd: Command) -> None:
         claims = await node.token_verifier.verify_subscribe(req.token)
         claims.check(channel=req.channel, user=session.user, client=session.client_id)
     except TokenError as exc:
-        raise _token_failure(exc, TokenOp.SUB_REFRESH) from None
+        raise _token_failure(exc, TokenOp.SUB_REFRESH, session) from None
     wall = node.wall_clock()
     if claims.expire_at and claims.expire_at <= wall:
         raise DisconnectError(codes.SUBSCRIPTION_EXPIRED)

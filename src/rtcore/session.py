@@ -163,6 +163,11 @@ class ClientSession:
     # -- helpers -------------------------------------------------------------
 
     @property
+    def log_fields(self) -> dict[str, str]:
+        """Fields that identify this connection in structured logs."""
+        return {"client": self.client_id, "user": self.user, "transport": self.transport.name}
+
+    @property
     def client_info(self) -> ClientInfo:
         return ClientInfo(user=self.user, client=self.client_id, conn_info=self.info)
 
@@ -186,7 +191,7 @@ class ClientSession:
         try:
             data = self.codec.encode_reply(reply)
         except InappropriateProtocol:
-            logger.debug("reply not encodable for %s", self.codec.name, exc_info=True)
+            logger.debug("reply not encodable for %s", self.codec.name, exc_info=True, extra=self.log_fields)
             self.disconnect(codes.INAPPROPRIATE_PROTOCOL)
             return
         self.writer.enqueue(data)
@@ -220,7 +225,7 @@ class ClientSession:
         try:
             commands = self.codec.decode_commands(data)
         except ProtocolDecodeError as exc:
-            logger.info("client %s sent a malformed frame: %s", self.client_id, exc)
+            logger.info("client %s sent a malformed frame: %s", self.client_id, exc, extra=self.log_fields)
             self.disconnect(codes.BAD_REQUEST)
             return
         if len(commands) > self.node.config.client.max_commands_in_frame:
@@ -255,7 +260,9 @@ class ClientSession:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a failing command must not kill the session
-                logger.exception("command %s of client %s failed", cmd.method, self.client_id)
+                logger.exception(
+                    "command %s of client %s failed", cmd.method, self.client_id, extra=self.log_fields
+                )
                 self.send_error(cmd.id, codes.ERROR_INTERNAL)
 
     def _on_pong(self) -> bool:

@@ -805,6 +805,34 @@ class TestRedisFaults:
 
         run(body)
 
+    def test_lost_script_cache_is_refilled(self, own_redis: RedisServer) -> None:
+        raw = redis_sync.Redis.from_url(own_redis.url)
+
+        async def body() -> None:
+            broker = fast_broker(own_redis.url)
+            presence = RedisPresenceManager(broker.connections, ttl=10.0)
+            handler = RecordingHandler()
+            await broker.start(handler)
+            await broker.subscribe("a")
+            await broker.publish("a", pub("m1"), history=OPTS)
+            raw.script_flush()
+            # NOSCRIPT means the script did not run: it is run from source, once.
+            results = await asyncio.gather(
+                *(broker.publish("a", pub(f"m{i}"), history=OPTS) for i in range(2, 6))
+            )
+            assert sorted(r.position.offset for r in results) == [2, 3, 4, 5]
+            raw.script_flush()
+            await presence.add("a", "c1", ClientInfo("u", "c1"))
+            assert await presence.stats("a") == PresenceStats(1, 1)
+            history = await broker.history("a", limit=-1)
+            assert [p.offset for p in history.publications] == [1, 2, 3, 4, 5]
+            await handler.wait_until(lambda: len(handler.publications("a")) == 5)
+            await presence.close()
+            await broker.close()
+
+        run(body)
+        raw.close()
+
     def test_control_is_resubscribed_after_a_restart(self, own_redis: RedisServer) -> None:
         async def body() -> None:
             node = fast_broker(own_redis.url)

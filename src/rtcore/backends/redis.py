@@ -73,6 +73,7 @@ Binary format, version 1
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -81,7 +82,7 @@ import ssl
 import string
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -435,6 +436,18 @@ def _endpoint_from_url(url: str) -> _Endpoint:
 # ---------------------------------------------------------------------------
 
 
+# hiredis packs commands in C; redis-py's own packer is pure Python.
+_pack = hiredis.pack_command
+
+# redis-py < 5.1 requires a command name for get_connection(); later
+# versions deprecate passing one.
+_POOL_WANTS_NAME: Final = (
+    inspect.signature(BlockingConnectionPool.get_connection).parameters["command_name"].default
+    is inspect.Parameter.empty
+    if "command_name" in inspect.signature(BlockingConnectionPool.get_connection).parameters
+    else False
+)
+
 _SCRIPTS_BY_SHA: dict[bytes, scripts.Script] = {
     s.sha.encode(): s
     for s in (
@@ -569,10 +582,29 @@ class _Batcher:
                 asyncio.get_running_loop().call_soon(self._start)
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        return list(await pipe.execute(raise_on_error=False))
+        """Send ``commands`` in one write on a pooled connection; one reply each.
+
+        Error replies come back as exception objects in the list. A connection
+        error, a timeout or a cancellation drops the connection (its replies
+        are unknown) and propagates.
+        """
+        pool = self._client.connection_pool
+        get: Callable[..., Awaitable[Any]] = pool.get_connection
+        conn = await (get("PIPELINE") if _POOL_WANTS_NAME else get())
+        try:
+            await conn.send_packed_command([_pack(args) for args in commands], check_health=False)
+            results: list[Any] = []
+            for _ in commands:
+                try:
+                    results.append(await conn.read_response())
+                except redis_errors.ResponseError as exc:
+                    results.append(exc)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return results
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -635,21 +667,31 @@ class RedisConnections:
         self._cluster_lock = asyncio.Lock()
         self._limit = asyncio.Semaphore(max_connections)
         if cluster:
-            first = self.endpoints[0]
             if any(e.path for e in self.endpoints):
                 raise ValueError("Redis Cluster nodes must be TCP URLs")
+            # Credentials, TLS and timeouts of the first URL apply to every node.
+            first = dict(parse_url(url_list[0]))
+            if first.get("db"):
+                raise ValueError("Redis Cluster has only database 0")
+            options: dict[str, Any] = {
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": connect_timeout,
+            }
+            for name, value in first.items():
+                if name.startswith("ssl_") or name in (
+                    "username",
+                    "password",
+                    "socket_timeout",
+                    "socket_connect_timeout",
+                ):
+                    options[name] = value
+            if getattr(first.get("connection_class"), "__name__", "") == "SSLConnection":
+                options["ssl"] = True
             self._cluster = RedisCluster(
                 startup_nodes=[ClusterNode(e.host, e.port) for e in self.endpoints],
-                username=first.username,
-                password=first.password,
-                ssl=first.ssl is not None,
-                ssl_cert_reqs="required"
-                if first.ssl is None or first.ssl.verify_mode != ssl.CERT_NONE
-                else "none",
                 retry=no_retry,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
                 max_connections=max(max_connections, 2),
+                **options,
             )
         else:
             extra: dict[str, Any] = {}
@@ -1084,8 +1126,8 @@ class _RespProtocol(asyncio.Protocol):
         self.last_data = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop transports are not asyncio.Transport subclasses.
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
