@@ -383,6 +383,62 @@ class LogConfig:
 
 
 @dataclass(slots=True)
+class HttpStreamSettings:
+    """HTTP-streaming with bidirectional emulation (centrifuge-js fallback)."""
+
+    enabled: bool = _f(True, "Serve /connection/http_stream (and /emulation).")
+
+
+@dataclass(slots=True)
+class SseSettings:
+    """Server-Sent Events with bidirectional emulation (centrifuge-js fallback)."""
+
+    enabled: bool = _f(True, "Serve /connection/sse (and /emulation).")
+
+
+@dataclass(slots=True)
+class EmulationSettings:
+    """The /emulation endpoint that carries client commands of http_stream/sse sessions."""
+
+    max_request_body_size: int = _f(65536, "Largest emulation request body (larger: 413).")
+    rate_limit: float = _f(100.0, "Emulation requests per second per session (over it: 429 and disconnect 3013).")
+    burst: int = _f(200, "Emulation requests a session may send in a burst.")
+
+    def _validate(self, path: str) -> None:
+        if self.max_request_body_size < 1:
+            raise ConfigError(f"{path}.max_request_body_size", "must be >= 1")
+        if self.rate_limit <= 0:
+            raise ConfigError(f"{path}.rate_limit", "must be > 0")
+        if self.burst < 1:
+            raise ConfigError(f"{path}.burst", "must be >= 1")
+
+
+@dataclass(slots=True)
+class UniWebSocketSettings:
+    """Unidirectional WebSocket (server to client only, no SDK needed)."""
+
+    enabled: bool = _f(False, "Serve /connection/uni_websocket.")
+    join_push_messages: bool = _f(False, "Send join/leave pushes on uni_websocket.")
+    message_size_limit: int = _f(65536, "Largest incoming message (the connect request) in bytes.")
+
+
+@dataclass(slots=True)
+class UniSseSettings:
+    """Unidirectional Server-Sent Events."""
+
+    enabled: bool = _f(False, "Serve /connection/uni_sse.")
+    max_request_body_size: int = _f(65536, "Largest connect request body (POST) in bytes.")
+
+
+@dataclass(slots=True)
+class UniHttpStreamSettings:
+    """Unidirectional HTTP streaming."""
+
+    enabled: bool = _f(False, "Serve /connection/uni_http_stream.")
+    max_request_body_size: int = _f(65536, "Largest connect request body in bytes.")
+
+
+@dataclass(slots=True)
 class Config:
     """The whole configuration of a node / server."""
 
@@ -394,6 +450,12 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics."})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"doc": "Engine backend."})
     log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "Logging."})
+    http_stream: HttpStreamSettings = field(default_factory=HttpStreamSettings, metadata={"doc": "HTTP-streaming transport."})
+    sse: SseSettings = field(default_factory=SseSettings, metadata={"doc": "SSE transport."})
+    emulation: EmulationSettings = field(default_factory=EmulationSettings, metadata={"doc": "Emulation endpoint."})
+    uni_websocket: UniWebSocketSettings = field(default_factory=UniWebSocketSettings, metadata={"doc": "Unidirectional WebSocket."})
+    uni_sse: UniSseSettings = field(default_factory=UniSseSettings, metadata={"doc": "Unidirectional SSE."})
+    uni_http_stream: UniHttpStreamSettings = field(default_factory=UniHttpStreamSettings, metadata={"doc": "Unidirectional HTTP streaming."})
 
     def validate(self) -> Config:
         """Check cross-field rules; raises ConfigError (ConfigErrors if several) naming the keys."""
