@@ -711,15 +711,67 @@ def plot(data: dict[str, Any], outdir: Path) -> list[Path]:
     return paths
 
 
+def plot_noise(data: dict[str, Any], outdir: Path, size: int = 64) -> Path:
+    """Server CPU per message against what the rest of the machine used, per measurement."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = [Measurement(**m) for m in data["measurements"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^v<>p*"
+    for i, name in enumerate(data["contenders"]):
+        pts = [(m.other_util * 100, m.server_us_per_msg) for m in ms
+               if m.contender == name and m.size == size and not m.failure]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=name, marker=markers[i % len(markers)])
+    ax.set_xlabel("CPU used by other processes during the window (% of one core, 200% = both cores)")
+    ax.set_ylabel("server µs of CPU per message")
+    ax.set_title(f"Echo {_size_label(size)}: server CPU per message vs machine noise")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / f"echo_noise_{size}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """Several result files as one, rounds renumbered so that each file's rounds stay distinct."""
+    out: dict[str, Any] | None = None
+    offset = 0
+    for path in paths:
+        data = json.loads(path.read_text())
+        rounds = sorted({m["round"] for m in data["measurements"]})
+        for m in data["measurements"]:
+            m["round"] = m["round"] + offset
+        offset += (max(rounds) + 1) if rounds else 0
+        if out is None:
+            out = data
+            out["files"] = [str(path)]
+        else:
+            out["measurements"].extend(data["measurements"])
+            out["files"].append(str(path))
+            for n in data["contenders"]:
+                if n not in out["contenders"]:
+                    out["contenders"].append(n)
+    assert out is not None
+    return out
+
+
 def report_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="echo_bench.py report")
-    p.add_argument("json", type=Path)
-    p.add_argument("--plot", type=Path, help="directory for echo_msgs.png and echo_cpu.png")
+    p.add_argument("json", type=Path, nargs="+", help="one or more result files (their rounds are pooled)")
+    p.add_argument("--plot", type=Path, help="directory for echo_msgs.png, echo_cpu.png, echo_noise_64.png")
     args = p.parse_args(argv)
-    data = json.loads(args.json.read_text())
+    data = merge(args.json)
     print(markdown(data))
     if args.plot:
-        for path in plot(data, args.plot):
+        for path in plot(data, args.plot) + [plot_noise(data, args.plot)]:
             print(f"wrote {path}")
 
 

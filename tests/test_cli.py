@@ -530,12 +530,9 @@ def test_serve_refuses_bad_setups(tmp_path: Path) -> None:
     result = rtcore("serve", "--config", str(path), "--workers", "4")
     assert result.returncode == 2
     assert 'needs engine.type = "redis"' in result.stderr
-    redis_env = clean_env(RTCORE_ENGINE__TYPE="redis")
+    redis_env = clean_env(RTCORE_ENGINE__TYPE="redis", RTCORE_HTTP__PORT="0")
     result = rtcore("serve", "--config", str(path), "--workers", "2", env=redis_env)
-    assert (
-        result.returncode == 2
-        and "--workers 2 is reserved and not implemented yet" in result.stderr
-    )
+    assert result.returncode == 2 and "needs a fixed http.port" in result.stderr
     # A Redis engine that cannot be reached: a clear error naming the address, exit 1.
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
     result = rtcore(

@@ -276,12 +276,13 @@ def _url(scheme: str, host: str, port: int, path: str = "") -> str:
 
 
 async def _listen(
-    node: Node, app: Any, host: str, port: int, context: ssl.SSLContext | None
+    node: Node, app: Any, host: str, port: int, context: ssl.SSLContext | None,
+    reuse_port: bool = False,
 ) -> Server:
     from .app import serve_node
 
     try:
-        return await serve_node(node, host, port, app=app, ssl=context)
+        return await serve_node(node, host, port, app=app, ssl=context, reuse_port=reuse_port)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise _StartupError(f"cannot listen on {host}:{port}: {reason}") from None
@@ -307,7 +308,7 @@ def _make_node(config: Config) -> Node:
     return Node(config)
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, *, reuse_port: bool = False) -> int:
     from . import codes, fanout, frames
     from .api import InternalApp
     from .app import NodeApp, ssl_context_from_config
@@ -332,13 +333,15 @@ async def _serve(config: Config) -> int:
     api: ServerApi | None = app.api
     http = config.http
     try:
-        servers.append(await _listen(node, app, http.address, http.port, context))
+        servers.append(await _listen(node, app, http.address, http.port, context, reuse_port))
         internal_url = ""
         if config.api.port:
             internal = InternalApp(node)
             api = internal.api
             address = config.api.address or http.address
-            servers.append(await _listen(node, internal, address, config.api.port, context))
+            servers.append(
+                await _listen(node, internal, address, config.api.port, context, reuse_port)
+            )
             internal_url = _url("https" if context else "http", address, servers[1].port)
     except _StartupError as exc:
         logger.error("%s", exc)
@@ -433,17 +436,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "other's clients; run one worker or configure the Redis engine",
                 args.workers,
             )
-        else:
-            logger.error(
-                "--workers %d is reserved and not implemented yet: run one rtcore process per core "
-                "(each with --workers 1, all on the same Redis engine) behind a load balancer",
-                args.workers,
-            )
-        return EXIT_USAGE
+            return EXIT_USAGE
+        if not config.http.port:
+            logger.error("--workers %d needs a fixed http.port (workers share it)", args.workers)
+            return EXIT_USAGE
+        from .workers import supervise
+
+        return supervise(args.argv, args.workers)
     from .server import run
 
     try:
-        return int(run(_serve(config)))
+        return int(run(_serve(config, reuse_port=args.reuse_port)))
     except Exception:
         logger.exception("the server failed")
         return EXIT_ERROR
@@ -701,8 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers,
         default=1,
-        help="worker processes (reserved: more than 1 needs the Redis engine)",
+        help="worker processes sharing the port (SO_REUSEPORT); more than 1 needs the Redis engine",
     )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -773,7 +777,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
+    # The worker supervisor re-runs the same command line.
+    args.argv = raw
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
