@@ -440,6 +440,7 @@ class Measurement:
     per_conn_min: int = 0
     per_conn_max: int = 0
     profile: str = ""
+    syscalls: dict[str, int] | None = None
     failure: str = ""
 
 
@@ -455,6 +456,24 @@ class Options:
     text: bool
     profile_dir: Path | None = None
     profile_native: bool = False
+    syscalls: bool = False
+
+
+SYSCALL_EVENTS = [
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_read", "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_readv",
+    "syscalls:sys_enter_write", "syscalls:sys_enter_writev", "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_sendmsg", "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait",
+]
+
+
+def parse_perf_csv(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].strip().isdigit():
+            out[parts[2].split(":")[-1].replace("sys_enter_", "")] = int(parts[0])
+    return out
 
 
 def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
@@ -493,12 +512,21 @@ def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
             opt.profile_dir.mkdir(parents=True, exist_ok=True)
             out = opt.profile_dir / f"{name}-{size}-r{rnd}.txt"
             pcmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(opt.duration)),
-                    "--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"]
-            if opt.profile_native:
-                pcmd.append("--native")
+                    "--rate", "250", "--format", "raw", "--output", str(out)]
+            # --native cannot sample without pausing the process; without it, don't pause.
+            pcmd.append("--native" if opt.profile_native else "--nonblocking")
             time.sleep(max(0.0, t0 - time.monotonic()))
             profiler = subprocess.Popen(pcmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             m.profile = str(out)
+        perf: subprocess.Popen[Any] | None = None
+        perf_out = Path(f"/tmp/echo_bench_perf_{os.getpid()}_{port}.csv")
+        if opt.syscalls:
+            time.sleep(max(0.0, t0 - time.monotonic()))
+            perf = subprocess.Popen(
+                ["perf", "stat", "-x,", "-o", str(perf_out), "-e", ",".join(SYSCALL_EVENTS),
+                 "-p", str(server.pid), "--", "sleep", str(opt.duration)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         time.sleep(max(0.0, t0 - time.monotonic()))
         s_user0, s_sys0 = proc_cpu_split(server.pid)
         c0 = sum(proc_cpu(c.pid) for c in clients)
@@ -527,6 +555,10 @@ def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
         m.unanswered = sum(r["unanswered"] for r in results)
         m.per_conn_min = min(r["per_conn_min"] for r in results)
         m.per_conn_max = max(r["per_conn_max"] for r in results)
+        if perf is not None:
+            perf.wait(opt.duration + 10)
+            m.syscalls = parse_perf_csv(perf_out)
+            perf_out.unlink()
         for c in clients:
             c.wait(10)
     except Exception as e:  # a failed measurement is reported, not fatal
@@ -662,6 +694,22 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {name} | {_size_label(size)} | {r['tput']:.2f}× ({r['tput_min']:.2f}–{r['tput_max']:.2f}) "
                 f"| {r['cpu']:.2f}× ({r['cpu_min']:.2f}–{r['cpu_max']:.2f}) | {gtxt} | {met_t} | {met_c} |"
             )
+    ms = [Measurement(**m) for m in data["measurements"]]
+    with_sc = [m for m in ms if m.syscalls and m.window_msgs and not m.failure]
+    if with_sc:
+        lines.append("")
+        lines.append("Server system calls per echoed message (perf stat over the window; medians):\n")
+        keys = ["raw_syscalls", "recvfrom", "read", "write", "writev", "sendto", "sendmsg", "epoll_wait", "epoll_pwait"]
+        present = [k for k in keys if any(m.syscalls.get(k, 0) for m in with_sc)]  # type: ignore[union-attr]
+        lines.append("| server | size | " + " | ".join("all" if k == "raw_syscalls" else k for k in present) + " |")
+        lines.append("|---|---|" + "---:|" * len(present))
+        for name in data["contenders"]:
+            for size in sizes:
+                sel = [m for m in with_sc if m.contender == name and m.size == size]
+                if not sel:
+                    continue
+                vals = [statistics.median(m.syscalls.get(k, 0) / m.window_msgs for m in sel) for k in present]  # type: ignore[union-attr]
+                lines.append(f"| {name} | {_size_label(size)} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     errors = sum(t["errors"] for t in table.values())
     verified = sum(t["verified"] for t in table.values())
     lines.append("")
@@ -848,6 +896,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write all measurements here")
     p.add_argument("--profile", type=Path, help="py-spy record (raw format) the server into this directory")
     p.add_argument("--native", action="store_true", help="with --profile: include native (Cython/C) frames")
+    p.add_argument("--syscalls", action="store_true", help="count the server's system calls in the window (perf stat)")
     p.add_argument("--smoke", action="store_true", help="rtcore and rtcore-pure, 64 B, 1 s; exit 1 on errors")
     args = p.parse_args()
     if args.smoke:
@@ -863,7 +912,7 @@ def main() -> None:
     opt = Options(
         processes=args.processes, connections=args.connections, inflight=args.inflight,
         warmup=args.warmup, duration=args.duration, pin=args.pin, verify_every=args.verify_every,
-        text=args.text, profile_dir=args.profile, profile_native=args.native,
+        text=args.text, profile_dir=args.profile, profile_native=args.native, syscalls=args.syscalls,
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     ms = run_matrix(args.contenders, args.sizes, args.runs, opt)

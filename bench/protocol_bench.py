@@ -601,9 +601,9 @@ def measure(
             opt.profile.mkdir(parents=True, exist_ok=True)
             out = opt.profile / f"protocol-{impl}-{m.codecs}-{m.subscribers}-r{rnd}.txt"
             pcmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(opt.duration)),
-                    "--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"]
-            if opt.native:
-                pcmd.append("--native")
+                    "--rate", "250", "--format", "raw", "--output", str(out)]
+            # --native cannot sample without pausing the process; without it, don't pause.
+            pcmd.append("--native" if opt.native else "--nonblocking")
             time.sleep(max(0.0, t0 - time.monotonic()))
             profiler = subprocess.Popen(pcmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(max(0.0, t0 - time.monotonic()))

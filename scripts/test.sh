@@ -19,6 +19,7 @@ log() { printf '\n== %s\n' "$*"; }
 # --- Debian packages -----------------------------------------------------------
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
@@ -52,7 +53,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q "setuptools>=70" "Cython>=3.1,<3.4" wheel
 $PY -m pip uninstall -q -y rtcore >/dev/null 2>&1 || true
-RTCORE_REQUIRE_EXTENSIONS=1 $PY -m pip install -q --no-build-isolation "$ROOT[test]"
+RTCORE_REQUIRE_EXTENSIONS=1 $PY -m pip install -q --no-build-isolation "$ROOT[test,nats]"
 $PY -c 'import rtcore.frames as f, rtcore.fanout as g; print("frame core:", f.IMPLEMENTATION, "| fan-out:", g.IMPLEMENTATION)'
 
 # --- npm packages for the JavaScript SDK and browser tests ---------------------------
@@ -77,6 +78,7 @@ if [ -x "$AB_TOOLS/setup_autobahn.sh" ] || [ -f "$AB_TOOLS/setup_autobahn.sh" ];
 fi
 
 # --- the suite ------------------------------------------------------------------------
+export PATH="$PATH:/usr/sbin"   # nats-server lives there on Debian
 log "pytest"
 # Run from a directory where ./src is not importable, so the installed
 # (compiled) package is what the tests import.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -100,7 +101,14 @@ class Node(BrokerEventHandler):
         presence_manager: PresenceManager | None = None,
     ) -> None:
         self.config = (config or Config()).validate()
-        self.id = self.config.client.node_name or f"{socket.gethostname()}-{id(self):x}"
+        # Node ids must differ between processes: /emulation requests are routed
+        # by them. The workers of `rtcore serve --workers N` share one
+        # configuration, so a configured name gets the worker's index appended.
+        name = self.config.client.node_name
+        worker = os.environ.get("RTCORE_WORKER_INDEX", "")
+        if name and worker:
+            name = f"{name}-{worker}"
+        self.id = name or f"{socket.gethostname()}-{id(self):x}"
         self.version = __version__
         self.channels = ChannelRules(self.config.channel)
         # Fan-out encodes each publication once per codec: JSON, Protobuf, and
@@ -723,8 +731,37 @@ class Node(BrokerEventHandler):
             targets = [s for s in targets if s.session_id == session]
         return targets
 
+    @property
+    def clustered(self) -> bool:
+        """Whether other nodes may share this node's broker (anything but the memory broker)."""
+        return not isinstance(self.broker, MemoryBroker)
+
+    async def forward_emulation(
+        self, node: str, session: str, data: bytes, fmt: str, *, limited: bool = False
+    ) -> None:
+        """Send an ``/emulation`` request to the node ``node`` owning ``session``.
+
+        Goes out as a control message; the owning node feeds ``data`` (a
+        command frame in format ``fmt``, "json" or "protobuf") to the session,
+        or, with ``limited``, disconnects it with 3013 (over its request rate).
+        Raises when the broker cannot publish it.
+        """
+        msg: dict[str, Any] = {"op": "emulation", "node": node, "session": session, "format": fmt}
+        if limited:
+            msg["limited"] = True
+        else:
+            msg["data"] = data
+        await self._control(msg)
+
     def _apply_control(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
+        if op == "emulation":
+            # Addressed to one node; every other node drops it.
+            if msg.get("node") == self.id:
+                from .transports_http import apply_forwarded_emulation
+
+                apply_forwarded_emulation(self, msg)
+            return
         user, client, session_id = msg.get("user", ""), msg.get("client", ""), msg.get("session", "")
         targets = self._targets(user, client, session_id)
         if op == "disconnect":

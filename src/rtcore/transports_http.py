@@ -23,12 +23,12 @@ disconnect travels as a Disconnect push, then the response ends (§1.6). When
 the client goes away the session is closed through
 ``HttpResponseWriter.on_disconnect``.
 
-Emulation requests are served by the node that owns the stream: a request
-naming another node answers 404 (centrifuge-js then closes its stream and
-reconnects). Forwarding them to the owning node through the broker's control
-channel, as a cluster needs without sticky load balancing, is not implemented
-yet: put a load balancer with session affinity (e.g. by client address) in
-front of several nodes, or serve these transports from one node.
+Emulation requests may reach any node: a request naming another node is
+forwarded to it as a control message through the broker (``op: "emulation"``,
+see :meth:`Node.forward_emulation`), and the owning node feeds the frame to its
+session (:func:`apply_forwarded_emulation`), so no sticky load balancing is
+needed. With the memory broker there is no other node: such a request answers
+404 (centrifuge-js then closes its stream and reconnects).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,7 @@ __all__ = [
     "Cors",
     "mount_http_transports",
     "emulation_sessions",
+    "apply_forwarded_emulation",
 ]
 
 logger = logging.getLogger("rtcore.transports.http")
@@ -250,6 +252,51 @@ class _Bucket:
         return False
 
 
+#: Sessions of other nodes whose request rate a forwarding node tracks (oldest dropped).
+FORWARD_BUCKETS_MAX = 10_000
+
+
+def deliver_emulation(node: Node, session_id: str, fmt: str, data: bytes) -> int:
+    """Feed a command frame to a local emulated session; returns the HTTP status.
+
+    204 delivered, or no such live session (dropped); 400 the frame's
+    format (``"json"``/``"protobuf"``) is not the session's; 429 over the
+    session's request rate (the session is disconnected with 3013).
+    """
+    transport = emulation_sessions(node).get(session_id)
+    if transport is None or transport.session.state == CLOSED:
+        return 204
+    if transport.codec.name != fmt:
+        return 400
+    if not transport.allow_request():
+        transport.session.disconnect(codes.TOO_MANY_REQUESTS)
+        return 429
+    transport.session.handle_frame(data)
+    return 204
+
+
+def apply_forwarded_emulation(node: Node, msg: dict[str, Any]) -> None:
+    """Apply an ``emulation`` control message addressed to this node.
+
+    Another node answered the HTTP request already, so the outcome is only
+    logged: a wrong format drops the frame, and going over the session's rate
+    disconnects it with 3013, as for a request made to this node.
+    """
+    session_id = str(msg.get("session") or "")
+    if msg.get("limited"):
+        transport = emulation_sessions(node).get(session_id)
+        if transport is not None and transport.session.state != CLOSED:
+            transport.session.disconnect(codes.TOO_MANY_REQUESTS)
+        return
+    data = msg.get("data")
+    if not isinstance(data, bytes | bytearray) or not data:
+        logger.warning("forwarded emulation request without data ignored")
+        return
+    status = deliver_emulation(node, session_id, str(msg.get("format") or ""), bytes(data))
+    if status != 204:
+        logger.info("forwarded emulation request refused with %d", status)
+
+
 # -- the transport -------------------------------------------------------------------
 
 
@@ -404,6 +451,8 @@ class HttpTransports:
         self.options = options
         self.cors = cors
         self.sessions = emulation_sessions(app.node)
+        # Request rates of other nodes' sessions whose requests this node forwards.
+        self._forward_buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
         self._json = get_codec("json")
         self._protobuf = get_codec("protobuf")
 
@@ -498,21 +547,26 @@ class HttpTransports:
         headers = [("Content-Type", SSE_CONTENT_TYPE), *STREAM_HEADERS, *cors]
         await self._stream("sse", self._json, request, response, commands, headers, b"\r\n")
 
-    def emulation(self, request: Request, response: HttpResponseWriter) -> None:
+    def emulation(
+        self, request: Request, response: HttpResponseWriter
+    ) -> Awaitable[None] | None:
         """``POST /emulation``: feed a command frame to a stream's session.
 
-        204 when accepted, and also when no such session lives on this node
-        (the commands are dropped; its stream has ended); 400 undecodable
-        body, empty fields, or a codec other than the session's; 404 another
-        node's id; 413 body too large; 415 unsupported Content-Type; 429 over
-        the session's request rate (the session is disconnected with 3013).
+        A session of another node is reached through the broker (see
+        :meth:`_forward`). 204 when accepted, and also when no such session
+        lives on this node (the commands are dropped; its stream has ended);
+        400 undecodable body, empty fields, or a codec other than the
+        session's; 404 another node's id with the memory broker (no other node
+        can exist); 413 body too large; 415 unsupported Content-Type; 429 over
+        the session's request rate (the session is disconnected with 3013);
+        503 the broker could not forward the request.
         """
         if request.method == "OPTIONS":
             self.cors.preflight(request, response, "POST, OPTIONS")
-            return
+            return None
         if request.method != "POST":
             send_error(response, 405, "method not allowed", [("Allow", "POST, OPTIONS")])
-            return
+            return None
         cors = self.cors.headers(request)
         kind = media_type(request)
         if kind == PROTOBUF_CONTENT_TYPE:
@@ -526,34 +580,79 @@ class HttpTransports:
                 "Content-Type must be application/json or application/octet-stream",
                 cors,
             )
-            return
+            return None
         if len(request.body) > self.options.max_request_body_size:
             send_error(response, 413, "request body too large", cors)
-            return
+            return None
         try:
             req = codec.decode_emulation_request(request.body)
         except ProtocolDecodeError as exc:
             send_error(response, 400, f"malformed emulation request: {exc}", cors)
-            return
+            return None
         if not req.session or not req.node or not req.data:
             send_error(response, 400, "node, session and data are required", cors)
-            return
+            return None
         if req.node != self.node.id:
-            # Another node's session: forwarding through the broker is not implemented.
-            send_error(response, 404, "unknown node", cors)
-            return
-        transport = self.sessions.get(req.session)
-        if transport is None or transport.session.state == CLOSED:
-            response.send(204, cors)
-            return
-        if transport.codec is not codec:
+            if not self.node.clustered:
+                send_error(response, 404, "unknown node", cors)
+                return None
+            return self._forward(req.node, req.session, bytes(req.data), codec.name, response, cors)
+        status = deliver_emulation(self.node, req.session, codec.name, req.data)
+        if status == 400:
             send_error(response, 400, "emulation request format differs from the session's", cors)
-            return
-        if not transport.allow_request():
+        elif status == 429:
             send_error(response, 429, "too many requests", [("Retry-After", "1"), *cors])
-            transport.session.disconnect(codes.TOO_MANY_REQUESTS)
+        else:
+            response.send(204, cors)
+        return None
+
+    def _forward_allowed(self, node: str, session: str) -> bool:
+        """Account a forwarded request against the session's rate, as seen by this node."""
+        rate = self.options.emulation_rate_limit
+        if rate <= 0:
+            return True
+        buckets = self._forward_buckets
+        key = (node, session)
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = _Bucket(rate, self.options.emulation_burst)
+            if len(buckets) > FORWARD_BUCKETS_MAX:
+                buckets.popitem(last=False)
+        else:
+            buckets.move_to_end(key)
+        return bucket.allow()
+
+    async def _forward(
+        self,
+        node: str,
+        session: str,
+        data: bytes,
+        fmt: str,
+        response: HttpResponseWriter,
+        cors: list[tuple[str, str]],
+    ) -> None:
+        """Send a request for another node's session through the broker's control channel.
+
+        204 once the broker took it (whether that node still has the session
+        is not known here); 429 over the rate this node has seen for the
+        session (the owning node is told to disconnect it with 3013); 503 when
+        the broker cannot publish.
+        """
+        limited = not self._forward_allowed(node, session)
+        try:
+            await self.node.forward_emulation(node, session, data, fmt, limited=limited)
+        except Exception as exc:  # noqa: BLE001 - answered to the client
+            logger.warning("cannot forward an emulation request to node %s: %s", node, exc)
+            if limited:
+                send_error(response, 429, "too many requests", [("Retry-After", "1"), *cors])
+            else:
+                send_error(
+                    response, 503, "cannot reach the session's node", [("Retry-After", "1"), *cors]
+                )
             return
-        transport.session.handle_frame(req.data)
+        if limited:
+            send_error(response, 429, "too many requests", [("Retry-After", "1"), *cors])
+            return
         response.send(204, cors)
 
 

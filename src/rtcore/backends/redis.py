@@ -13,14 +13,15 @@ Topology
     a hash tag so they share one slot, and the Cluster routes them.
 
 Commands
-    Every write is one Lua script (``_redis_scripts``), atomic on the
+    Every multi-key write is one Lua script (``_redis_scripts``), atomic on the
     channel's shard: "append to history, trim, bump the offset, publish"
     happens as a single step, so every subscriber sees a channel's
-    publications in offset order without gaps. Commands go through redis-py's
-    asyncio client. On standalone servers, concurrent commands are
-    automatically pipelined (one round trip carries everything that queued up
-    meanwhile). No command is retried on a connection error, because a retry
-    could apply a publish twice.
+    publications in offset order without gaps. Commands go over redis-py's
+    asyncio connection pools (``RedisCluster`` under Cluster). On standalone
+    servers, concurrent commands are automatically pipelined (one round trip
+    carries everything that queued up meanwhile, packed by hiredis). No
+    command is retried on a connection error, because a retry could apply a
+    publish twice.
 
 Pub/sub
     Each shard (or Cluster primary) has one dedicated pub/sub connection,
@@ -81,6 +82,7 @@ import random
 import ssl
 import string
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -1481,7 +1483,6 @@ class _Link:
             for name in self.desired:
                 self._enqueue(_SUB, name)
             self._flush()
-            self.router.on_link_up(self)
             await self._supervise(proto)
 
     async def _supervise(self, proto: _RespProtocol) -> None:
@@ -1508,7 +1509,7 @@ class _Link:
                 proto.transport.write(b"*1\r\n$4\r\nPING\r\n")
 
 
-class _Router:
+class _Router(ABC):
     """Places pub/sub channels on links and waits for subscriptions to take effect."""
 
     def __init__(
@@ -1540,15 +1541,18 @@ class _Router:
         return link
 
     @property
+    @abstractmethod
     def links(self) -> list[_Link]:
-        raise NotImplementedError
+        """Every pub/sub connection of the router."""
 
+    @abstractmethod
     def link_for(self, name: bytes) -> _Link:
-        raise NotImplementedError
+        """The connection that pub/sub channel ``name`` belongs on now."""
 
     def is_desired(self, name: bytes) -> bool:
         return name in self._home
 
+    @abstractmethod
     async def start(self) -> None:
         """Open the initial connections."""
 
@@ -1599,9 +1603,7 @@ class _Router:
             if self._home.get(name) is link:
                 link.add(name)
 
-    def on_link_up(self, link: _Link) -> None:
-        """A link (re)connected."""
-
+    @abstractmethod
     def on_link_down(self, link: _Link) -> None:
         """A link lost its connection or failed to connect."""
 
@@ -1648,6 +1650,10 @@ class _ShardRouter(_Router):
     def unsubscribe(self, name: bytes) -> None:
         super().unsubscribe(name)
         self._shards.pop(name, None)
+
+    def on_link_down(self, link: _Link) -> None:
+        # A shard's address never changes: the link reconnects on its own.
+        return
 
 
 class _ClusterRouter(_Router):
@@ -1772,7 +1778,8 @@ class RedisBroker:
     its pub/sub connection stays up; a reconnect can lose messages, which
     positioned subscribers detect from the offsets).
 
-    Handler calls happen after ``publish`` returned, from the pub/sub reader.
+    Handler calls come from the pub/sub reader, independently of the
+    publishing call (before or after ``publish`` returns).
     Control messages use the pub/sub channel ``<prefix>.control`` on the first
     shard (Cluster: on the primary that owns that name's slot), so every node
     receives each control message exactly once.
@@ -1795,7 +1802,7 @@ class RedisBroker:
             default, ``None``, uses it when the server supports it. All nodes
             of a deployment must agree.
         subscribe_timeout: seconds ``subscribe`` (and ``start``) wait for Redis.
-        health_check_interval: seconds between PINGs on idle pub/sub connections.
+        health_check_interval: seconds between PINGs on each pub/sub connection.
         reconnect_delay_min, reconnect_delay_max: reconnect backoff bounds.
     """
 
