@@ -22,10 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import free_port, run_server  # noqa: E402
+
 
 VERDICTS = ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED")
 
@@ -37,7 +39,9 @@ def run_suite(impl: str, tools: Path, venv: Path, exclude: str, outdir: Path) ->
     with run_server(["-m", "rtcore.examples.echo", "--port", str(port)], port, impl):
         subprocess.run(
             ["bash", str(tools / "run_fuzzingclient.sh"), "127.0.0.1", str(port), str(outdir)],
-            env=env, check=False, stdout=subprocess.DEVNULL,
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
         )
     elapsed = time.monotonic() - start
     index = json.loads((outdir / "index.json").read_text())
@@ -58,7 +62,9 @@ def main() -> int:
     failed_any = False
     for impl in impls:
         with tempfile.TemporaryDirectory() as tmp:
-            results, elapsed = run_suite(impl, Path(args.tools), Path(args.venv), args.exclude, Path(tmp))
+            results, elapsed = run_suite(
+                impl, Path(args.tools), Path(args.venv), args.exclude, Path(tmp)
+            )
         counts = collections.Counter(r["behavior"] for r in results.values())
         failed_any |= counts["FAILED"] > 0
         rows.append((impl, len(results), counts, elapsed))
@@ -84,7 +90,9 @@ def main() -> int:
     ]
     for impl, n, counts, elapsed in rows:
         lines.append(
-            f"| {impl} | {n} | " + " | ".join(str(counts.get(v, 0)) for v in VERDICTS) + f" | {elapsed:.0f} s |"
+            f"| {impl} | {n} | "
+            + " | ".join(str(counts.get(v, 0)) for v in VERDICTS)
+            + f" | {elapsed:.0f} s |"
         )
     lines += [
         "",
@@ -94,7 +102,12 @@ def main() -> int:
         "",
     ]
     if non_ok:
-        lines += ["Cases that are not OK / INFORMATIONAL:", "", "| case | " + " | ".join(impls) + " | why |", "|---|" + "---|" * len(impls) + "---|"]
+        lines += [
+            "Cases that are not OK / INFORMATIONAL:",
+            "",
+            "| case | " + " | ".join(impls) + " | why |",
+            "|---|" + "---|" * len(impls) + "---|",
+        ]
         why = {
             "6.4.3": "invalid UTF-8 is detected when the frame completes, not byte by byte inside it (fail fast per frame)",
             "6.4.4": "as 6.4.3",
@@ -103,7 +116,9 @@ def main() -> int:
         }
         for case in sorted(non_ok, key=lambda c: [int(x) for x in c.split(".")]):
             lines.append(
-                f"| {case} | " + " | ".join(non_ok[case].get(i, "OK") for i in impls) + f" | {why.get(case, '')} |"
+                f"| {case} | "
+                + " | ".join(non_ok[case].get(i, "OK") for i in impls)
+                + f" | {why.get(case, '')} |"
             )
         lines.append("")
     lines += [

@@ -38,7 +38,9 @@ def _load_twins(stem: str) -> list[pytest.param]:
         params.append(pytest.param(None, id="cython"))
     else:
         params.append(
-            pytest.param(None, id="cython", marks=pytest.mark.skip(reason=f"rtcore._{stem} not built"))
+            pytest.param(
+                None, id="cython", marks=pytest.mark.skip(reason=f"rtcore._{stem} not built")
+            )
         )
     params.append(pytest.param(importlib.import_module(f"rtcore._{stem}_py"), id="python"))
     return params

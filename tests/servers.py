@@ -17,7 +17,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+def wait_port(
+    host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -45,7 +47,10 @@ def impl_env(impl: str, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @contextmanager
 def run_server(
-    args: Sequence[str], port: int, impl: str = "cython", env: dict[str, str] | None = None,
+    args: Sequence[str],
+    port: int,
+    impl: str = "cython",
+    env: dict[str, str] | None = None,
     host: str = "127.0.0.1",
 ) -> Iterator[subprocess.Popen]:
     """Run ``python <args>`` until the port answers; terminate it afterwards."""

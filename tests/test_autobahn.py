@@ -18,13 +18,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import IN_CI
 from servers import free_port, run_server
 
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(os.environ.get("RTCORE_AUTOBAHN_TOOLS", ROOT.parent / "shared" / "tools" / "autobahn"))
-VENV = Path(os.environ.get("RTCORE_AUTOBAHN_VENV", Path.home() / ".cache" / "rtcore" / "autobahn-venv"))
+VENV = Path(
+    os.environ.get("RTCORE_AUTOBAHN_VENV", Path.home() / ".cache" / "rtcore" / "autobahn-venv")
+)
 
 
 def _suite_available() -> bool:
@@ -36,7 +38,9 @@ def _suite_available() -> bool:
 def test_autobahn_no_failed_cases(server_impl: str, tmp_path: Path) -> None:
     if not _suite_available():
         if IN_CI:
-            pytest.fail(f"Autobahn|Testsuite not installed (tools {TOOLS}, venv {VENV}); run scripts/test.sh")
+            pytest.fail(
+                f"Autobahn|Testsuite not installed (tools {TOOLS}, venv {VENV}); run scripts/test.sh"
+            )
         pytest.skip("Autobahn|Testsuite not installed (scripts/test.sh installs it)")
     port = free_port()
     out = tmp_path / "report"
@@ -52,7 +56,9 @@ def test_autobahn_no_failed_cases(server_impl: str, tmp_path: Path) -> None:
             timeout=2900,
         )
     summary = [line for line in proc.stdout.splitlines() if line.startswith("autobahn:")]
-    assert summary, f"no Autobahn summary (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert summary, (
+        f"no Autobahn summary (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     index = json.loads((out / "index.json").read_text())
     results = next(iter(index.values()))
     failed = sorted(case for case, r in results.items() if r["behavior"] == "FAILED")

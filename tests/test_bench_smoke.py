@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,7 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_fanout_load_smoke_has_no_loss() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "fanout_load.py"), "--smoke"],
-        capture_output=True, text=True, timeout=280, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
@@ -32,7 +36,19 @@ def test_micro_benchmarks_run(bench: str) -> None:
     if not path.exists():
         pytest.fail(f"{bench} is missing")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path), "--benchmark-disable"],
-        capture_output=True, text=True, timeout=280, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(path),
+            "--benchmark-disable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
-
 from servers import free_port, run_server
+from websockets.exceptions import ConnectionClosed
 
 
 @pytest.fixture
@@ -76,7 +75,9 @@ def test_echo_text_binary_and_large(echo: str) -> None:
 def test_echo_with_permessage_deflate(echo: str) -> None:
     async def main() -> None:
         async with websockets.connect(echo, compression="deflate") as ws:
-            assert ws.response.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate")
+            assert ws.response.headers.get("Sec-WebSocket-Extensions", "").startswith(
+                "permessage-deflate"
+            )
             for i in range(20):
                 msg = "compress me " * (i * 50 + 1)
                 await ws.send(msg)

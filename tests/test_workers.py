@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import websockets
-
 from conftest import IN_CI
 from servers import free_port, wait_port
+
 
 KEY = "workers-test-key"
 
@@ -36,7 +36,9 @@ def _redis_available() -> bool:
 def _worker_pids_with_connections(port: int) -> set[int]:
     out = subprocess.run(
         ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
@@ -69,7 +71,8 @@ allow_subscribe_for_anonymous = true
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtcore", "serve", "--config", str(config), "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_port("127.0.0.1", port, proc=proc)
@@ -78,10 +81,13 @@ allow_subscribe_for_anonymous = true
         async def main() -> None:
             url = f"ws://127.0.0.1:{port}/connection/websocket"
             clients = []
-            for i in range(24):
+            for _ in range(24):
                 ws = await websockets.connect(url)
-                await ws.send(json.dumps({"id": 1, "connect": {}}) + "\n"
-                              + json.dumps({"id": 2, "subscribe": {"channel": "news"}}))
+                await ws.send(
+                    json.dumps({"id": 1, "connect": {}})
+                    + "\n"
+                    + json.dumps({"id": 2, "subscribe": {"channel": "news"}})
+                )
                 replies: dict[int, dict] = {}
                 while len(replies) < 2:
                     for line in (await asyncio.wait_for(ws.recv(), 10)).splitlines():

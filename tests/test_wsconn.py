@@ -8,6 +8,7 @@ from rtcore import frames
 from rtcore.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_close, encode_frame
 from rtcore.wsconn import CLOSED, CLOSING, OPEN, WebSocketConnection
 
+
 MASK = b"\x01\x02\x03\x04"
 
 
@@ -32,7 +33,11 @@ def receive(conn: WebSocketConnection, data: bytes) -> list[tuple[int, bytes]]:
 
 def test_events_keep_their_order_and_pings_are_answered() -> None:
     conn = WebSocketConnection()
-    data = client_frame(OP_TEXT, b"hi") + client_frame(OP_PING, b"p1") + client_frame(OP_BINARY, b"\x00")
+    data = (
+        client_frame(OP_TEXT, b"hi")
+        + client_frame(OP_PING, b"p1")
+        + client_frame(OP_BINARY, b"\x00")
+    )
     assert receive(conn, data) == [(OP_TEXT, b"hi"), (OP_PING, b"p1"), (OP_BINARY, b"\x00")]
     assert parse_server(b"".join(conn.data_to_send())) == [(OP_PONG, b"p1")]
     assert conn.data_to_send() == []
@@ -51,7 +56,9 @@ def test_ping_inside_fragmented_message_comes_first() -> None:
 
 def test_close_takes_effect_after_the_events_before_it() -> None:
     conn = WebSocketConnection()
-    events = conn.receive_data(client_frame(OP_TEXT, b"m") + client_frame(OP_CLOSE, encode_close(1000)))
+    events = conn.receive_data(
+        client_frame(OP_TEXT, b"m") + client_frame(OP_CLOSE, encode_close(1000))
+    )
     assert events == [(OP_TEXT, b"m")]
     # The reply to "m" can still be sent before the close frame goes out.
     assert conn.send(OP_TEXT, b"reply") is True
@@ -88,7 +95,9 @@ def test_server_initiated_close_waits_for_peer() -> None:
     conn.close(3001, "shutdown")
     assert conn.state == CLOSING
     assert not conn.should_close_transport
-    assert parse_server(b"".join(conn.data_to_send())) == [(OP_CLOSE, encode_close(3001, "shutdown"))]
+    assert parse_server(b"".join(conn.data_to_send())) == [
+        (OP_CLOSE, encode_close(3001, "shutdown"))
+    ]
     # Data still arriving before the peer's close frame is delivered; we send nothing.
     assert receive(conn, client_frame(OP_TEXT, b"late")) == [(OP_TEXT, b"late")]
     assert conn.send(OP_TEXT, b"nope") is False

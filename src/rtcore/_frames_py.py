@@ -87,7 +87,9 @@ CLOSE_INTERNAL_ERROR = 1011
 # Codes that may appear in a close frame: the IANA registry's assigned codes
 # (1012-1014 included) plus the ranges reserved for libraries (3000-3999) and
 # applications (4000-4999). 1004, 1005, 1006 and 1015 never go on the wire.
-_WIRE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_WIRE_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
 
 # Size of the chunk handed out by get_buffer().
 _READ_CHUNK = 256 * 1024
@@ -215,7 +217,9 @@ def parse_close(payload: bytes | bytearray | memoryview) -> tuple[int, str]:
     try:
         reason = codecs.utf_8_decode(payload[2:], "strict", True)[0]
     except UnicodeDecodeError:
-        raise WebSocketProtocolError(CLOSE_INVALID_DATA, "close reason is not valid UTF-8") from None
+        raise WebSocketProtocolError(
+            CLOSE_INVALID_DATA, "close reason is not valid UTF-8"
+        ) from None
     return code, reason
 
 
@@ -428,7 +432,9 @@ class FrameParser:
             if fin and not rsv1:
                 # Fast path: a whole uncompressed message in one frame.
                 if opcode == OP_TEXT and not validate_utf8(payload):
-                    raise WebSocketProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
+                    raise WebSocketProtocolError(
+                        CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
+                    )
                 events.append((opcode, payload))
                 return
             self._msg_op = opcode
@@ -460,4 +466,3 @@ class FrameParser:
             if op == OP_TEXT and not validate_utf8(message):
                 raise WebSocketProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         events.append((op, message))
-

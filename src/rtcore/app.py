@@ -66,7 +66,9 @@ class RateLimiter:
 
     __slots__ = ("rate", "burst", "_tokens", "_stamp", "_clock")
 
-    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be > 0")
         self.rate = rate
@@ -97,7 +99,9 @@ class NodeApp:
         cfg = node.config
         ws_cfg = cfg.websocket
         deflate = (
-            DeflateOptions(compress_threshold=ws_cfg.compression_min_size) if ws_cfg.compression else None
+            DeflateOptions(compress_threshold=ws_cfg.compression_min_size)
+            if ws_cfg.compression
+            else None
         )
         self._check_origin = origin_checker(cfg.client.allowed_origins)
         # New client connections per second (mass reconnects); None: unlimited.
@@ -148,8 +152,14 @@ class NodeApp:
         limiter = self.connect_limiter
         if limiter is not None and not limiter.allow():
             self.connections_refused += 1
-            wait = limiter.retry_after() + random.uniform(0, max(1.0, self.node.config.client.reconnect_jitter))
-            raise HttpError(503, "too many new connections, retry later", [("Retry-After", str(max(1, round(wait))))])
+            wait = limiter.retry_after() + random.uniform(
+                0, max(1.0, self.node.config.client.reconnect_jitter)
+            )
+            raise HttpError(
+                503,
+                "too many new connections, retry later",
+                [("Retry-After", str(max(1, round(wait))))],
+            )
 
     def route_websocket(self, request: Request) -> WebSocketRoute | None:
         if request.path != "/connection/websocket":
@@ -193,7 +203,9 @@ def ssl_context_from_config(node: Node) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve_node(node: Node, host: str | None = None, port: int | None = None, **kwargs: Any) -> Server:
+async def serve_node(
+    node: Node, host: str | None = None, port: int | None = None, **kwargs: Any
+) -> Server:
     """Serve ``node`` on ``host:port`` (defaults from the config); returns the server."""
     cfg = node.config
     app = kwargs.pop("app", None) or NodeApp(node)
@@ -211,6 +223,3 @@ async def serve_node(node: Node, host: str | None = None, port: int | None = Non
         **kwargs,
     )
     return server
-
-
-

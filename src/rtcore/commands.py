@@ -112,7 +112,10 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
     session.info = credentials.info
     session.meta = credentials.meta
     session.expire_at = credentials.expire_at
-    if cfg.user_connection_limit and node.hub.user_connection_count(session.user) >= cfg.user_connection_limit:
+    if (
+        cfg.user_connection_limit
+        and node.hub.user_connection_count(session.user) >= cfg.user_connection_limit
+    ):
         raise DisconnectError(codes.CONNECTION_LIMIT)
     if cfg.connection_limit and node.hub.num_sessions >= cfg.connection_limit:
         raise DisconnectError(codes.CONNECTION_LIMIT)
@@ -141,8 +144,14 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
                 sreq.offset = recover_req.offset
                 sreq.epoch = recover_req.epoch
             res = await node.subscribe_session(
-                session, sreq, server_side=True, chan_info=opts.info, data=opts.data,
-                override=opts.override, expire_at=opts.expire_at, defer_reply=True,
+                session,
+                sreq,
+                server_side=True,
+                chan_info=opts.info,
+                data=opts.data,
+                override=opts.override,
+                expire_at=opts.expire_at,
+                defer_reply=True,
             )
             if res is not None:
                 subscribe_results[channel] = res
@@ -339,7 +348,9 @@ async def handle_presence_stats(session: ClientSession, cmd: Command) -> None:
     session.send_reply(
         Reply(
             id=cmd.id,
-            presence_stats=PresenceStatsResult(num_clients=stats.num_clients, num_users=stats.num_users),
+            presence_stats=PresenceStatsResult(
+                num_clients=stats.num_clients, num_users=stats.num_users
+            ),
         )
     )
 
@@ -416,5 +427,3 @@ _HANDLERS: dict[str, Callable[[ClientSession, Command], Awaitable[None]]] = {
     "refresh": handle_refresh,
     "sub_refresh": handle_sub_refresh,
 }
-
-

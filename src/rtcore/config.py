@@ -103,7 +103,9 @@ def parse_duration(value: Any, path: str = "value") -> float:
     elif isinstance(value, str):
         m = _DURATION_RE.match(value)
         if not m:
-            raise ConfigError(path, f"invalid duration {value!r} (use e.g. 500ms, 25s, 10m, 1h, 30d)")
+            raise ConfigError(
+                path, f"invalid duration {value!r} (use e.g. 500ms, 25s, 10m, 1h, 30d)"
+            )
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
         raise ConfigError(path, f"expected a duration, got {type(value).__name__}")
@@ -155,25 +157,43 @@ class ChannelOptions:
     join_leave: bool = _f(False, "Publish join/leave events (clients opt in with join_leave).")
     force_push_join_leave: bool = _f(False, "Send join/leave pushes to every subscriber.")
     history_size: int = _f(0, "Publications kept per channel stream (0: no history).")
-    history_ttl: float = _duration(0.0, "How long an idle stream's publications live (0: no history).")
+    history_ttl: float = _duration(
+        0.0, "How long an idle stream's publications live (0: no history)."
+    )
     history_meta_ttl: float = _duration(30 * 86400.0, "How long the stream's epoch/offset live.")
     force_positioning: bool = _f(False, "Track every subscriber's position (offset + epoch).")
     allow_positioning: bool = _f(False, "Clients may ask for positioning.")
     force_recovery: bool = _f(False, "Every subscription is recoverable.")
     allow_recovery: bool = _f(False, "Clients may ask for recovery.")
-    force_recovery_mode: str = _f("stream", "Recovery from the whole stream (stream) or the latest publication (cache).")
-    allow_subscribe_for_client: bool = _f(False, "Authenticated clients may subscribe without a subscription token.")
-    allow_subscribe_for_anonymous: bool = _f(False, "Anonymous clients may subscribe without a token.")
+    force_recovery_mode: str = _f(
+        "stream", "Recovery from the whole stream (stream) or the latest publication (cache)."
+    )
+    allow_subscribe_for_client: bool = _f(
+        False, "Authenticated clients may subscribe without a subscription token."
+    )
+    allow_subscribe_for_anonymous: bool = _f(
+        False, "Anonymous clients may subscribe without a token."
+    )
     allow_publish_for_subscriber: bool = _f(False, "Subscribers may publish from the client.")
-    allow_publish_for_client: bool = _f(False, "Any authenticated client may publish from the client.")
-    allow_publish_for_anonymous: bool = _f(False, "Anonymous clients may publish (with one of the above).")
+    allow_publish_for_client: bool = _f(
+        False, "Any authenticated client may publish from the client."
+    )
+    allow_publish_for_anonymous: bool = _f(
+        False, "Anonymous clients may publish (with one of the above)."
+    )
     allow_presence_for_subscriber: bool = _f(False, "Subscribers may call presence/presence_stats.")
     allow_presence_for_client: bool = _f(False, "Any authenticated client may call presence.")
-    allow_presence_for_anonymous: bool = _f(False, "Anonymous clients may call presence (with one of the above).")
+    allow_presence_for_anonymous: bool = _f(
+        False, "Anonymous clients may call presence (with one of the above)."
+    )
     allow_history_for_subscriber: bool = _f(False, "Subscribers may call history.")
     allow_history_for_client: bool = _f(False, "Any authenticated client may call history.")
-    allow_history_for_anonymous: bool = _f(False, "Anonymous clients may call history (with one of the above).")
-    allow_user_limited_channels: bool = _f(False, "Channels with '#' list the users allowed in them.")
+    allow_history_for_anonymous: bool = _f(
+        False, "Anonymous clients may call history (with one of the above)."
+    )
+    allow_user_limited_channels: bool = _f(
+        False, "Channels with '#' list the users allowed in them."
+    )
 
     @property
     def history_enabled(self) -> bool:
@@ -205,7 +225,9 @@ class NamespaceOptions(ChannelOptions):
     def _problems(self, path: str) -> Iterator[ConfigError]:
         if not _NAME_RE.match(self.name):
             yield _err(
-                path, "name", f"invalid namespace name {self.name!r} (1-64 of letters, digits, -, _, .)"
+                path,
+                "name",
+                f"invalid namespace name {self.name!r} (1-64 of letters, digits, -, _, .)",
             )
         yield from ChannelOptions._problems(self, path)
 
@@ -242,29 +264,51 @@ class ChannelConfig:
 class ClientConfig:
     """Client connections: authentication, limits, timers."""
 
-    token: TokenConfig = field(default_factory=TokenConfig, metadata={"doc": "Connection token keys."})
+    token: TokenConfig = field(
+        default_factory=TokenConfig, metadata={"doc": "Connection token keys."}
+    )
     subscription_token: TokenConfig | None = field(
         default=None,
         metadata={"doc": "Separate subscription token keys (absent: the connection token keys)."},
     )
-    allowed_origins: list[str] = _f([], "Origins allowed for browser connections ('*': any; patterns with *).")
-    allow_anonymous_connect_without_token: bool = _f(False, "Accept connect without a token as anonymous user ''.")
-    disallow_anonymous_connection_tokens: bool = _f(False, "Refuse tokens with an empty 'sub' (3507).")
+    allowed_origins: list[str] = _f(
+        [], "Origins allowed for browser connections ('*': any; patterns with *)."
+    )
+    allow_anonymous_connect_without_token: bool = _f(
+        False, "Accept connect without a token as anonymous user ''."
+    )
+    disallow_anonymous_connection_tokens: bool = _f(
+        False, "Refuse tokens with an empty 'sub' (3507)."
+    )
     ping_interval: float = _duration(25.0, "Server ping interval (0: no pings).")
-    pong_timeout: float = _duration(8.0, "Time to answer a ping before disconnect 3012 (0: pongs not required).")
+    pong_timeout: float = _duration(
+        8.0, "Time to answer a ping before disconnect 3012 (0: pongs not required)."
+    )
     stale_close_delay: float = _duration(10.0, "Time to send connect before disconnect 3502.")
-    expired_close_delay: float = _duration(25.0, "Grace after connection expiry before disconnect 3005.")
-    expired_sub_close_delay: float = _duration(25.0, "Grace after subscription expiry before unsubscribe 2501.")
+    expired_close_delay: float = _duration(
+        25.0, "Grace after connection expiry before disconnect 3005."
+    )
+    expired_sub_close_delay: float = _duration(
+        25.0, "Grace after subscription expiry before unsubscribe 2501."
+    )
     channel_limit: int = _f(128, "Most channels one connection may subscribe to (0: no limit).")
     user_connection_limit: int = _f(0, "Most connections of one user on this node (0: no limit).")
     connection_limit: int = _f(0, "Most client connections on this node (0: no limit).")
-    queue_max_size: int = _f(1 << 20, "Outgoing bytes per connection before disconnect 3008 (slow).")
-    max_messages_in_frame: int = _f(128, "Most protocol messages coalesced into one transport frame.")
+    queue_max_size: int = _f(
+        1 << 20, "Outgoing bytes per connection before disconnect 3008 (slow)."
+    )
+    max_messages_in_frame: int = _f(
+        128, "Most protocol messages coalesced into one transport frame."
+    )
     max_frame_size: int = _f(65536, "Most bytes coalesced into one transport frame.")
-    history_max_publication_limit: int = _f(300, "Cap of history limit from clients (-1/0 requests).")
+    history_max_publication_limit: int = _f(
+        300, "Cap of history limit from clients (-1/0 requests)."
+    )
     recovery_max_publication_limit: int = _f(300, "Most publications one recovery may return.")
     max_commands_in_frame: int = _f(256, "Most commands in one incoming frame (more: 3501).")
-    connect_rate_limit: float = _f(0.0, "New connections accepted per second on this node (0: no limit).")
+    connect_rate_limit: float = _f(
+        0.0, "New connections accepted per second on this node (0: no limit)."
+    )
     reconnect_jitter: float = _duration(
         5.0,
         "Window over which shutdown disconnects (3001) are spread, so clients reconnect spread out.",
@@ -308,7 +352,9 @@ class HttpServerConfig:
 
     address: str = _f("127.0.0.1", "Interface to bind ('0.0.0.0' for all).")
     port: int = _f(8000, "TCP port.")
-    tls_cert: str = _f("", "PEM certificate chain file for TLS (wss://, https://); reloaded on SIGHUP.")
+    tls_cert: str = _f(
+        "", "PEM certificate chain file for TLS (wss://, https://); reloaded on SIGHUP."
+    )
     tls_key: str = _f("", "PEM private key file for TLS.")
     max_body_size: int = _f(1 << 20, "Largest HTTP request body (larger: 413).")
     shutdown_timeout: float = _duration(
@@ -329,7 +375,9 @@ class ApiConfig:
     """The server HTTP API (``POST /api/<method>``, see docs/api.md)."""
 
     enabled: bool = _f(True, "Serve the server API.")
-    key: str = _f("", "API key (X-API-Key or 'Authorization: apikey <key>'); empty: every request gets 401.")
+    key: str = _f(
+        "", "API key (X-API-Key or 'Authorization: apikey <key>'); empty: every request gets 401."
+    )
     insecure: bool = _f(False, "Serve the API without a key (only behind a trusted network).")
     port: int = _f(0, "Separate internal port for /api and /metrics (0: the main http.port).")
     address: str = _f("", "Interface of the internal port (empty: http.address).")
@@ -359,7 +407,9 @@ class EngineConfig:
     type: str = _f("memory", "'memory' (single process) or 'redis'.")
     redis_address: list[str] = _f(["redis://127.0.0.1:6379/0"], "Redis URLs (several: sharding).")
     redis_prefix: str = _f("rtcore", "Prefix of every Redis key and channel.")
-    presence_ttl: float = _duration(60.0, "Presence entries expire unless refreshed within this time.")
+    presence_ttl: float = _duration(
+        60.0, "Presence entries expire unless refreshed within this time."
+    )
 
     def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.type not in ("memory", "redis"):
@@ -401,7 +451,9 @@ class EmulationSettings:
     """The /emulation endpoint that carries client commands of http_stream/sse sessions."""
 
     max_request_body_size: int = _f(65536, "Largest emulation request body (larger: 413).")
-    rate_limit: float = _f(100.0, "Emulation requests per second per session (over it: 429 and disconnect 3013).")
+    rate_limit: float = _f(
+        100.0, "Emulation requests per second per session (over it: 429 and disconnect 3013)."
+    )
     burst: int = _f(200, "Emulation requests a session may send in a burst.")
 
     def _validate(self, path: str) -> None:
@@ -442,20 +494,40 @@ class UniHttpStreamSettings:
 class Config:
     """The whole configuration of a node / server."""
 
-    http: HttpServerConfig = field(default_factory=HttpServerConfig, metadata={"doc": "Listening socket."})
-    client: ClientConfig = field(default_factory=ClientConfig, metadata={"doc": "Client connections."})
-    channel: ChannelConfig = field(default_factory=ChannelConfig, metadata={"doc": "Channels and namespaces."})
-    websocket: WebSocketSettings = field(default_factory=WebSocketSettings, metadata={"doc": "WebSocket transport."})
+    http: HttpServerConfig = field(
+        default_factory=HttpServerConfig, metadata={"doc": "Listening socket."}
+    )
+    client: ClientConfig = field(
+        default_factory=ClientConfig, metadata={"doc": "Client connections."}
+    )
+    channel: ChannelConfig = field(
+        default_factory=ChannelConfig, metadata={"doc": "Channels and namespaces."}
+    )
+    websocket: WebSocketSettings = field(
+        default_factory=WebSocketSettings, metadata={"doc": "WebSocket transport."}
+    )
     api: ApiConfig = field(default_factory=ApiConfig, metadata={"doc": "Server HTTP API."})
-    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics."})
+    metrics: MetricsConfig = field(
+        default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics."}
+    )
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"doc": "Engine backend."})
     log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "Logging."})
-    http_stream: HttpStreamSettings = field(default_factory=HttpStreamSettings, metadata={"doc": "HTTP-streaming transport."})
+    http_stream: HttpStreamSettings = field(
+        default_factory=HttpStreamSettings, metadata={"doc": "HTTP-streaming transport."}
+    )
     sse: SseSettings = field(default_factory=SseSettings, metadata={"doc": "SSE transport."})
-    emulation: EmulationSettings = field(default_factory=EmulationSettings, metadata={"doc": "Emulation endpoint."})
-    uni_websocket: UniWebSocketSettings = field(default_factory=UniWebSocketSettings, metadata={"doc": "Unidirectional WebSocket."})
-    uni_sse: UniSseSettings = field(default_factory=UniSseSettings, metadata={"doc": "Unidirectional SSE."})
-    uni_http_stream: UniHttpStreamSettings = field(default_factory=UniHttpStreamSettings, metadata={"doc": "Unidirectional HTTP streaming."})
+    emulation: EmulationSettings = field(
+        default_factory=EmulationSettings, metadata={"doc": "Emulation endpoint."}
+    )
+    uni_websocket: UniWebSocketSettings = field(
+        default_factory=UniWebSocketSettings, metadata={"doc": "Unidirectional WebSocket."}
+    )
+    uni_sse: UniSseSettings = field(
+        default_factory=UniSseSettings, metadata={"doc": "Unidirectional SSE."}
+    )
+    uni_http_stream: UniHttpStreamSettings = field(
+        default_factory=UniHttpStreamSettings, metadata={"doc": "Unidirectional HTTP streaming."}
+    )
 
     def validate(self) -> Config:
         """Check cross-field rules; raises ConfigError (ConfigErrors if several) naming the keys."""
@@ -465,10 +537,14 @@ class Config:
         return self
 
     def _problems(self, path: str) -> Iterator[ConfigError]:
-        if self.api.port and self.api.port == self.http.port and (
-            (self.api.address or self.http.address) == self.http.address
+        if (
+            self.api.port
+            and self.api.port == self.http.port
+            and ((self.api.address or self.http.address) == self.http.address)
         ):
-            yield ConfigError("api.port", "must differ from http.port (0: serve the API on http.port)")
+            yield ConfigError(
+                "api.port", "must differ from http.port (0: serve the API on http.port)"
+            )
 
 
 def _problems_tree(obj: Any, path: str) -> Iterator[ConfigError]:
@@ -554,7 +630,9 @@ def _env_json(value: _EnvText, path: str, what: str) -> Any:
         raise ConfigError(path, f"expected {what} in the environment value ({exc})") from None
 
 
-def _convert(value: Any, hint: Any, path: str, meta: Mapping[str, Any], errors: list[ConfigError]) -> Any:
+def _convert(
+    value: Any, hint: Any, path: str, meta: Mapping[str, Any], errors: list[ConfigError]
+) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         if isinstance(value, _EnvText):
@@ -586,7 +664,16 @@ def _convert(value: Any, hint: Any, path: str, meta: Mapping[str, Any], errors: 
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if isinstance(value, str) and value.strip().lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
             return value.strip().lower() in ("1", "true", "yes", "on")
         raise ConfigError(path, f"expected true or false, got {value!r}")
     if hint is float:
@@ -623,11 +710,7 @@ def _build(cls: type, data: Mapping[str, Any], path: str, errors: list[ConfigErr
     hints = _hints(cls)
     hidden = HIDDEN_FIELDS.get(cls, frozenset())
     aliases = KEY_ALIASES.get(cls, {})
-    fields = {
-        f.name: f
-        for f in dataclasses.fields(cls)
-        if f.init and f.name not in hidden
-    }
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in hidden}
     kwargs: dict[str, Any] = {}
     if "section" in hidden:
         kwargs["section"] = path
@@ -720,7 +803,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     where = str(path)
     suffix = p.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml", ".json"):
-        raise ConfigError(where, "unknown configuration format; use a .toml, .yaml, .yml or .json file")
+        raise ConfigError(
+            where, "unknown configuration format; use a .toml, .yaml, .yml or .json file"
+        )
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
@@ -790,7 +875,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
             base[key] = value
 
 
-def _env_mapping(env: Mapping[str, str], sources: dict[str, str]) -> tuple[dict[str, Any], list[ConfigError]]:
+def _env_mapping(
+    env: Mapping[str, str], sources: dict[str, str]
+) -> tuple[dict[str, Any], list[ConfigError]]:
     out: dict[str, Any] = {}
     errors: list[ConfigError] = []
     for name in sorted(env):
@@ -802,7 +889,9 @@ def _env_mapping(env: Mapping[str, str], sources: dict[str, str]) -> tuple[dict[
             continue
         parts = [p.lower() for p in rest.split("__")]
         if any(not p for p in parts):
-            errors.append(ConfigError(name, "malformed variable name (use RTCORE_<SECTION>__<KEY>)"))
+            errors.append(
+                ConfigError(name, "malformed variable name (use RTCORE_<SECTION>__<KEY>)")
+            )
             continue
         path = ".".join(parts)
         sources[path] = f"environment variable {name}"

@@ -4,7 +4,6 @@ Exceptions live here, in plain Python, so both twins raise the very same classes
 and so they can be imported (and type-checked) without the compiled extension.
 """
 
-
 __all__ = [
     "RtcoreError",
     "WebSocketProtocolError",

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .protocol.errors import InappropriateProtocol
 from .fanout import ACTION_INAPPROPRIATE_PROTOCOL, Subscriber, broadcast
+from .protocol.errors import InappropriateProtocol
 from .types import ClientInfo, Publication
 
 
@@ -35,7 +35,15 @@ class Hub:
             ``on_action(subscriber, action)``.
     """
 
-    __slots__ = ("codecs", "on_action", "_sessions", "_users", "_channels", "_codec_counts", "encodes")
+    __slots__ = (
+        "codecs",
+        "on_action",
+        "_sessions",
+        "_users",
+        "_channels",
+        "_codec_counts",
+        "encodes",
+    )
 
     def __init__(
         self,

@@ -31,8 +31,8 @@ from .deflate import DeflateOptions
 from .errors import HttpError
 from .frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, OP_BINARY, OP_PING, OP_TEXT
 from .handshake import accept_websocket
-from .timers import TimerWheel
 from .http import HttpParser, Request, error_response, render_response
+from .timers import TimerWheel
 from .wsconn import OPEN, WebSocketConnection
 
 
@@ -117,9 +117,7 @@ class Application(Protocol):
         with that status (e.g. 503 when over a connection rate limit).
         """
 
-    def handle_http(
-        self, request: Request, response: HttpResponseWriter
-    ) -> Awaitable[None] | None:
+    def handle_http(self, request: Request, response: HttpResponseWriter) -> Awaitable[None] | None:
         """Answer a plain HTTP request (sync, or return an awaitable)."""
 
 
@@ -234,7 +232,9 @@ class WebSocket:
             return
         self.conn.close(code, reason)
         self._proto.flush_ws()
-        self._proto.server._deadlines.schedule_in(self._proto, self._proto.server.options.close_timeout)
+        self._proto.server._deadlines.schedule_in(
+            self._proto, self._proto.server.options.close_timeout
+        )
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""
@@ -254,7 +254,15 @@ class HttpResponseWriter:
     ``on_disconnect`` callbacks run when the client goes away.
     """
 
-    __slots__ = ("_proto", "_request", "_started", "_chunked", "_keep_alive", "finished", "_callbacks")
+    __slots__ = (
+        "_proto",
+        "_request",
+        "_started",
+        "_chunked",
+        "_keep_alive",
+        "finished",
+        "_callbacks",
+    )
 
     def __init__(self, proto: _Connection, request: Request) -> None:
         self._proto = proto
@@ -670,8 +678,11 @@ class _Connection(asyncio.BufferedProtocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        writer.send(exc.status, [("Content-Type", "text/plain; charset=utf-8"), *exc.headers],
-                    (exc.message + "\n").encode())
+        writer.send(
+            exc.status,
+            [("Content-Type", "text/plain; charset=utf-8"), *exc.headers],
+            (exc.message + "\n").encode(),
+        )
 
     def response_done(self, keep_alive: bool) -> None:
         self._busy = False
@@ -749,8 +760,12 @@ class Server:
     def websockets(self) -> Iterable[WebSocket]:
         return [c.ws for c in self._connections if c.ws is not None]
 
-    async def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown",
-                    timeout: float | None = None) -> None:
+    async def close(
+        self,
+        code: int = CLOSE_GOING_AWAY,
+        reason: str = "server shutdown",
+        timeout: float | None = None,
+    ) -> None:
         """Stop accepting, close every WebSocket with ``code`` and drop HTTP connections."""
         self.stop_accepting()
         for conn in list(self._connections):
@@ -783,4 +798,3 @@ async def serve(
     server = Server(app, options)
     await server.listen(host, port, ssl=ssl, reuse_port=reuse_port, sock=sock)
     return server
-

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from . import codes
 from .codes import ClientError, Disconnect
 from .fanout import Subscriber, Writer
-from .protocol.errors import InappropriateProtocol
 from .protocol import Command, Error, ProtocolDecodeError, Push, Reply
+from .protocol.errors import InappropriateProtocol
 from .types import ClientInfo
 
 
@@ -117,7 +117,9 @@ class ClientSession:
     Attributes set at connect: ``user``, ``info`` (conn_info), ``expire_at``.
     """
 
-    def __init__(self, node: Node, transport: Transport, *, request_info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, node: Node, transport: Transport, *, request_info: dict[str, Any] | None = None
+    ) -> None:
         self.node = node
         self.transport = transport
         self.codec = transport.codec
@@ -191,7 +193,9 @@ class ClientSession:
         try:
             data = self.codec.encode_reply(reply)
         except InappropriateProtocol:
-            logger.debug("reply not encodable for %s", self.codec.name, exc_info=True, extra=self.log_fields)
+            logger.debug(
+                "reply not encodable for %s", self.codec.name, exc_info=True, extra=self.log_fields
+            )
             self.disconnect(codes.INAPPROPRIATE_PROTOCOL)
             return
         self.writer.enqueue(data)
@@ -213,7 +217,10 @@ class ClientSession:
 
     def send_error(self, command_id: int, error: ClientError) -> None:
         self.send_reply(
-            Reply(id=command_id, error=Error(code=error.code, message=error.message, temporary=error.temporary))
+            Reply(
+                id=command_id,
+                error=Error(code=error.code, message=error.message, temporary=error.temporary),
+            )
         )
 
     # -- input ---------------------------------------------------------------
@@ -225,7 +232,9 @@ class ClientSession:
         try:
             commands = self.codec.decode_commands(data)
         except ProtocolDecodeError as exc:
-            logger.info("client %s sent a malformed frame: %s", self.client_id, exc, extra=self.log_fields)
+            logger.info(
+                "client %s sent a malformed frame: %s", self.client_id, exc, extra=self.log_fields
+            )
             self.disconnect(codes.BAD_REQUEST)
             return
         if len(commands) > self.node.config.client.max_commands_in_frame:
@@ -261,7 +270,10 @@ class ClientSession:
                 raise
             except Exception:  # noqa: BLE001 - a failing command must not kill the session
                 logger.exception(
-                    "command %s of client %s failed", cmd.method, self.client_id, extra=self.log_fields
+                    "command %s of client %s failed",
+                    cmd.method,
+                    self.client_id,
+                    extra=self.log_fields,
                 )
                 self.send_error(cmd.id, codes.ERROR_INTERNAL)
 
@@ -315,7 +327,13 @@ class ClientSession:
     def _schedule(self) -> None:
         times = [
             t
-            for t in (self._stale_at, self._next_ping_at, self._pong_deadline, self._expire_check_at, self._presence_at)
+            for t in (
+                self._stale_at,
+                self._next_ping_at,
+                self._pong_deadline,
+                self._expire_check_at,
+                self._presence_at,
+            )
             if t
         ]
         timers = self.node.timers
@@ -368,14 +386,18 @@ class ClientSession:
                 if sub.server_side:
                     self.disconnect(codes.SUBSCRIPTION_EXPIRED)
                     return False
-                self.node.spawn(self.node.unsubscribe_session(self, channel, codes.UNSUBSCRIBE_EXPIRED))
+                self.node.spawn(
+                    self.node.unsubscribe_session(self, channel, codes.UNSUBSCRIBE_EXPIRED)
+                )
         self.schedule_expiry_check()
         return True
 
     async def _refresh_presence(self) -> None:
         for channel, sub in list(self.subscriptions.items()):
             if sub.presence and not sub.pending and self.state != CLOSED:
-                await self.node.presence_manager.add(channel, self.client_id, self.channel_info(channel))
+                await self.node.presence_manager.add(
+                    channel, self.client_id, self.channel_info(channel)
+                )
 
     def disconnect(self, disconnect: Disconnect) -> None:
         """End the session: tell the client (close code / disconnect push), clean up."""
@@ -404,7 +426,11 @@ class ClientSession:
         self._cleanup(was_connected, self.disconnect_advice or codes.CONNECTION_CLOSED)
 
     def _cleanup(self, was_connected: bool, disconnect: Disconnect) -> None:
-        if self._task is not None and not self._task.done() and self._task is not asyncio.current_task():
+        if (
+            self._task is not None
+            and not self._task.done()
+            and self._task is not asyncio.current_task()
+        ):
             self._task.cancel()
         self._commands.clear()
         self.node.session_closed(self, was_connected, disconnect)

@@ -99,7 +99,9 @@ def supervise(argv: Sequence[str], workers: int, *, poll: float = 0.2) -> int:
                 while restarts and now - restarts[0] > 60:
                     restarts.popleft()
                 if len(restarts) >= MAX_RESTARTS:
-                    logger.error("worker %d exited with %d; too many restarts, stopping", index, code)
+                    logger.error(
+                        "worker %d exited with %d; too many restarts, stopping", index, code
+                    )
                     on_signal(signal.SIGTERM, None)
                     worst = max(worst, 1)
                     del procs[index]

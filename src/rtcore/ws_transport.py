@@ -43,7 +43,16 @@ class ProtocolWebSocketHandler:
     unidirectional = False
     emulation = False
 
-    __slots__ = ("ws", "codec", "session", "_opcode", "_transport", "_conn", "_proto", "_compressed")
+    __slots__ = (
+        "ws",
+        "codec",
+        "session",
+        "_opcode",
+        "_transport",
+        "_conn",
+        "_proto",
+        "_compressed",
+    )
 
     def __init__(self, ws: WebSocket, node: Node, codec: Codec) -> None:
         self.ws = ws
@@ -85,7 +94,9 @@ class ProtocolWebSocketHandler:
         header = frame_header(self._opcode, nbytes)
         if nbytes <= _COPY_LIMIT:
             # Small frames: one contiguous buffer is cheaper than a gather write.
-            self._transport.write(header + (payloads[0] if len(payloads) == 1 else b"".join(payloads)))
+            self._transport.write(
+                header + (payloads[0] if len(payloads) == 1 else b"".join(payloads))
+            )
         elif len(payloads) == 1:
             self._transport.writelines((header, payloads[0]))
         else:

@@ -402,6 +402,32 @@ async def subscribed(
     return sub, events
 
 
+class LineStream:
+    """The JSON lines of an HTTP-streaming response, matched out of order."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.backlog: list[dict[str, Any]] = []
+
+    async def wait(self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> Any:
+        """The first message ``match`` accepts (earlier ones are kept); None at the end."""
+        for i, m in enumerate(self.backlog):
+            if match(m):
+                return self.backlog.pop(i)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            line = await asyncio.wait_for(
+                self.response.content.readline(), max(0.01, deadline - loop.time())
+            )
+            if not line:
+                return None
+            m = json.loads(line)
+            if match(m):
+                return m
+            self.backlog.append(m)
+
+
 def run(coro: Any, timeout: float = 120.0) -> Any:
     """Run ``coro`` in a fresh event loop, bounded in time."""
 

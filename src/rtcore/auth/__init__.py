@@ -15,6 +15,8 @@ Public surface:
 See ``docs/auth.md``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .claims import (
     ConnectTokenClaims,
     SubscribeOverride,
@@ -38,7 +40,20 @@ from .errors import (
 )
 from .jws import SUPPORTED_ALGORITHMS
 from .mint import make_connect_token, make_subscribe_token
-from .verifier import TokenVerifier
+
+
+if TYPE_CHECKING:
+    from .verifier import TokenVerifier
+
+
+def __getattr__(name: str) -> Any:
+    # The verifier (JWKS fetching, asyncio) loads on first use, so the
+    # configuration model can import TokenConfig without an event loop stack.
+    if name == "TokenVerifier":
+        from .verifier import TokenVerifier
+
+        return TokenVerifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -73,12 +73,16 @@ async def main(host: str, port: int, max_size: int, deflate: bool) -> None:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rtcore.examples.echo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m rtcore.examples.echo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--max-size", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--no-deflate", action="store_true", help="refuse permessage-deflate")
-    parser.add_argument("--asyncio", action="store_true", help="stdlib event loop instead of uvloop")
+    parser.add_argument(
+        "--asyncio", action="store_true", help="stdlib event loop instead of uvloop"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run(main(args.host, args.port, args.max_size, not args.no_deflate), use_uvloop=not args.asyncio)
