@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import struct
+import threading
 from typing import Any, Protocol
 
 from .errors import WebSocketProtocolError
@@ -95,6 +96,9 @@ _WIRE_CLOSE_CODES = frozenset(
 _READ_CHUNK = 256 * 1024
 
 _utf8_decoder_factory = codecs.getincrementaldecoder("utf-8")
+
+# Per-thread read chunk shared by every parser of that thread (see get_buffer).
+_shared = threading.local()
 
 
 class Decompressor(Protocol):
@@ -264,8 +268,7 @@ class FrameParser:
         # Set once a close frame was parsed or a protocol error happened.
         self._closed = False
         self._error: WebSocketProtocolError | None = None
-        # Chunk handed to BufferedProtocol.get_buffer().
-        self._chunk: bytearray | None = None
+        # The (thread-shared) chunk handed out by the last get_buffer().
         self._chunk_view: memoryview | None = None
 
     # -- public state --------------------------------------------------------
@@ -288,17 +291,25 @@ class FrameParser:
     # -- input ---------------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``."""
-        if self._chunk_view is None:
-            self._chunk = bytearray(_READ_CHUNK)
-            self._chunk_view = memoryview(self._chunk)
-        return self._chunk_view
+        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``.
+
+        The chunk is shared by the parsers of one thread (``buffer_updated``
+        copies what arrived before anything else can read into it), so an idle
+        connection holds no read buffer of its own.
+        """
+        view: memoryview | None = getattr(_shared, "chunk", None)
+        if view is None:
+            view = _shared.chunk = memoryview(bytearray(_READ_CHUNK))
+        self._chunk_view = view
+        return view
 
     def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes]]:
         """``nbytes`` were written into the last :meth:`get_buffer` result."""
-        if self._chunk_view is None or not 0 <= nbytes <= len(self._chunk_view):
+        view = self._chunk_view
+        if view is None or not 0 <= nbytes <= len(view):
             raise ValueError("buffer_updated without a matching get_buffer")
-        return self.feed_data(self._chunk_view[:nbytes])
+        self._chunk_view = None
+        return self.feed_data(view[:nbytes])
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
         """Add received bytes; return the events they complete."""

@@ -51,6 +51,16 @@ __all__ = [
     "HttpServerConfig",
     "ApiConfig",
     "MetricsConfig",
+    "ProxyOptions",
+    "ProxyHttpOptions",
+    "ClientProxyOptions",
+    "ClientProxyConfig",
+    "ChannelProxyConfig",
+    "NamedProxy",
+    "ProxyConfig",
+    "RpcOptions",
+    "RpcNamespace",
+    "RpcConfig",
     "EngineConfig",
     "LogConfig",
     "ConfigErrors",
@@ -149,6 +159,251 @@ def _err(path: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{path}.{key}" if path else key, message)
 
 
+# -- proxies to the application backend (rtcore.proxy, docs/proxy.md) ---------
+
+_PROXY_NAME_RE = re.compile(r"^[-a-zA-Z0-9_.]{2,}$")
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: Headers of a proxy request that rtcore writes itself: never forwarded or configured.
+PROXY_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "proxy-connection",
+    }
+)
+
+
+def _header_name_problems(path: str, key: str, names: list[str]) -> Iterator[ConfigError]:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not _HEADER_NAME_RE.match(name):
+            yield _err(path, f"{key}[{i}]", f"invalid header name {name!r}")
+        elif name.lower() in PROXY_RESERVED_HEADERS:
+            yield _err(path, f"{key}[{i}]", f"{name} is written by rtcore and cannot be forwarded")
+        elif name.lower() in seen:
+            yield _err(path, f"{key}[{i}]", f"duplicate header name {name!r}")
+        seen.add(name.lower())
+
+
+@dataclass(slots=True)
+class ProxyHttpOptions:
+    """HTTP options of a proxy."""
+
+    static_headers: dict[str, str] = _f(
+        {},
+        "Headers added to every request; a forwarded header of the same name replaces one.",
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        for name, value in self.static_headers.items():
+            if not _HEADER_NAME_RE.match(name):
+                yield _err(path, "static_headers", f"invalid header name {name!r}")
+            elif name.lower() in PROXY_RESERVED_HEADERS:
+                yield _err(path, "static_headers", f"{name} is written by rtcore and cannot be set")
+            elif any(c in value for c in "\r\n\0"):
+                yield _err(path, "static_headers", f"the value of {name} holds CR, LF or NUL")
+
+
+@dataclass(slots=True)
+class ProxyOptions:
+    """One backend endpoint that events are POSTed to (Centrifugo's proxy object)."""
+
+    endpoint: str = _f("", "http:// or https:// URL of the backend handler.")
+    timeout: float = _duration(
+        1.0, "Time for the whole request (connect, send, response); past it the call fails."
+    )
+    http_headers: list[str] = _f(
+        [],
+        "Headers of the client's HTTP request (WebSocket upgrade, stream request) to forward, by name.",
+    )
+    emulated_headers: list[str] = _f(
+        [],
+        "Headers from the connect command's headers map (client-controlled) to forward, by name.",
+    )
+    binary_encoding: bool = _f(
+        False, "Send payloads as base64 b64data instead of JSON data (for binary payloads)."
+    )
+    include_connection_meta: bool = _f(
+        False, "Add the connection's meta to requests (all but connect)."
+    )
+    http: ProxyHttpOptions = field(
+        default_factory=ProxyHttpOptions, metadata={"doc": "HTTP options (static headers)."}
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.endpoint:
+            problem = _endpoint_problem(self.endpoint)
+            if problem:
+                yield _err(path, "endpoint", problem)
+        if self.timeout <= 0:
+            yield _err(path, "timeout", "must be > 0")
+        yield from _header_name_problems(path, "http_headers", self.http_headers)
+        yield from _header_name_problems(path, "emulated_headers", self.emulated_headers)
+
+
+def _endpoint_problem(endpoint: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(endpoint)
+        port = url.port
+    except ValueError as exc:
+        return f"invalid URL {endpoint!r} ({exc})"
+    if url.scheme == "grpc":
+        return "grpc:// proxies are not supported; use an http:// or https:// endpoint"
+    if url.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL, got {endpoint!r}"
+    if not url.hostname:
+        return f"no host in {endpoint!r}"
+    if url.username is not None or url.password is not None:
+        return "credentials in the URL are not supported; set an Authorization header in http.static_headers"
+    if url.fragment:
+        return f"a fragment ('#...') has no meaning in {endpoint!r}"
+    if port == 0:
+        return f"port 0 in {endpoint!r}"
+    if any(c.isspace() for c in endpoint):
+        return f"whitespace in {endpoint!r}"
+    return ""
+
+
+@dataclass(slots=True)
+class ClientProxyOptions(ProxyOptions):
+    """A client-wide proxy (connect, refresh): a proxy object that is switched on."""
+
+    enabled: bool = _f(False, "Use this proxy.")
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        yield from ProxyOptions._problems(self, path)
+        if self.enabled and not self.endpoint:
+            yield _err(path, "endpoint", "must be set when the proxy is enabled")
+
+
+@dataclass(slots=True)
+class ClientProxyConfig:
+    """Client-wide proxies."""
+
+    connect: ClientProxyOptions = field(
+        default_factory=ClientProxyOptions,
+        metadata={"doc": "Connect proxy: the backend authenticates connections without a token."},
+    )
+    refresh: ClientProxyOptions = field(
+        default_factory=ClientProxyOptions,
+        metadata={
+            "doc": "Refresh proxy: at expiry the server asks the backend to prolong the connection."
+        },
+    )
+
+
+@dataclass(slots=True)
+class ChannelProxyConfig:
+    """The default channel-wide proxies, used by namespaces whose proxy name is 'default'."""
+
+    subscribe: ProxyOptions = field(
+        default_factory=ProxyOptions, metadata={"doc": "Default subscribe proxy."}
+    )
+    publish: ProxyOptions = field(
+        default_factory=ProxyOptions, metadata={"doc": "Default publish proxy."}
+    )
+    sub_refresh: ProxyOptions = field(
+        default_factory=ProxyOptions, metadata={"doc": "Default sub_refresh proxy."}
+    )
+
+
+@dataclass(slots=True)
+class NamedProxy(ProxyOptions):
+    """A proxy that namespaces reference by name."""
+
+    name: str = _f("", "Unique name (2+ of letters, digits, -, _, .); 'default' is reserved.")
+
+
+@dataclass(slots=True)
+class ProxyConfig:
+    """Named proxies for channel and RPC namespaces, and proxy behaviour."""
+
+    named: list[NamedProxy] = _f(
+        [], "Proxies referenced by *_proxy_name in channel and RPC namespaces (Centrifugo's proxies)."
+    )
+    refresh_retry_interval: float = _duration(
+        60.0,
+        "After a failed refresh or sub_refresh proxy call, the connection or subscription lives on "
+        "and the call is tried again after this long.",
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        seen: set[str] = set()
+        for i, proxy in enumerate(self.named):
+            sub = f"{path}.named[{i}]"
+            yield from _problems_tree(proxy, sub)
+            if not _PROXY_NAME_RE.match(proxy.name):
+                yield _err(
+                    sub, "name", f"invalid proxy name {proxy.name!r} (2+ of letters, digits, -, _, .)"
+                )
+            elif proxy.name == "default":
+                yield _err(sub, "name", "'default' names the default proxies; choose another name")
+            elif proxy.name in seen:
+                yield _err(sub, "name", f"duplicate proxy name {proxy.name!r}")
+            seen.add(proxy.name)
+            if not proxy.endpoint:
+                yield _err(sub, "endpoint", "must be set")
+        if self.refresh_retry_interval <= 0:
+            yield _err(path, "refresh_retry_interval", "must be > 0")
+
+
+@dataclass(slots=True)
+class RpcOptions:
+    """How client RPC calls of methods without an RPC namespace are handled."""
+
+    proxy_enabled: bool = _f(False, "Send these RPC calls to the RPC proxy.")
+    proxy_name: str = _f(
+        "default", "The proxy: 'default' (rpc.proxy) or the name of one in proxy.named."
+    )
+
+
+@dataclass(slots=True)
+class RpcNamespace(RpcOptions):
+    """An RPC namespace: methods ``name:...``."""
+
+    name: str = _f("", "Namespace name (2+ of letters, digits, -, _, .).")
+
+
+@dataclass(slots=True)
+class RpcConfig:
+    """Client RPC calls and their proxy."""
+
+    proxy: ProxyOptions = field(
+        default_factory=ProxyOptions, metadata={"doc": "Default RPC proxy (proxy_name 'default')."}
+    )
+    without_namespace: RpcOptions = field(
+        default_factory=RpcOptions,
+        metadata={"doc": "Options of methods without a namespace."},
+    )
+    namespaces: list[RpcNamespace] = _f([], "RPC namespaces.")
+    namespace_boundary: str = _f(":", "Separates the RPC namespace from the method name.")
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if len(self.namespace_boundary) != 1:
+            yield _err(path, "namespace_boundary", "must be a single character")
+        seen: set[str] = set()
+        for i, ns in enumerate(self.namespaces):
+            if not _PROXY_NAME_RE.match(ns.name):
+                yield _err(
+                    path,
+                    f"namespaces[{i}].name",
+                    f"invalid RPC namespace name {ns.name!r} (2+ of letters, digits, -, _, .)",
+                )
+            elif ns.name in seen:
+                yield _err(path, f"namespaces[{i}].name", f"duplicate RPC namespace {ns.name!r}")
+            seen.add(ns.name)
+
+
 @dataclass(slots=True)
 class ChannelOptions:
     """Options of the channels of one namespace (the default namespace has no name)."""
@@ -193,6 +448,24 @@ class ChannelOptions:
     )
     allow_user_limited_channels: bool = _f(
         False, "Channels with '#' list the users allowed in them."
+    )
+    subscribe_proxy_enabled: bool = _f(
+        False, "The subscribe proxy decides subscriptions without a token (docs/proxy.md)."
+    )
+    subscribe_proxy_name: str = _f(
+        "default", "Subscribe proxy: 'default' (channel.proxy.subscribe) or a proxy.named name."
+    )
+    publish_proxy_enabled: bool = _f(
+        False, "The publish proxy decides client publications (and may replace their data)."
+    )
+    publish_proxy_name: str = _f(
+        "default", "Publish proxy: 'default' (channel.proxy.publish) or a proxy.named name."
+    )
+    sub_refresh_proxy_enabled: bool = _f(
+        False, "Expiring subscriptions are prolonged by the sub_refresh proxy, not by the client."
+    )
+    sub_refresh_proxy_name: str = _f(
+        "default", "Sub_refresh proxy: 'default' (channel.proxy.sub_refresh) or a proxy.named name."
     )
 
     @property
@@ -245,6 +518,10 @@ class ChannelConfig:
     namespace_boundary: str = _f(":", "Separates namespace and channel name.")
     user_boundary: str = _f("#", "Starts the user list of a user-limited channel.")
     user_separator: str = _f(",", "Separates user ids in a user-limited channel.")
+    proxy: ChannelProxyConfig = field(
+        default_factory=ChannelProxyConfig,
+        metadata={"doc": "Default subscribe, publish and sub_refresh proxies."},
+    )
 
     def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.max_length < 1:
@@ -314,6 +591,10 @@ class ClientConfig:
         "Window over which shutdown disconnects (3001) are spread, so clients reconnect spread out.",
     )
     node_name: str = _f("", "Name reported to clients for emulated transports (default: hostname).")
+    proxy: ClientProxyConfig = field(
+        default_factory=ClientProxyConfig,
+        metadata={"doc": "Connect and refresh proxies (docs/proxy.md)."},
+    )
 
     def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.ping_interval and self.pong_timeout and self.pong_timeout >= self.ping_interval:
@@ -528,6 +809,10 @@ class Config:
     uni_http_stream: UniHttpStreamSettings = field(
         default_factory=UniHttpStreamSettings, metadata={"doc": "Unidirectional HTTP streaming."}
     )
+    proxy: ProxyConfig = field(
+        default_factory=ProxyConfig, metadata={"doc": "Named proxies to the application backend."}
+    )
+    rpc: RpcConfig = field(default_factory=RpcConfig, metadata={"doc": "Client RPC."})
 
     def validate(self) -> Config:
         """Check cross-field rules; raises ConfigError (ConfigErrors if several) naming the keys."""
@@ -545,6 +830,44 @@ class Config:
             yield ConfigError(
                 "api.port", "must differ from http.port (0: serve the API on http.port)"
             )
+        yield from _proxy_reference_problems(self)
+
+
+def _proxy_reference_problems(config: Config) -> Iterator[ConfigError]:
+    """Every enabled proxy of a channel or RPC namespace must name a configured proxy."""
+    named = {p.name for p in config.proxy.named}
+    channel = config.channel
+    defaults = {
+        "subscribe": channel.proxy.subscribe,
+        "publish": channel.proxy.publish,
+        "sub_refresh": channel.proxy.sub_refresh,
+    }
+    scopes: list[tuple[str, ChannelOptions]] = [("channel.without_namespace", channel.without_namespace)]
+    scopes += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(channel.namespaces)]
+    for path, opts in scopes:
+        for kind, default in defaults.items():
+            if not getattr(opts, f"{kind}_proxy_enabled"):
+                continue
+            name = getattr(opts, f"{kind}_proxy_name")
+            key = f"{kind}_proxy_name"
+            if name == "default":
+                if not default.endpoint:
+                    yield _err(
+                        path, key, f"'default' needs channel.proxy.{kind}.endpoint to be set"
+                    )
+            elif name not in named:
+                yield _err(path, key, f"no proxy named {name!r} in proxy.named")
+    rpc = config.rpc
+    rpc_scopes: list[tuple[str, RpcOptions]] = [("rpc.without_namespace", rpc.without_namespace)]
+    rpc_scopes += [(f"rpc.namespaces[{i}]", ns) for i, ns in enumerate(rpc.namespaces)]
+    for path, ropts in rpc_scopes:
+        if not ropts.proxy_enabled:
+            continue
+        if ropts.proxy_name == "default":
+            if not rpc.proxy.endpoint:
+                yield _err(path, "proxy_name", "'default' needs rpc.proxy.endpoint to be set")
+        elif ropts.proxy_name not in named:
+            yield _err(path, "proxy_name", f"no proxy named {ropts.proxy_name!r} in proxy.named")
 
 
 def _problems_tree(obj: Any, path: str) -> Iterator[ConfigError]:
@@ -656,6 +979,21 @@ def _convert(
             except ConfigError as exc:
                 errors.append(exc)
         return out
+    if origin is dict:
+        key_type, item = typing.get_args(hint)
+        if isinstance(value, _EnvText):
+            value = _env_json(value, path, "a JSON object")
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a table/object, got {_kind(value)}")
+        table = {}
+        for k, v in value.items():
+            if not isinstance(k, key_type):
+                raise ConfigError(path, f"expected {key_type.__name__} keys, got {k!r}")
+            try:
+                table[k] = _convert(v, item, f"{path}.{k}", {}, errors)
+            except ConfigError as exc:
+                errors.append(exc)
+        return table
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) != 1:

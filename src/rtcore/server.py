@@ -201,9 +201,15 @@ class WebSocket:
 
     def send(self, opcode: int, payload: bytes | bytearray | memoryview) -> bool:
         """Send a text (``OP_TEXT``) or binary message; False if no longer open."""
-        if self.conn.state != OPEN or self._proto.lost:
+        proto = self._proto
+        if self.conn.state != OPEN or proto.lost:
             return False
-        self._transport.write(self.conn.encode_message(opcode, payload))
+        frame = self.conn.encode_message(opcode, payload)
+        cork = proto.cork
+        if cork is not None:
+            cork.append(frame)
+        else:
+            self._transport.write(frame)
         return True
 
     def send_text(self, text: str | bytes) -> bool:
@@ -217,9 +223,14 @@ class WebSocket:
 
         Only valid for uncompressed connections (see :attr:`compressed`).
         """
-        if self.conn.state != OPEN or self._proto.lost:
+        proto = self._proto
+        if self.conn.state != OPEN or proto.lost:
             return False
-        self._transport.write(data)
+        cork = proto.cork
+        if cork is not None:
+            cork.append(data)
+        else:
+            self._transport.write(data)
         return True
 
     def ping(self, payload: bytes = b"") -> None:
@@ -396,13 +407,17 @@ class _Connection(asyncio.BufferedProtocol):
         self.lost = False
         self.closing = False
         self.write_paused = False
+        # While handling several messages of one read: frames to write at the end.
+        self.cork: list[bytes] | None = None
         # HTTP mode state.
         self._http: HttpParser | None = HttpParser(
             max_header_size=server.options.max_header_size,
             max_body_size=server.options.max_body_size,
         )
-        self._chunk = bytearray(_HTTP_CHUNK)
-        self._chunk_view = memoryview(self._chunk)
+        # The server's read chunk, shared by every connection in HTTP mode:
+        # buffer_updated() hands the bytes to the HTTP parser (which copies
+        # them) before any other connection can read into it.
+        self._chunk_view = server._http_chunk
         self._pending: list[Request] = []
         # True while a response is being produced (requests wait in _pending).
         self._busy = False
@@ -494,9 +509,17 @@ class _Connection(asyncio.BufferedProtocol):
         if wsconn is None or self.transport is None:
             return
         out = wsconn.data_to_send()
+        cork = self.cork
         if out:
-            self.transport.writelines(out) if len(out) > 1 else self.transport.write(out[0])
+            if cork is not None:
+                cork.extend(out)
+            elif len(out) > 1:
+                self.transport.writelines(out)
+            else:
+                self.transport.write(out[0])
         if wsconn.should_close_transport:
+            if cork is not None:
+                return  # closed by _uncork(), after the corked frames are written
             self.server._deadlines.cancel(self)
             self._notify_closed()
             if self.transport is not None:
@@ -508,6 +531,35 @@ class _Connection(asyncio.BufferedProtocol):
         wsconn = self._wsconn
         assert wsconn is not None
         handler = self._handler
+        if len(events) > 1:
+            # Several messages in one read: the frames sent while handling them
+            # (replies, pongs) go out in one write instead of one each.
+            self.cork = []
+            try:
+                self._dispatch(wsconn, handler, events)
+            finally:
+                self._uncork()
+        else:
+            self._dispatch(wsconn, handler, events)
+        wsconn.receive_done()
+        self.flush_ws()
+
+    def _uncork(self) -> None:
+        cork = self.cork
+        self.cork = None
+        transport = self.transport
+        if cork and transport is not None and not self.lost:
+            if len(cork) > 1:
+                transport.writelines(cork)
+            else:
+                transport.write(cork[0])
+
+    def _dispatch(
+        self,
+        wsconn: WebSocketConnection,
+        handler: WebSocketHandler | None,
+        events: list[tuple[int, bytes]],
+    ) -> None:
         if events and handler is not None:
             for opcode, payload in events:
                 if opcode == OP_TEXT or opcode == OP_BINARY:
@@ -528,8 +580,6 @@ class _Connection(asyncio.BufferedProtocol):
                     on_pong = getattr(handler, "on_pong", None)
                     if on_pong is not None:
                         on_pong(payload)
-        wsconn.receive_done()
-        self.flush_ws()
 
     def _notify_closed(self) -> None:
         if self._closed_notified or self._wsconn is None:
@@ -713,6 +763,7 @@ class Server:
         self.options = options or ServerOptions()
         self._connections: set[_Connection] = set()
         self._deadlines = TimerWheel(tick=0.5)
+        self._http_chunk = memoryview(bytearray(_HTTP_CHUNK))
         self._servers: list[asyncio.base_events.Server] = []
 
     @property

@@ -547,9 +547,7 @@ class HttpTransports:
         headers = [("Content-Type", SSE_CONTENT_TYPE), *STREAM_HEADERS, *cors]
         await self._stream("sse", self._json, request, response, commands, headers, b"\r\n")
 
-    def emulation(
-        self, request: Request, response: HttpResponseWriter
-    ) -> Awaitable[None] | None:
+    def emulation(self, request: Request, response: HttpResponseWriter) -> Awaitable[None] | None:
         """``POST /emulation``: feed a command frame to a stream's session.
 
         A session of another node is reached through the broker (see

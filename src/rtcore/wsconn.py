@@ -218,6 +218,5 @@ class WebSocketConnection:
     def data_to_send(self) -> list[bytes]:
         """Take the bytes queued for the network (possibly an empty list)."""
         out = self._out
-        if out:
-            self._out = []
+        self._out = []
         return out

@@ -92,7 +92,12 @@ def clean_env() -> dict[str, str]:
 
 
 def node_config(
-    port: int, name: str, prefix: str, redis_url: str = REDIS_URL, extra: str = ""
+    port: int,
+    name: str,
+    prefix: str,
+    redis_url: str = REDIS_URL,
+    extra: str = "",
+    engine_extra: str = "",
 ) -> str:
     return f"""
 [http]
@@ -119,6 +124,7 @@ enabled = true
 type = "redis"
 redis_address = ["{redis_url}"]
 redis_prefix = "{prefix}"
+{engine_extra}
 
 [log]
 level = "info"
@@ -130,11 +136,14 @@ level = "info"
 class NodeProc:
     """One ``rtcore serve`` subprocess."""
 
-    def __init__(self, name: str, port: int, config: Path, log: Path) -> None:
+    def __init__(
+        self, name: str, port: int, config: Path, log: Path, args: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.port = port
         self.config = config
         self.log_path = log
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -152,7 +161,7 @@ class NodeProc:
     def start(self) -> None:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rtcore", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "rtcore", "serve", "--config", str(self.config), *self.args],
                 env=clean_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -171,7 +180,9 @@ class NodeProc:
                     return
             except OSError:
                 time.sleep(0.05)
-        raise AssertionError(f"node {self.name} does not listen on {self.port}:\n{self.log[-3000:]}")
+        raise AssertionError(
+            f"node {self.name} does not listen on {self.port}:\n{self.log[-3000:]}"
+        )
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would."""
@@ -180,11 +191,23 @@ class NodeProc:
             self.proc.wait(10)
 
     def terminate(self, timeout: float = 20.0) -> int:
-        """SIGTERM (graceful shutdown) and wait for the exit code."""
+        """SIGTERM (graceful shutdown) and wait for the exit code.
+
+        A second SIGTERM after ``timeout`` makes a node (or a ``--workers``
+        supervisor and its workers) exit at once; SIGKILL after that.
+        """
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(10)
 
     @property
     def alive(self) -> bool:
@@ -213,6 +236,7 @@ def cluster(
     *,
     redis_url: str = REDIS_URL,
     extra: str = "",
+    engine_extra: str = "",
 ) -> Iterator[Cluster]:
     """``count`` nodes on ``redis_url``; keys of the prefix are removed afterwards."""
     prefix = f"rtcore-mn-{uuid.uuid4().hex[:10]}"
@@ -221,7 +245,9 @@ def cluster(
         name = f"node-{chr(ord('a') + i)}-{prefix[-6:]}"
         port = free_port()
         config = tmp_path / f"{name}.toml"
-        config.write_text(node_config(port, name, prefix, redis_url, extra), encoding="utf-8")
+        config.write_text(
+            node_config(port, name, prefix, redis_url, extra, engine_extra), encoding="utf-8"
+        )
         nodes.append(NodeProc(name, port, config, tmp_path / f"{name}.log"))
     try:
         for node in nodes:
@@ -261,7 +287,10 @@ def token(user: str, **kwargs: Any) -> str:
 
 
 async def api(
-    http: aiohttp.ClientSession, node: NodeProc, method: str, params: dict[str, Any],
+    http: aiohttp.ClientSession,
+    node: NodeProc,
+    method: str,
+    params: dict[str, Any],
     timeout: float = 10.0,
 ) -> dict[str, Any]:
     """A server API call; returns the JSON body (``result`` or ``error``)."""
@@ -276,13 +305,20 @@ async def api(
         return dict(json.loads(body))
 
 
-async def until(condition: Callable[[], Any], timeout: float, what: str = "") -> None:
-    """Poll ``condition`` every 20 ms; AssertionError after ``timeout`` seconds."""
+async def until(
+    condition: Callable[[], Any], timeout: float, what: str | Callable[[], str] = ""
+) -> None:
+    """Poll ``condition`` every 20 ms; AssertionError after ``timeout`` seconds.
+
+    ``what`` describes the wait; a callable is called at the timeout, to show
+    the state then.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
         if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+            text = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {text or condition}")
         await asyncio.sleep(0.02)
 
 
@@ -322,6 +358,7 @@ class SubEvents(centrifuge.SubscriptionEventHandler):
     def __init__(self) -> None:
         self.pubs: list[Any] = []
         self.subscribed: list[Any] = []
+        self.subscribed_at: list[float] = []
         self.unsubscribed: list[tuple[int, str]] = []
         self.joins: list[Any] = []
         self.leaves: list[Any] = []
@@ -329,6 +366,7 @@ class SubEvents(centrifuge.SubscriptionEventHandler):
 
     async def on_subscribed(self, ctx: Any) -> None:
         self.subscribed.append(ctx)
+        self.subscribed_at.append(time.monotonic())
 
     async def on_unsubscribed(self, ctx: Any) -> None:
         self.unsubscribed.append((ctx.code, ctx.reason))
@@ -400,6 +438,90 @@ async def subscribed(
     await sub.subscribe()
     await sub.ready(timeout=timeout)
     return sub, events
+
+
+class Publisher:
+    """Publishes ``{"seq": n}`` through one node's server API at a fixed rate.
+
+    One request at a time, so sequence numbers and offsets rise together; the
+    n-th request is due at ``n / rate`` seconds after the start (late ones are
+    sent at once). Every outcome is kept: ``ok`` with the stream position, an
+    ``error`` reply, or ``exception`` (no reply at all, e.g. a timeout).
+    """
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        node: NodeProc,
+        channel: str,
+        rate: float,
+        timeout: float = 10.0,
+    ) -> None:
+        self.http = http
+        self.node = node
+        self.channel = channel
+        self.rate = rate
+        self.timeout = timeout
+        self.results: list[dict[str, Any]] = []
+        self.stop = asyncio.Event()
+
+    async def run(self, max_count: int = 2000) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for seq in range(1, max_count + 1):
+            delay = start + (seq - 1) / self.rate - loop.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                except TimeoutError:
+                    pass
+            if self.stop.is_set():
+                return
+            self.results.append(await self._publish(seq))
+
+    async def _publish(self, seq: int) -> dict[str, Any]:
+        sent = time.monotonic()
+        out: dict[str, Any] = {"seq": seq, "sent": sent}
+        try:
+            async with self.http.post(
+                f"{self.node.http}/api/publish",
+                json={"channel": self.channel, "data": {"seq": seq}},
+                headers={"X-API-Key": KEY},
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as r:
+                body = await r.read()
+                out["status"] = r.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            out["exception"] = repr(exc)
+            return out
+        finally:
+            out["done"] = time.monotonic()
+        reply = json.loads(body) if body else {}
+        if r.status == 200 and "result" in reply:
+            out["ok"] = True
+            out["offset"] = reply["result"].get("offset", 0)
+            out["epoch"] = reply["result"].get("epoch", "")
+        else:
+            out["error"] = reply.get("error", body.decode(errors="replace"))
+        return out
+
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r.get("ok")]
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if not r.get("ok")]
+
+
+async def metric(http: aiohttp.ClientSession, node: NodeProc, name: str, labels: str = "") -> float:
+    """The value of one sample of the node's /metrics (0 when absent)."""
+    async with http.get(f"{node.http}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+        assert r.status == 200
+        text = await r.text()
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 class LineStream:

@@ -9,17 +9,26 @@ session opened on node A is driven through ``/emulation`` on node B.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from .helpers import (
+    REDIS_URL,
     LineStream,
+    NodeProc,
     api,
     client,
     cluster,
+    delete_prefix,
+    free_port,
+    node_config,
     require_redis,
     run,
     subscribed,
@@ -54,7 +63,9 @@ def test_publications_reach_clients_on_every_node(tmp_path: Path) -> None:
             # The server API of every node publishes into the same stream.
             async with aiohttp.ClientSession() as http:
                 for seq, node in ((2, nodes[2]), (3, nodes[1]), (4, nodes[0])):
-                    reply = await api(http, node, "publish", {"channel": "chat:room", "data": {"seq": seq}})
+                    reply = await api(
+                        http, node, "publish", {"channel": "chat:room", "data": {"seq": seq}}
+                    )
                     assert reply["result"]["offset"] == seq, reply
                 for _, events in subs:
                     await until(lambda e=events: len(e.pubs) >= 4, 10, "4 publications")
@@ -64,7 +75,9 @@ def test_publications_reach_clients_on_every_node(tmp_path: Path) -> None:
                     assert [p.offset for p in events.pubs] == [1, 2, 3, 4]
                 assert subs[2][1].pubs[0].info.user == "user-0"
                 # History read through node B holds all of it.
-                history = await api(http, nodes[1], "history", {"channel": "chat:room", "limit": -1})
+                history = await api(
+                    http, nodes[1], "history", {"channel": "chat:room", "limit": -1}
+                )
                 assert [p["data"]["seq"] for p in history["result"]["publications"]] == [1, 2, 3, 4]
             for c in clients:
                 await c.disconnect()
@@ -76,48 +89,74 @@ def test_presence_and_join_leave_across_nodes(tmp_path: Path) -> None:
     with cluster(tmp_path, 3) as nodes:
 
         async def main() -> None:
-            ca, _ = client(nodes[0].ws, "ann")
-            cb, _ = client(nodes[1].ws, "bob")
-            cc, _ = client(nodes[2].ws, "bob")  # a second connection of bob, on node C
-            for c in (ca, cb):
+            ca, eva = client(nodes[0].ws, "ann")
+            cb, evb = client(nodes[1].ws, "bob")
+            cc, evc = client(nodes[2].ws, "bob")  # a second connection of bob, on node C
+            for c in (ca, cb, cc):
                 await c.connect()
                 await c.ready(timeout=10)
+            id_a, id_b, id_c = (ev.connects[0].client for ev in (eva, evb, evc))
+
+            def joined(events: Any) -> list[str]:
+                return [i.client for i in events.joins]
+
+            def left(events: Any) -> list[str]:
+                return [i.client for i in events.leaves]
+
+            ea: Any = None
+            eb: Any = None
+            ec: Any = None
+
+            def state() -> str:
+                names = {id_a: "a", id_b: "b", id_c: "c"}
+                return " ".join(
+                    f"{n}: joins={[names.get(c, c) for c in joined(e)]} "
+                    f"leaves={[names.get(c, c) for c in left(e)]}"
+                    for n, e in (("a", ea), ("b", eb), ("c", ec))
+                    if e is not None
+                )
+
             sa, ea = await subscribed(ca, "chat:lobby", join_leave=True)
+            # A join is published after the subscribe reply: wait until a's own
+            # join is out, so that b, subscribing next, does not get it too.
+            await until(lambda: joined(ea) == [id_a], 10, lambda: f"own join on a: {state()}")
             sb, eb = await subscribed(cb, "chat:lobby", join_leave=True)
-            # Node A's subscriber sees bob (node B) join.
-            await until(lambda: [i.user for i in ea.joins] == ["bob"], 10, "join of bob on a")
-            await cc.connect()
-            await cc.ready(timeout=10)
+            # Node A's subscriber sees bob (node B) join; every subscriber gets its own join.
+            await until(lambda: joined(ea) == [id_a, id_b], 10, lambda: f"joins on a: {state()}")
             sc, ec = await subscribed(cc, "chat:lobby", join_leave=True)
-            for events in (ea, eb):
-                await until(lambda e=events: len(e.joins) >= (2 if e is ea else 1), 10, "join of c")
-            assert ea.joins[1].user == "bob" and ea.joins[1].client != ea.joins[0].client
-            assert [i.user for i in eb.joins] == ["bob"]  # node C's bob, seen on node B
-            # Presence from a client on every node: 3 clients, 2 users.
+            await until(lambda: joined(ea) == [id_a, id_b, id_c], 10, "join of c on node a")
+            await until(
+                lambda: joined(eb) == [id_b, id_c], 10, lambda: f"join of c on b: {state()}"
+            )
+            await until(lambda: joined(ec) == [id_c], 10, "own join on node c")
+            assert [i.user for i in ea.joins] == ["ann", "bob", "bob"]
+            # Presence asked by a client on every node: 3 clients, 2 users.
             for sub in (sa, sb, sc):
                 presence = await sub.presence()
+                assert set(presence.clients) == {id_a, id_b, id_c}
                 assert sorted(i.user for i in presence.clients.values()) == ["ann", "bob", "bob"]
                 stats = await sub.presence_stats()
                 assert (stats.num_clients, stats.num_users) == (3, 2)
             async with aiohttp.ClientSession() as http:
                 reply = await api(http, nodes[1], "presence_stats", {"channel": "chat:lobby"})
                 assert reply["result"] == {"num_clients": 3, "num_users": 2}
-                # Node C's client leaves: nodes A and B push the leave.
+                # Node C's client unsubscribes: nodes A and B push its leave.
                 await sc.unsubscribe()
-                for events in (ea, eb):
-                    await until(lambda e=events: len(e.leaves) == 1, 10, "leave")
-                    assert events.leaves[0].user == "bob"
+                await until(lambda: left(ea) == [id_c], 10, "leave of c on node a")
+                await until(lambda: left(eb) == [id_c], 10, "leave of c on node b")
                 reply = await api(http, nodes[0], "presence_stats", {"channel": "chat:lobby"})
                 assert reply["result"] == {"num_clients": 2, "num_users": 2}
-                # A disconnect (not just an unsubscribe) on node A is a leave on B and C.
+                # A client of node A disconnects: a leave on nodes B and C.
                 await sc.subscribe()
                 await sc.ready(timeout=10)
+                await until(lambda: joined(ea)[-1:] == [id_c], 10, "second join of c")
                 await ca.disconnect()
-                for events in (eb, ec):
-                    await until(lambda e=events: any(i.user == "ann" for i in e.leaves), 10, "ann")
+                await until(lambda: left(eb) == [id_c, id_a], 10, "leave of a on node b")
+                await until(lambda: left(ec) == [id_a], 10, "leave of a on node c")
                 reply = await api(http, nodes[2], "presence", {"channel": "chat:lobby"})
-                users = sorted(i["user"] for i in reply["result"]["presence"].values())
-                assert users == ["bob", "bob"]
+                assert set(reply["result"]["presence"]) == {id_b, id_c}
+                stats = await sb.presence_stats()
+                assert (stats.num_clients, stats.num_users) == (2, 1)
             for c in (cb, cc):
                 await c.disconnect()
 
@@ -150,7 +189,9 @@ def test_server_api_on_one_node_reaches_a_client_on_another(tmp_path: Path) -> N
                 assert stats["result"]["num_clients"] == 0
                 # disconnect through node A: node C closes the connection with the code given.
                 await api(
-                    http, a, "disconnect",
+                    http,
+                    a,
+                    "disconnect",
                     {"user": "carol", "disconnect": {"code": 4501, "reason": "go away"}},
                 )
                 await until(lambda: events.disconnects, 10, "disconnect")
@@ -162,14 +203,16 @@ def test_server_api_on_one_node_reaches_a_client_on_another(tmp_path: Path) -> N
 
 
 def test_emulation_request_reaches_a_session_of_another_node(tmp_path: Path) -> None:
-    with cluster(tmp_path, 2) as nodes:
+    limits = "[emulation]\nrate_limit = 1.0\nburst = 10\n"
+    with cluster(tmp_path, 2, extra=limits) as nodes:
         a, b = nodes[0], nodes[1]
 
         async def main() -> None:
             async with aiohttp.ClientSession() as http:
                 frame = json.dumps({"id": 1, "connect": {"token": token("dora")}})
                 response = await http.post(
-                    f"{a.http}/connection/http_stream", data=frame.encode(),
+                    f"{a.http}/connection/http_stream",
+                    data=frame.encode(),
                     headers={"Content-Type": "application/json"},
                 )
                 assert response.status == 200
@@ -184,7 +227,8 @@ def test_emulation_request_reaches_a_session_of_another_node(tmp_path: Path) -> 
 
                 def cmd(cid: int, method: str, params: dict) -> dict:
                     return {
-                        "node": connect["node"], "session": connect["session"],
+                        "node": connect["node"],
+                        "session": connect["session"],
                         "data": json.dumps({"id": cid, method: params}),
                     }
 
@@ -192,14 +236,20 @@ def test_emulation_request_reaches_a_session_of_another_node(tmp_path: Path) -> 
                 assert await emulate(b, cmd(2, "subscribe", {"channel": "chat:emu"})) == 204
                 reply = await stream.wait(lambda m: m.get("id") == 2)
                 assert "subscribe" in reply, reply
-                assert await emulate(b, cmd(3, "publish", {"channel": "chat:emu", "data": {"seq": 1}})) == 204
+                assert (
+                    await emulate(b, cmd(3, "publish", {"channel": "chat:emu", "data": {"seq": 1}}))
+                    == 204
+                )
                 assert "publish" in await stream.wait(lambda m: m.get("id") == 3)
                 push = await stream.wait(lambda m: "push" in m)
                 assert push["push"]["pub"]["data"] == {"seq": 1}
                 stats = await api(http, b, "presence_stats", {"channel": "chat:emu"})
                 assert stats["result"]["num_clients"] == 1
                 # The request checks stay on the node that answers: 400, 413, 415.
-                assert await emulate(b, {"node": connect["node"], "session": connect["session"]}) == 400
+                assert (
+                    await emulate(b, {"node": connect["node"], "session": connect["session"]})
+                    == 400
+                )
                 big = cmd(4, "publish", {"channel": "chat:emu", "data": {"x": "y" * 70000}})
                 assert await emulate(b, big) == 413
                 async with http.post(
@@ -213,19 +263,106 @@ def test_emulation_request_reaches_a_session_of_another_node(tmp_path: Path) -> 
                     node=connect["node"], session=connect["session"], data=b"\x00"
                 ).SerializeToString()
                 async with http.post(
-                    f"{b.http}/emulation", data=body,
+                    f"{b.http}/emulation",
+                    data=body,
                     headers={"Content-Type": "application/octet-stream"},
                 ) as r:
                     assert r.status == 204
                 # An unknown session of node A: accepted and dropped.
-                unknown = {**cmd(5, "publish", {"channel": "chat:emu", "data": {}}), "session": "nope"}
+                unknown = {
+                    **cmd(5, "publish", {"channel": "chat:emu", "data": {}}),
+                    "session": "nope",
+                }
                 assert await emulate(b, unknown) == 204
                 # The session still works, in order, through either node.
-                assert await emulate(a, cmd(6, "publish", {"channel": "chat:emu", "data": {"seq": 2}})) == 204
-                assert await emulate(b, cmd(7, "publish", {"channel": "chat:emu", "data": {"seq": 3}})) == 204
+                assert (
+                    await emulate(a, cmd(6, "publish", {"channel": "chat:emu", "data": {"seq": 2}}))
+                    == 204
+                )
+                assert (
+                    await emulate(b, cmd(7, "publish", {"channel": "chat:emu", "data": {"seq": 3}}))
+                    == 204
+                )
                 for seq in (2, 3):
-                    push = await stream.wait(lambda m, s=seq: m.get("push", {}).get("pub", {}).get("data") == {"seq": s})
+                    push = await stream.wait(
+                        lambda m, s=seq: m.get("push", {}).get("pub", {}).get("data") == {"seq": s}
+                    )
                     assert push["push"]["pub"]["offset"] == seq
+                # Over the session's rate (1/s, bursts of 10) through node B: 429 from B,
+                # and node A disconnects the session with 3013.
+                statuses = [
+                    await emulate(b, cmd(100 + i, "presence", {"channel": "chat:emu"}))
+                    for i in range(16)
+                ]
+                assert 429 in statuses, statuses
+                assert set(statuses) <= {204, 429}, statuses
+                end = await stream.wait(lambda m: "disconnect" in m.get("push", {}))
+                assert end["push"]["disconnect"]["code"] == 3013, end
+                assert await stream.wait(lambda m: False, 5) is None  # the stream ended
                 response.close()
 
         run(main())
+
+
+def test_emulation_across_workers_sharing_one_port(tmp_path: Path) -> None:
+    """``--workers 2`` with a configured node name: each worker has its own id
+    (the name plus its index), and a request reaching the worker that does not
+    hold the stream is forwarded to the one that does."""
+    prefix = f"rtcore-mn-{uuid.uuid4().hex[:10]}"
+    port = free_port()
+    config = tmp_path / "workers.toml"
+    config.write_text(node_config(port, "wk", prefix), encoding="utf-8")
+    node = NodeProc("wk", port, config, tmp_path / "workers.log", args=["--workers", "2"])
+    node.start()
+    try:
+        node.wait_listening()
+
+        async def main() -> None:
+            # A new connection per request, so the kernel spreads them over the workers.
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                streams: dict[str, tuple[Any, LineStream, dict[str, Any]]] = {}
+                # Until both workers hold a stream (the second may still be starting).
+                deadline = time.monotonic() + 20
+                for i in range(400):
+                    if len(streams) == 2 or time.monotonic() > deadline:
+                        break
+                    frame = json.dumps({"id": 1, "connect": {"token": token(f"w{i}")}})
+                    response = await http.post(
+                        f"{node.http}/connection/http_stream",
+                        data=frame.encode(),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    assert response.status == 200
+                    stream = LineStream(response)
+                    connect = (await stream.wait(lambda m: m.get("id") == 1))["connect"]
+                    if connect["node"] in streams:
+                        response.close()
+                        await asyncio.sleep(0.05)
+                    else:
+                        streams[connect["node"]] = (response, stream, connect)
+                assert sorted(streams) == ["wk-0", "wk-1"], sorted(streams)
+                # Commands for both sessions, alternating, each on a new connection:
+                # whichever worker answers holds one session and forwards the other's.
+                for n in range(1, 9):
+                    for name, (_, stream, connect) in streams.items():
+                        body = {
+                            "node": connect["node"],
+                            "session": connect["session"],
+                            "data": json.dumps(
+                                {"id": 1 + n, "presence_stats": {"channel": "chat:w"}}
+                            ),
+                        }
+                        async with http.post(f"{node.http}/emulation", json=body) as r:
+                            assert r.status == 204, (name, await r.text())
+                        reply = await stream.wait(lambda m, i=1 + n: m.get("id") == i)
+                        assert reply is not None and "error" in reply, reply  # not subscribed
+                        assert reply["error"]["code"] == 103, reply  # permission denied
+                for response, _, _ in streams.values():
+                    response.close()
+
+        run(main())
+        assert node.terminate() == 0
+    finally:
+        node.kill()
+        delete_prefix(REDIS_URL, prefix)
