@@ -427,7 +427,8 @@ class ChannelOptions:
         False, "Authenticated clients may subscribe without a subscription token."
     )
     allow_subscribe_for_anonymous: bool = _f(
-        False, "Anonymous clients may subscribe without a token."
+        False,
+        "Anonymous clients may subscribe without a token (together with allow_subscribe_for_client).",
     )
     allow_publish_for_subscriber: bool = _f(False, "Subscribers may publish from the client.")
     allow_publish_for_client: bool = _f(

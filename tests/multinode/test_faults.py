@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from backends.redis_servers import RedisServer
 
 from .helpers import (
+    NodeProc,
     Publisher,
     api,
     client,
@@ -119,114 +121,153 @@ def test_killed_node_clients_recover_on_another_node(tmp_path: Path) -> None:
         run(main(), timeout=150)
 
 
-def _own_redis() -> RedisServer:
-    server = RedisServer()
+def _own_redis(*args: str) -> RedisServer:
+    server = RedisServer(extra_args=args)
     server.start()
     return server
 
 
-def test_redis_restart_under_load(tmp_path: Path) -> None:
+EMULATION_PROBE = '{"id":2,"presence":{}}'
+
+
+async def _restart_under_load(
+    server: RedisServer, a: NodeProc, b: NodeProc, *, expect_resubscribe: bool
+) -> dict[str, Any]:
+    """Clients on nodes A and B, a publisher on A's API, Redis restarted meanwhile.
+
+    Checks what holds whether or not Redis keeps its data, and returns what
+    happened for the rest: the publisher's results, what each client got, the
+    moments Redis stopped and came back, the history read afterwards.
+    """
+    channel = "chat:restart"
+    clients = []
+    for node, user in ((b, "on-b"), (a, "on-a")):
+        cl, _ = client(node.ws, user)
+        await cl.connect()
+        await cl.ready(timeout=10)
+        _, sev = await subscribed(cl, channel)
+        clients.append((cl, sev))
+    async with aiohttp.ClientSession() as http:
+        errors_before = await metric(http, a, "rtcore_broker_errors_total", 'op="publish"')
+        publisher = Publisher(http, a, channel, RATE, timeout=15)
+        task = asyncio.ensure_future(publisher.run())
+        await asyncio.sleep(1.5)
+        first = publisher.ok()
+        assert first, "nothing published before the restart"
+        await asyncio.to_thread(server.stop)
+        stopped_at = time.monotonic()
+        await asyncio.sleep(0.7)
+        # While Redis is down: publishes fail, the metrics count them, and an
+        # /emulation request for another node cannot be forwarded (503).
+        assert publisher.failed(), "no publish failed while Redis was down"
+        errors_down = await metric(http, a, "rtcore_broker_errors_total", 'op="publish"')
+        assert errors_down > errors_before
+        probe = {"node": b.name, "session": "s", "data": EMULATION_PROBE}
+        async with http.post(f"{a.http}/emulation", json=probe) as r:
+            assert r.status == 503
+        await asyncio.sleep(0.8)
+        await asyncio.to_thread(server.start)
+        started_at = time.monotonic()
+        if expect_resubscribe:
+            for _, sev in clients:
+                await until(lambda s=sev: len(s.subscribed) >= 2, 20, "resubscribe")
+        else:
+            await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)
+        publisher.stop.set()
+        await asyncio.wait_for(task, 30)
+        async with http.post(f"{a.http}/emulation", json=probe) as r:
+            assert r.status == 204
+
+        results = publisher.results
+        # Every request got an answer, success or error: none hung up or was cut.
+        assert not [r for r in results if "exception" in r], results
+        ok = publisher.ok()
+        # Redis was down from stopped_at until started_at: nothing succeeded then.
+        after = [r for r in ok if r["sent"] > stopped_at]
+        assert after, "no success after the restart"
+        assert all(r["done"] > started_at - 0.5 for r in after)
+        history = (await api(http, b, "history", {"channel": channel, "limit": -1}))["result"]
+        # Every success is delivered once the publisher stopped, or (after a
+        # restart without data) in the new history.
+        seqs_in_history = {p["data"]["seq"] for p in history.get("publications", [])}
+        for _, sev in clients:
+            await until(
+                lambda s=sev: {r["seq"] for r in ok} <= set(s.seqs()) | seqs_in_history,
+                15,
+                lambda s=sev: f"missing: {sorted({r['seq'] for r in ok} - set(s.seqs()))}",
+            )
+    assert a.alive and b.alive
+    for cl, _ in clients:
+        await cl.disconnect()
+    return {
+        "ok": ok,
+        "results": results,
+        "clients": [sev for _, sev in clients],
+        "stopped_at": stopped_at,
+        "started_at": started_at,
+        "history": history,
+    }
+
+
+def test_redis_restart_without_persistence(tmp_path: Path) -> None:
+    """Data lost: a new epoch, and clients resubscribe on the not-recovered path."""
     server = _own_redis()
     try:
         with cluster(tmp_path, 2, redis_url=server.url) as nodes:
-            a, b = nodes[0], nodes[1]
-
-            async def main() -> None:
-                channel = "chat:restart"
-                clients = []
-                for node, user in ((b, "on-b"), (a, "on-a")):
-                    cl, _ = client(node.ws, user)
-                    await cl.connect()
-                    await cl.ready(timeout=10)
-                    _, sev = await subscribed(cl, channel)
-                    clients.append((cl, sev))
-                async with aiohttp.ClientSession() as http:
-                    errors_before = await metric(
-                        http, a, "rtcore_broker_errors_total", 'op="publish"'
-                    )
-                    publisher = Publisher(http, a, channel, RATE, timeout=15)
-                    task = asyncio.ensure_future(publisher.run())
-                    await asyncio.sleep(1.5)
-                    first = publisher.ok()
-                    assert first, "nothing published before the restart"
-                    old_epoch = first[0]["epoch"]
-                    await asyncio.to_thread(server.stop)
-                    stopped_at = time.monotonic()
-                    await asyncio.sleep(0.7)
-                    # While Redis is down: publishes fail, the metrics count them, and
-                    # an /emulation request for another node cannot be forwarded.
-                    assert publisher.failed(), "no publish failed while Redis was down"
-                    errors_down = await metric(
-                        http, a, "rtcore_broker_errors_total", 'op="publish"'
-                    )
-                    assert errors_down > errors_before
-                    async with http.post(
-                        f"{a.http}/emulation",
-                        json={"node": b.name, "session": "s", "data": '{"id":2,"presence":{}}'},
-                    ) as r:
-                        assert r.status == 503
-                    await asyncio.sleep(0.8)
-                    await asyncio.to_thread(server.start)
-                    started_at = time.monotonic()
-                    for _, sev in clients:
-                        await until(lambda s=sev: len(s.subscribed) >= 2, 20, "resubscribe")
-                    await asyncio.sleep(1.5)
-                    publisher.stop.set()
-                    await asyncio.wait_for(task, 30)
-                    async with http.post(
-                        f"{a.http}/emulation",
-                        json={"node": b.name, "session": "s", "data": '{"id":2,"presence":{}}'},
-                    ) as r:
-                        assert r.status == 204
-
-                    results = publisher.results
-                    # Every request got an answer: success or error, nothing hung up.
-                    assert not [r for r in results if "exception" in r], results
-                    ok = publisher.ok()
-                    before = [r for r in ok if r["done"] < stopped_at]
-                    # Redis was down from stopped_at until started_at: a success sent
-                    # after stopped_at went to the restarted server.
-                    after = [r for r in ok if r["sent"] > stopped_at]
-                    assert all(r["done"] > started_at - 0.5 for r in after)
-                    assert before and after, "successes on both sides of the restart"
-                    assert {r["epoch"] for r in before} == {old_epoch}
-                    new_epochs = {r["epoch"] for r in after}
-                    assert len(new_epochs) == 1 and old_epoch not in new_epochs
-                    new_epoch = new_epochs.pop()
-                    assert [r["offset"] for r in after] == list(range(1, len(after) + 1))
-                    # A failed publish did not take a place in the new stream.
-                    history = await api(http, b, "history", {"channel": channel, "limit": -1})
-                    hist = history["result"]
-                    assert hist["epoch"] == new_epoch
-                    in_history = [p["data"]["seq"] for p in hist.get("publications", [])]
-                    assert in_history == [r["seq"] for r in ok if r["epoch"] == new_epoch]
-                    for _, sev in clients:
-                        got = sev.seqs()
-                        assert got == sorted(set(got)), got  # in order, no duplicates
-                        # Each success was delivered to this client or is in history.
-                        lost = [
-                            r["seq"]
-                            for r in ok
-                            if r["seq"] not in got and r["seq"] not in in_history
-                        ]
-                        assert not lost, lost
-                        # The successes before the restart were all delivered.
-                        assert [r["seq"] for r in before] == got[: len(before)]
-                        # Resubscribed on the not-recovered path: the epoch changed.
-                        resub = sev.subscribed[-1]
-                        assert resub.was_recovering is True and resub.recovered is False
-                        assert resub.stream_position.epoch == new_epoch
-                        assert sev.unsubscribed == [] or sev.unsubscribed[0][0] >= 2500
-                        # After that, everything published reached it.
-                        later = [r["seq"] for r in ok if r["sent"] > sev.subscribed_at[-1]]
-                        assert later and set(later) <= set(got)
-                    assert a.alive and b.alive
-                for cl, _ in clients:
-                    await cl.disconnect()
-
-            run(main(), timeout=150)
+            out = run(_restart_under_load(server, nodes[0], nodes[1], expect_resubscribe=True))
     finally:
         server.cleanup()
+    ok = out["ok"]
+    before = [r for r in ok if r["done"] < out["stopped_at"]]
+    after = [r for r in ok if r["sent"] > out["stopped_at"]]
+    assert before, "no success before the restart"
+    old_epochs = {r["epoch"] for r in before}
+    new_epochs = {r["epoch"] for r in after}
+    assert len(old_epochs) == 1 and len(new_epochs) == 1 and old_epochs != new_epochs
+    new_epoch = next(iter(new_epochs))
+    # The stream started again from offset 1; failed publishes took no place in it.
+    assert [r["offset"] for r in after] == list(range(1, len(after) + 1))
+    history = out["history"]
+    assert history["epoch"] == new_epoch
+    assert [p["data"]["seq"] for p in history["publications"]] == [r["seq"] for r in after]
+    for sev in out["clients"]:
+        got = sev.seqs()
+        assert got == sorted(set(got)), got  # in order, no duplicates
+        # The successes before the restart were all delivered, first.
+        assert got[: len(before)] == [r["seq"] for r in before]
+        # Resubscribed on the not-recovered path: the epoch changed.
+        resub = sev.subscribed[-1]
+        assert resub.was_recovering is True and resub.recovered is False
+        assert resub.stream_position.epoch == new_epoch
+        # From then on everything published reached it.
+        later = [r["seq"] for r in ok if r["sent"] > sev.subscribed_at[-1]]
+        assert later and set(later) <= set(got)
+
+
+def test_redis_restart_with_persistence(tmp_path: Path) -> None:
+    """Data kept (AOF, fsync always): the epoch survives and nothing is missed."""
+    server = _own_redis("--appendonly", "yes", "--appendfsync", "always")
+    try:
+        with cluster(tmp_path, 2, redis_url=server.url) as nodes:
+            out = run(_restart_under_load(server, nodes[0], nodes[1], expect_resubscribe=False))
+    finally:
+        server.cleanup()
+    ok = out["ok"]
+    assert len({r["epoch"] for r in ok}) == 1, "the epoch changed"
+    failed = {r["seq"] for r in out["results"] if not r.get("ok")}
+    for sev in out["clients"]:
+        got = sev.seqs()
+        # Every success, once, in order; a failed publish may have been applied
+        # (its reply lost), and then it is delivered too.
+        assert got == sorted(set(got)), got
+        assert {r["seq"] for r in ok} <= set(got)
+        assert set(got) - {r["seq"] for r in ok} <= failed
+        offsets = [p.offset for p in sev.pubs]
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), offsets
+        # Any resubscription recovered.
+        for ctx in sev.subscribed[1:]:
+            assert ctx.was_recovering is True and ctx.recovered is True
 
 
 @pytest.mark.xfail(
