@@ -504,6 +504,18 @@ enabled = true
 level = "info"
 format = "text"
 
+[channel.without_namespace]
+# Channels without a namespace ("news", "updates"): any client with a valid
+# connection token may subscribe; the last 100 publications (5 minutes) are
+# kept so that clients recover what they missed during a short disconnect.
+allow_subscribe_for_client = true
+presence = true
+allow_presence_for_subscriber = true
+history_size = 100
+history_ttl = "5m"
+force_recovery = true
+allow_history_for_subscriber = true
+
 # Namespaces: channels named "chat:..." get these options.
 # [[channel.namespaces]]
 # name = "chat"

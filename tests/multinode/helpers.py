@@ -323,15 +323,20 @@ async def until(
 
 
 class Events(centrifuge.ClientEventHandler):
-    """What a client saw: connects, disconnects, server-side subscriptions."""
+    """What a client saw: (re)connecting with its reason, connects, disconnects,
+    server-side subscriptions."""
 
     def __init__(self) -> None:
         self.connects: list[Any] = []
+        self.connecting: list[tuple[int, str]] = []
         self.disconnects: list[tuple[int, str]] = []
         self.errors: list[Any] = []
         self.server_subscribed: list[Any] = []
         self.server_unsubscribed: list[Any] = []
         self.server_pubs: list[Any] = []
+
+    async def on_connecting(self, ctx: Any) -> None:
+        self.connecting.append((ctx.code, ctx.reason))
 
     async def on_connected(self, ctx: Any) -> None:
         self.connects.append(ctx)
