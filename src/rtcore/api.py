@@ -669,6 +669,11 @@ class _Executor:
             raise ApiError(exc.code, exc.message) from None
         except asyncio.CancelledError:
             raise
+        except ConnectionError as exc:
+            # The engine is unreachable (e.g. Redis down): one line, not a
+            # traceback per request; /health and rtcore_engine_up say more.
+            logger.warning("API %s failed: engine unavailable: %s", method, exc)
+            raise ERROR_INTERNAL from None
         except Exception:
             logger.exception("API %s failed", method)
             raise ERROR_INTERNAL from None
@@ -724,6 +729,9 @@ class _Executor:
             raise
         except ClientError as exc:
             raise ApiError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            logger.warning("API broadcast to %s failed: engine unavailable: %s", channel, exc)
+            raise ERROR_INTERNAL from None
         except Exception:
             logger.exception("API broadcast to %s failed", channel)
             raise ERROR_INTERNAL from None

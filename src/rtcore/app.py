@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import random
 import ssl
@@ -190,7 +191,17 @@ class NodeApp:
         return handler(request, response)
 
     def _health(self, request: Request, response: HttpResponseWriter) -> None:
-        response.send(200, [("Content-Type", "application/json")], b"{}")
+        """200 ``{}`` while the engine works; 503 with the reason when it does not.
+
+        A load balancer can then take a node whose Redis connection is down
+        out of rotation.
+        """
+        problem = self.node.engine_problem()
+        if problem is None:
+            response.send(200, [("Content-Type", "application/json")], b"{}")
+            return
+        body = json.dumps({"error": problem}).encode()
+        response.send(503, [("Content-Type", "application/json"), ("Retry-After", "1")], body)
 
 
 def ssl_context_from_config(node: Node) -> ssl.SSLContext | None:

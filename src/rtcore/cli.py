@@ -242,6 +242,8 @@ class _Shutdown:
         self.loop = loop
         self.requested = asyncio.Event()
         self.signals = 0
+        # A --workers child's supervisor watch (kept referenced while it runs).
+        self.watchdog: asyncio.Task[None] | None = None
 
     def on_signal(self, name: str) -> None:
         self.signals += 1
@@ -256,6 +258,19 @@ class _Shutdown:
             handler.flush()
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
+
+
+async def _watch_supervisor(shutdown: _Shutdown, parent: int) -> None:
+    """A ``--workers`` child stops gracefully when its supervisor is gone.
+
+    Workers run in their own sessions (see rtcore.workers), so nothing else
+    would stop them if the supervisor were killed with SIGKILL.
+    """
+    while not shutdown.requested.is_set():
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            shutdown.on_signal("supervisor exit")
+            return
 
 
 def _reload_tls(context: ssl.SSLContext, config: Config) -> None:
@@ -317,6 +332,9 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
     shutdown = _Shutdown(loop)
     for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
         loop.add_signal_handler(sig, shutdown.on_signal, name)
+
+    if reuse_port and os.environ.get("RTCORE_WORKER_INDEX") is not None:
+        shutdown.watchdog = loop.create_task(_watch_supervisor(shutdown, os.getppid()))
 
     node = _make_node(config)
     try:

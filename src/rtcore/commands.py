@@ -306,7 +306,12 @@ async def handle_publish(session: ClientSession, cmd: Command) -> None:
         hook="on_publish",
         event=event,
     )
-    await node.publish(req.channel, event.data, info=session.channel_info(req.channel))
+    await node.publish(
+        req.channel,
+        event.data,
+        info=session.channel_info(req.channel),
+        skip_history=event.skip_history,
+    )
     session.send_reply(Reply(id=cmd.id, publish=PublishResult()))
 
 

@@ -329,7 +329,8 @@ class ProxyConfig:
     """Named proxies for channel and RPC namespaces, and proxy behaviour."""
 
     named: list[NamedProxy] = _f(
-        [], "Proxies referenced by *_proxy_name in channel and RPC namespaces (Centrifugo's proxies)."
+        [],
+        "Proxies referenced by *_proxy_name in channel and RPC namespaces (Centrifugo's proxies).",
     )
     refresh_retry_interval: float = _duration(
         60.0,
@@ -344,7 +345,9 @@ class ProxyConfig:
             yield from _problems_tree(proxy, sub)
             if not _PROXY_NAME_RE.match(proxy.name):
                 yield _err(
-                    sub, "name", f"invalid proxy name {proxy.name!r} (2+ of letters, digits, -, _, .)"
+                    sub,
+                    "name",
+                    f"invalid proxy name {proxy.name!r} (2+ of letters, digits, -, _, .)",
                 )
             elif proxy.name == "default":
                 yield _err(sub, "name", "'default' names the default proxies; choose another name")
@@ -591,7 +594,11 @@ class ClientConfig:
         5.0,
         "Window over which shutdown disconnects (3001) are spread, so clients reconnect spread out.",
     )
-    node_name: str = _f("", "Name reported to clients for emulated transports (default: hostname).")
+    node_name: str = _f(
+        "",
+        "Node id reported to emulated transports (default: hostname plus a per-process "
+        "suffix; under --workers the worker index is appended).",
+    )
     proxy: ClientProxyConfig = field(
         default_factory=ClientProxyConfig,
         metadata={"doc": "Connect and refresh proxies (docs/proxy.md)."},
@@ -843,7 +850,9 @@ def _proxy_reference_problems(config: Config) -> Iterator[ConfigError]:
         "publish": channel.proxy.publish,
         "sub_refresh": channel.proxy.sub_refresh,
     }
-    scopes: list[tuple[str, ChannelOptions]] = [("channel.without_namespace", channel.without_namespace)]
+    scopes: list[tuple[str, ChannelOptions]] = [
+        ("channel.without_namespace", channel.without_namespace)
+    ]
     scopes += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(channel.namespaces)]
     for path, opts in scopes:
         for kind, default in defaults.items():

@@ -11,7 +11,7 @@ permission denied or your own 400-1999 code) or
 | ``on_connecting`` | :class:`ConnectEvent` | :class:`Credentials` to accept (overrides the token's), ``None`` to keep the token's |
 | ``on_connect`` | the session | ignored |
 | ``on_subscribe`` | :class:`SubscribeEvent` | ``None``/``True`` allow, ``False`` deny, or :class:`SubscribeReply` |
-| ``on_publish`` | :class:`PublishEvent` | ``None``/``True`` allow, ``False`` deny (may replace ``event.data``) |
+| ``on_publish`` | :class:`PublishEvent` | ``None``/``True`` allow, ``False`` deny (may replace ``event.data``, set ``event.skip_history``) |
 | ``on_presence`` / ``on_history`` | :class:`ChannelEvent` | ``None``/``True`` allow, ``False`` deny |
 | ``on_rpc`` | :class:`RPCEvent` | ``bytes`` result data |
 | ``on_message`` | :class:`MessageEvent` | ignored (``send`` has no reply) |
@@ -120,6 +120,8 @@ class SubscribeReply:
     info: bytes | None = None
     data: bytes | None = None
     expire_at: int = 0
+    # Per-subscription overrides of namespace options (rtcore.auth.SubscribeOverride) or None.
+    override: Any = None
 
 
 @dataclass(slots=True)
@@ -127,6 +129,8 @@ class PublishEvent:
     client: Any
     channel: str
     data: bytes
+    # A hook may set it: the publication is not saved in the channel history.
+    skip_history: bool = False
 
 
 @dataclass(slots=True)

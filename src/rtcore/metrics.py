@@ -162,6 +162,11 @@ class NodeCollector(Collector):
         info.add_metric([__version__, frames.IMPLEMENTATION, fanout.IMPLEMENTATION], 1)
         yield info
         yield GaugeMetricFamily(
+            "rtcore_engine_up",
+            "1 while the engine (broker, presence) can serve, 0 while it cannot.",
+            value=0 if node.engine_problem() else 1,
+        )
+        yield GaugeMetricFamily(
             "rtcore_node_uptime_seconds",
             "Seconds since the node was created.",
             value=max(0.0, time.time() - node.started_at),

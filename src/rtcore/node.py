@@ -150,6 +150,8 @@ class Node(BrokerEventHandler):
         self.client_frames_sent = 0
         # Publish-to-delivery latency recorder (rtcore.metrics.DeliveryLatency) or None.
         self.delivery_latency: Any = None
+        # Proxies to the application backend (rtcore.proxy.ProxyHooks), installed by start().
+        self.proxies: Any = None
 
     # -- hooks ---------------------------------------------------------------
 
@@ -196,6 +198,11 @@ class Node(BrokerEventHandler):
             return
         self._started = True
         self.flusher = Flusher(asyncio.get_running_loop())
+        if self.proxies is None:
+            # Configured proxies take over the hooks registered so far (docs/proxy.md).
+            from .proxy import install_proxies
+
+            install_proxies(self)
         await self.broker.start(self)
         self.timers.start()
 
@@ -208,6 +215,8 @@ class Node(BrokerEventHandler):
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         self.timers.stop()
+        if self.proxies is not None:
+            await self.proxies.close()
         if self._started:
             await self.broker.close()
             if isinstance(self.presence_manager, Closer) and self.presence_manager is not self.broker:
@@ -474,6 +483,7 @@ class Node(BrokerEventHandler):
                     raise codes.ERROR_PERMISSION_DENIED
                 if isinstance(result, SubscribeReply):
                     chan_info, data, expire_at = result.info, result.data, result.expire_at
+                    override = result.override
             else:
                 allowed = opts.allow_subscribe_for_client and (
                     session.user != "" or opts.allow_subscribe_for_anonymous
@@ -895,6 +905,18 @@ class Node(BrokerEventHandler):
         if not opts.history_enabled:
             raise codes.ERROR_NOT_AVAILABLE
         await self.broker.remove_history(channel)
+
+    def engine_problem(self) -> str | None:
+        """Why the engine cannot serve right now, or None when it can.
+
+        Backends that know their connection state expose ``healthy`` (and
+        ``last_error``); the memory engine is always healthy.
+        """
+        for name, backend in (("broker", self.broker), ("presence", self.presence_manager)):
+            if getattr(backend, "healthy", True) is False:
+                last = getattr(backend, "last_error", None)
+                return f"{name} unavailable" + (f": {last}" if last else "")
+        return None
 
     def info(self) -> dict[str, Any]:
         """This node's counters (the API ``info`` method)."""

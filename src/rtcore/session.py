@@ -395,9 +395,18 @@ class ClientSession:
     async def _refresh_presence(self) -> None:
         for channel, sub in list(self.subscriptions.items()):
             if sub.presence and not sub.pending and self.state != CLOSED:
-                await self.node.presence_manager.add(
-                    channel, self.client_id, self.channel_info(channel)
-                )
+                try:
+                    await self.node.presence_manager.add(
+                        channel, self.client_id, self.channel_info(channel)
+                    )
+                except ConnectionError as exc:
+                    # The engine is down: the next refresh (a third of the
+                    # presence TTL later) tries again; one line, not a traceback.
+                    self.node.count_broker_error("presence_add")
+                    logger.warning(
+                        "presence refresh of %s failed: %s", channel, exc, extra=self.log_fields
+                    )
+                    return
 
     def disconnect(self, disconnect: Disconnect) -> None:
         """End the session: tell the client (close code / disconnect push), clean up."""

@@ -451,8 +451,9 @@ class HttpTransports:
         self.options = options
         self.cors = cors
         self.sessions = emulation_sessions(app.node)
-        # Request rates of other nodes' sessions whose requests this node forwards.
-        self._forward_buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
+        # Request rates of other nodes' sessions whose requests this node forwards:
+        # (node, session) -> [bucket, whether the owning node was told it is over].
+        self._forward_buckets: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self._json = get_codec("json")
         self._protobuf = get_codec("protobuf")
 
@@ -604,21 +605,30 @@ class HttpTransports:
             response.send(204, cors)
         return None
 
-    def _forward_allowed(self, node: str, session: str) -> bool:
-        """Account a forwarded request against the session's rate, as seen by this node."""
+    def _forward_rate(self, node: str, session: str) -> str:
+        """Account a forwarded request against the session's rate, as seen by this node.
+
+        "ok" within the rate; "over" the first time over it (the owning node
+        is to be told); "again" when over it once more (nothing to send).
+        """
         rate = self.options.emulation_rate_limit
         if rate <= 0:
-            return True
+            return "ok"
         buckets = self._forward_buckets
         key = (node, session)
-        bucket = buckets.get(key)
-        if bucket is None:
-            bucket = buckets[key] = _Bucket(rate, self.options.emulation_burst)
+        entry = buckets.get(key)
+        if entry is None:
+            entry = buckets[key] = [_Bucket(rate, self.options.emulation_burst), False]
             if len(buckets) > FORWARD_BUCKETS_MAX:
                 buckets.popitem(last=False)
         else:
             buckets.move_to_end(key)
-        return bucket.allow()
+        if entry[0].allow():
+            return "ok"
+        if entry[1]:
+            return "again"
+        entry[1] = True
+        return "over"
 
     async def _forward(
         self,
@@ -633,10 +643,15 @@ class HttpTransports:
 
         204 once the broker took it (whether that node still has the session
         is not known here); 429 over the rate this node has seen for the
-        session (the owning node is told to disconnect it with 3013); 503 when
-        the broker cannot publish.
+        session (the first time, the owning node is told to disconnect it with
+        3013; later ones send nothing); 503 when the broker cannot publish.
         """
-        limited = not self._forward_allowed(node, session)
+        rate = self._forward_rate(node, session)
+        if rate == "again":
+            # The owning node was told already: no more broker traffic for this session.
+            send_error(response, 429, "too many requests", [("Retry-After", "1"), *cors])
+            return
+        limited = rate == "over"
         try:
             await self.node.forward_emulation(node, session, data, fmt, limited=limited)
         except Exception as exc:  # noqa: BLE001 - answered to the client

@@ -283,10 +283,6 @@ def test_redis_restart_with_persistence(tmp_path: Path) -> None:
             assert ctx.was_recovering is True and ctx.recovered is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/health answers 200 whatever the broker's state (rtcore.app.NodeApp._health)",
-)
 def test_health_reports_a_broker_outage(tmp_path: Path) -> None:
     server = _own_redis()
     try:
@@ -299,7 +295,15 @@ def test_health_reports_a_broker_outage(tmp_path: Path) -> None:
                     await asyncio.to_thread(server.stop)
                     await asyncio.sleep(1.0)
                     async with http.get(f"{nodes[0].http}/health") as r:
-                        assert r.status != 200, "healthy while Redis is down"
+                        assert r.status == 503, "healthy while Redis is down"
+                        assert "broker unavailable" in (await r.json())["error"]
+                    await asyncio.to_thread(server.start)
+                    for _ in range(50):
+                        async with http.get(f"{nodes[0].http}/health") as r:
+                            if r.status == 200:
+                                break
+                        await asyncio.sleep(0.2)
+                    assert r.status == 200, "not healthy again after Redis came back"
 
             run(main(), timeout=60)
     finally:

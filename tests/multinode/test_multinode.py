@@ -1,10 +1,11 @@
-"""Three ``rtcore serve`` processes on one Redis (a key prefix per test).
+"""Several ``rtcore serve`` processes on one Redis (a key prefix per test).
 
 centrifuge-python clients on different nodes see each other's publications
 (client publish and server API publish on any node), presence and
 presence_stats, join/leave pushes; server API disconnect, unsubscribe and
 subscribe called on node A reach a client on node C; an HTTP-streaming
-session opened on node A is driven through ``/emulation`` on node B.
+session opened on node A is driven through ``/emulation`` on node B, and
+through either worker of ``rtcore serve --workers 2``.
 """
 
 from __future__ import annotations
@@ -364,5 +365,8 @@ def test_emulation_across_workers_sharing_one_port(tmp_path: Path) -> None:
         run(main())
         assert node.terminate() == 0
     finally:
-        node.kill()
+        # Not SIGKILL: the workers run in sessions of their own and would outlive
+        # the supervisor. SIGTERM reaches them through it (twice: killed).
+        if node.alive:
+            node.terminate(timeout=10)
         delete_prefix(REDIS_URL, prefix)
