@@ -113,6 +113,12 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
+def total_ticks(pids: list[int]) -> tuple[int, int]:
+    """(utime, stime) summed over ``pids`` (every worker process of a server)."""
+    ticks = [cpu_ticks(pid) for pid in pids]
+    return sum(t[0] for t in ticks), sum(t[1] for t in ticks)
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     if proc.poll() is None:
         try:
@@ -170,7 +176,15 @@ class Result:
     payload: int
     rate: float
     run: int
+    engine: str = "memory"
+    shards: int = 1
+    workers: int = 1
+    asked: int = 0
     published: int = 0
+    # Achieved publications per second (first to last publish) and how far
+    # behind the fixed-rate schedule the server's publisher fell.
+    pub_rate: float = 0.0
+    max_lag_ms: float = 0.0
     expected: int = 0
     deliveries: int = 0
     loss: int = 0
@@ -225,27 +239,46 @@ def run_once(
         "--channel",
         args.channel,
     ]
+    workers = args.workers if server == "rtcore" else 1
     if server == "rtcore":
-        server_cmd += ["--auth", args.auth]
+        server_cmd += ["--auth", args.auth, "--engine", args.engine]
+        if args.engine == "redis":
+            result.engine, result.shards = "redis", len(args.redis_urls)
+            prefix = f"rtbench-{secrets.token_hex(4)}"
+            server_cmd += ["--redis-prefix", prefix]
+            for url in args.redis_urls:
+                server_cmd += ["--redis-url", url]
+        if workers > 1:
+            server_cmd += ["--reuse-port"]
+    result.workers = workers
     errlog = tempfile.TemporaryFile()
-    srv = subprocess.Popen(
-        server_cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=errlog,
-        env=server_env(impl, secret),
-    )
+    srvs: list[subprocess.Popen[bytes]] = []
+    for index in range(workers):
+        env = server_env(impl, secret)
+        if workers > 1:
+            env["RTCORE_WORKER_INDEX"] = str(index)
+        srvs.append(
+            subprocess.Popen(
+                server_cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errlog,
+                env=env,
+            )
+        )
+    srv = srvs[0]  # the publisher; with several workers, the others receive through Redis
     clients: list[subprocess.Popen[bytes]] = []
     try:
-        while True:
-            line = read_json(srv, 60, "the server to listen")
-            if "implementation" in line:
-                got = line["implementation"]["fanout"]
-                want = "python" if impl == "pure" else "cython"
-                if got != want:
-                    raise LoadError(f"server runs the {got} fan-out, {want} was asked for")
-            if "listening" in line:
-                break
+        for proc in srvs:
+            while True:
+                line = read_json(proc, 60, "the server to listen")
+                if "implementation" in line:
+                    got = line["implementation"]["fanout"]
+                    want = "python" if impl == "pure" else "cython"
+                    if got != want:
+                        raise LoadError(f"server runs the {got} fan-out, {want} was asked for")
+                if "listening" in line:
+                    break
         nproc = max(1, math.ceil(subscribers / args.per_client))
         share = [subscribers // nproc + (1 if i < subscribers % nproc else 0) for i in range(nproc)]
         token: list[str] = []
@@ -285,11 +318,14 @@ def run_once(
             for k, v in line.get("errors", {}).items():
                 result.errors[k] = result.errors.get(k, 0) + v
         result.connect_s = round(time.monotonic() - t0, 2)
-        send(srv, {"stats": True})
-        stats = read_json(srv, 30, "server stats")
-        counted = int(stats["subscribers"])
-        for code, n in stats.get("disconnects", {}).items():
-            result.errors[f"server disconnect {code} before publishing"] = n
+        counted = 0
+        for proc in srvs:
+            send(proc, {"stats": True})
+            stats = read_json(proc, 30, "server stats")
+            counted += int(stats["subscribers"])
+            for code, n in stats.get("disconnects", {}).items():
+                key = f"server disconnect {code} before publishing"
+                result.errors[key] = result.errors.get(key, 0) + n
         if ready != subscribers or counted != subscribers:
             raise LoadError(
                 f"{ready} clients ready, server counts {counted}, wanted {subscribers}: "
@@ -325,10 +361,13 @@ def run_once(
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # let py-spy attach before the clock starts
-        i0 = sum(cpu_ticks(srv.pid))
+        pids = [proc.pid for proc in srvs]
+        i0 = total_ticks(pids)
         time.sleep(args.idle_sample)
-        result.idle_cpu_pct = (sum(cpu_ticks(srv.pid)) - i0) / CLK_TCK / args.idle_sample * 100
-        u0, s0 = cpu_ticks(srv.pid)
+        result.idle_cpu_pct = (
+            sum(total_ticks(pids)) - sum(i0)
+        ) / CLK_TCK / args.idle_sample * 100
+        u0, s0 = total_ticks(pids)
         send(
             srv,
             {
@@ -339,14 +378,25 @@ def run_once(
                 "window": args.window,
             },
         )
-        pub = read_json(srv, args.duration + 60, "the server to publish")
+        bound = args.duration + (max(60.0, 3 * args.duration) if args.rate > 0 else 0.0)
+        pub = read_json(srv, bound + 60, "the server to publish")
         result.published = published = int(pub["published"])
+        result.asked = int(pub.get("asked", count))
+        result.max_lag_ms = float(pub.get("max_lag_ms", 0.0))
+        if published > 1:
+            result.pub_rate = (published - 1) / max((pub["t_last"] - pub["t_first"]) / 1e9, 1e-9)
+        if args.rate > 0 and published < result.asked:
+            result.errors[f"published {published} of {result.asked}"] = 1
         for c in clients:
             send(c, {"finish": published, "timeout": args.drain_timeout})
         reports = [read_json(c, args.drain_timeout + 30, "client results") for c in clients]
-        u1, s1 = cpu_ticks(srv.pid)
-        send(srv, {"stats": True})
-        for code, n in read_json(srv, 30, "server stats").get("disconnects", {}).items():
+        u1, s1 = total_ticks(pids)
+        after: dict[str, int] = {}
+        for proc in srvs:
+            send(proc, {"stats": True})
+            for code, n in read_json(proc, 30, "server stats").get("disconnects", {}).items():
+                after[code] = after.get(code, 0) + n
+        for code, n in after.items():
             key = f"server disconnect {code}"
             result.errors[key] = n - result.errors.get(f"{key} before publishing", 0)
             if not result.errors[key]:
@@ -356,7 +406,8 @@ def run_once(
     finally:
         for c in clients:
             stop(c)
-        stop(srv)
+        for proc in srvs:
+            stop(proc)
         errlog.seek(0)
         stderr = errlog.read().decode(errors="replace")
         errlog.close()

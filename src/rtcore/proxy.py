@@ -624,7 +624,9 @@ class _Expiry:
                     try:
                         await hooks.refresh_subscription(self, channel)
                     except Exception:  # noqa: BLE001 - keep the subscription, try again later
-                        logger.exception("sub_refresh of %s in %s failed", session.client_id, channel)
+                        logger.exception(
+                            "sub_refresh of %s in %s failed", session.client_id, channel
+                        )
                         if channel in self.subs:
                             self.subs[channel] = hooks.node.wall_clock() + hooks.retry_interval
         finally:
