@@ -53,9 +53,9 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +71,11 @@ CONTENDERS: dict[str, tuple[list[str], dict[str, str], str]] = {
         {"RTCORE_NO_EXTENSIONS": "1"},
         "uvloop, pure-Python frame core",
     ),
-    "picows": ([PY, str(SERVERS_DIR / "picows_echo.py")], {}, "uvloop loop, aiofastnet transports (picows default)"),
+    "picows": (
+        [PY, str(SERVERS_DIR / "picows_echo.py")],
+        {},
+        "uvloop loop, aiofastnet transports (picows default)",
+    ),
     "picows-uvloop": (
         [PY, str(SERVERS_DIR / "picows_echo.py"), "--no-aiofastnet"],
         {},
@@ -163,7 +167,9 @@ def client_main(argv: list[str]) -> None:
             self.conn: WebSocketConnection | None = None
             self.payloads = make_payloads(index)
             mask = os.urandom(4)
-            self.frames = [frames.encode_frame(OP_DATA, pl, True, False, mask) for pl in self.payloads]
+            self.frames = [
+                frames.encode_frame(OP_DATA, pl, True, False, mask) for pl in self.payloads
+            ]
             self.sent = 0
             self.received = 0
             self.running = False
@@ -188,8 +194,12 @@ def client_main(argv: list[str]) -> None:
                     return
                 head = bytes(self.handshake[:end]).decode("latin-1").split("\r\n")
                 rest = bytes(self.handshake[end + 4 :])
-                headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
-                if " 101 " not in head[0] + " " or headers.get("sec-websocket-accept") != accept_key(self.key):
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])
+                }
+                if " 101 " not in head[0] + " " or headers.get(
+                    "sec-websocket-accept"
+                ) != accept_key(self.key):
                     self.ready.set_exception(RuntimeError(f"handshake failed: {head[0]!r}"))
                     self.transport.close()
                     return
@@ -242,7 +252,11 @@ def client_main(argv: list[str]) -> None:
 
         def close(self) -> None:
             self.running = False
-            if self.conn is not None and self.transport is not None and not self.transport.is_closing():
+            if (
+                self.conn is not None
+                and self.transport is not None
+                and not self.transport.is_closing()
+            ):
                 self.conn.close(1000)
                 self.transport.writelines(self.conn.data_to_send())
 
@@ -261,7 +275,8 @@ def client_main(argv: list[str]) -> None:
             ready = loop.create_future()
             readies.append(ready)
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda i=i, r=ready: EchoClient(i, r), args.host, args.port), 10
+                loop.create_connection(lambda i=i, r=ready: EchoClient(i, r), args.host, args.port),
+                10,
             )
             clients.append(proto)
         await asyncio.wait_for(asyncio.gather(*readies), 20)
@@ -461,9 +476,15 @@ class Options:
 
 SYSCALL_EVENTS = [
     "raw_syscalls:sys_enter",
-    "syscalls:sys_enter_read", "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_readv",
-    "syscalls:sys_enter_write", "syscalls:sys_enter_writev", "syscalls:sys_enter_sendto",
-    "syscalls:sys_enter_sendmsg", "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait",
+    "syscalls:sys_enter_read",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_readv",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_sendmsg",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_epoll_pwait",
 ]
 
 
@@ -473,7 +494,11 @@ def parse_perf_csv(path: Path) -> dict[str, int]:
         parts = line.split(",")
         if len(parts) > 2 and parts[0].strip().isdigit():
             event = parts[2]
-            name = "all" if event.startswith("raw_syscalls") else event.split(":")[-1].replace("sys_enter_", "")
+            name = (
+                "all"
+                if event.startswith("raw_syscalls")
+                else event.split(":")[-1].replace("sys_enter_", "")
+            )
             out[name] = int(parts[0])
     return out
 
@@ -489,14 +514,28 @@ def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
     try:
         for _ in range(opt.processes):
             cmd = [
-                PY, __file__, "client", "--port", str(port), "--connections", str(opt.connections),
-                "--size", str(size), "--inflight", str(opt.inflight), "--verify-every", str(opt.verify_every),
+                PY,
+                __file__,
+                "client",
+                "--port",
+                str(port),
+                "--connections",
+                str(opt.connections),
+                "--size",
+                str(size),
+                "--inflight",
+                str(opt.inflight),
+                "--verify-every",
+                str(opt.verify_every),
             ]
             if opt.text:
                 cmd.append("--text")
             clients.append(
                 subprocess.Popen(
-                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
                     preexec_fn=_affinity(client_cpus),
                 )
             )
@@ -513,8 +552,20 @@ def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
         if opt.profile_dir is not None:
             opt.profile_dir.mkdir(parents=True, exist_ok=True)
             out = opt.profile_dir / f"{name}-{size}-r{rnd}.txt"
-            pcmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(opt.duration)),
-                    "--rate", "250", "--format", "raw", "--output", str(out)]
+            pcmd = [
+                "py-spy",
+                "record",
+                "--pid",
+                str(server.pid),
+                "--duration",
+                str(int(opt.duration)),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+            ]
             # --native cannot sample without pausing the process; without it, don't pause.
             pcmd.append("--native" if opt.profile_native else "--nonblocking")
             time.sleep(max(0.0, t0 - time.monotonic()))
@@ -525,9 +576,22 @@ def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
         if opt.syscalls:
             time.sleep(max(0.0, t0 - time.monotonic()))
             perf = subprocess.Popen(
-                ["perf", "stat", "-x,", "-o", str(perf_out), "-e", ",".join(SYSCALL_EVENTS),
-                 "-p", str(server.pid), "--", "sleep", str(opt.duration)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "perf",
+                    "stat",
+                    "-x,",
+                    "-o",
+                    str(perf_out),
+                    "-e",
+                    ",".join(SYSCALL_EVENTS),
+                    "-p",
+                    str(server.pid),
+                    "--",
+                    "sleep",
+                    str(opt.duration),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         time.sleep(max(0.0, t0 - time.monotonic()))
         s_user0, s_sys0 = proc_cpu_split(server.pid)
@@ -547,7 +611,9 @@ def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
         m.server_user_s = s_user1 - s_user0
         m.server_sys_s = s_sys1 - s_sys0
         m.server_cpu_s = m.server_user_s + m.server_sys_s
-        m.server_us_per_msg = m.server_cpu_s / m.window_msgs * 1e6 if m.window_msgs else float("inf")
+        m.server_us_per_msg = (
+            m.server_cpu_s / m.window_msgs * 1e6 if m.window_msgs else float("inf")
+        )
         m.server_util = m.server_cpu_s / wall
         m.clients_cpu_s = c1 - c0
         m.clients_util = m.clients_cpu_s / wall
@@ -579,7 +645,9 @@ def measure(name: str, size: int, rnd: int, opt: Options) -> Measurement:
     return m
 
 
-def run_matrix(contenders: list[str], sizes: list[int], runs: int, opt: Options) -> list[Measurement]:
+def run_matrix(
+    contenders: list[str], sizes: list[int], runs: int, opt: Options
+) -> list[Measurement]:
     out: list[Measurement] = []
     for rnd in range(runs):
         for size in sizes:
@@ -622,7 +690,11 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
     table: dict[tuple[str, int], dict[str, float]] = {}
     for name in contenders:
         for size in sizes:
-            good = [by[(name, size, r)] for r in rounds if (name, size, r) in by and not by[(name, size, r)].failure]
+            good = [
+                by[(name, size, r)]
+                for r in rounds
+                if (name, size, r) in by and not by[(name, size, r)].failure
+            ]
             if not good:
                 continue
             table[(name, size)] = {
@@ -632,8 +704,12 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                 "us": statistics.median(m.server_us_per_msg for m in good),
                 "us_min": min(m.server_us_per_msg for m in good),
                 "us_max": max(m.server_us_per_msg for m in good),
-                "user_us": statistics.median(m.server_user_s / m.window_msgs * 1e6 for m in good if m.window_msgs),
-                "sys_us": statistics.median(m.server_sys_s / m.window_msgs * 1e6 for m in good if m.window_msgs),
+                "user_us": statistics.median(
+                    m.server_user_s / m.window_msgs * 1e6 for m in good if m.window_msgs
+                ),
+                "sys_us": statistics.median(
+                    m.server_sys_s / m.window_msgs * 1e6 for m in good if m.window_msgs
+                ),
                 "util": statistics.median(m.server_util for m in good),
                 "clients": statistics.median(m.clients_util for m in good),
                 "other": statistics.median(m.other_util for m in good),
@@ -656,8 +732,12 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                 cpu.append(b.server_us_per_msg / a.server_us_per_msg)
             if tput:
                 ratios[(name, size)] = {
-                    "tput": statistics.median(tput), "tput_min": min(tput), "tput_max": max(tput),
-                    "cpu": statistics.median(cpu), "cpu_min": min(cpu), "cpu_max": max(cpu),
+                    "tput": statistics.median(tput),
+                    "tput_min": min(tput),
+                    "tput_max": max(tput),
+                    "cpu": statistics.median(cpu),
+                    "cpu_min": min(cpu),
+                    "cpu_max": max(cpu),
                 }
     return {"table": table, "ratios": ratios, "rounds": len(rounds)}
 
@@ -675,7 +755,9 @@ def markdown(data: dict[str, Any]) -> str:
     sizes = data["sizes"]
     lines = []
     lines.append(f"Medians of {s['rounds']} rounds (min–max in brackets).\n")
-    lines.append("| server | size | msgs/s | server µs/msg (user+sys) | user µs | sys µs | server core busy | clients' core busy | others |")
+    lines.append(
+        "| server | size | msgs/s | server µs/msg (user+sys) | user µs | sys µs | server core busy | clients' core busy | others |"
+    )
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in data["contenders"]:
         for size in sizes:
@@ -689,8 +771,12 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {t['util']:.0%} | {t['clients']:.0%} | {t['other']:.0%} |"
             )
     lines.append("")
-    lines.append("rtcore (compiled) against each contender, ratios taken inside each round, median (min–max):\n")
-    lines.append("| vs | size | msgs/s ratio | CPU/msg ratio (theirs / rtcore's) | goal | met (msgs/s) | met (CPU/msg) |")
+    lines.append(
+        "rtcore (compiled) against each contender, ratios taken inside each round, median (min–max):\n"
+    )
+    lines.append(
+        "| vs | size | msgs/s ratio | CPU/msg ratio (theirs / rtcore's) | goal | met (msgs/s) | met (CPU/msg) |"
+    )
     lines.append("|---|---|---:|---:|---:|---|---|")
     for name in data["contenders"]:
         for size in sizes:
@@ -709,8 +795,20 @@ def markdown(data: dict[str, Any]) -> str:
     with_sc = [m for m in ms if m.syscalls and m.window_msgs and not m.failure]
     if with_sc:
         lines.append("")
-        lines.append("Server system calls per echoed message (perf stat over the window; medians):\n")
-        keys = ["all", "recvfrom", "read", "write", "writev", "sendto", "sendmsg", "epoll_wait", "epoll_pwait"]
+        lines.append(
+            "Server system calls per echoed message (perf stat over the window; medians):\n"
+        )
+        keys = [
+            "all",
+            "recvfrom",
+            "read",
+            "write",
+            "writev",
+            "sendto",
+            "sendmsg",
+            "epoll_wait",
+            "epoll_pwait",
+        ]
         present = [k for k in keys if any(m.syscalls.get(k, 0) for m in with_sc)]  # type: ignore[union-attr]
         lines.append("| server | size | " + " | ".join(present) + " |")
         lines.append("|---|---|" + "---:|" * len(present))
@@ -719,12 +817,21 @@ def markdown(data: dict[str, Any]) -> str:
                 sel = [m for m in with_sc if m.contender == name and m.size == size]
                 if not sel:
                     continue
-                vals = [statistics.median(m.syscalls.get(k, 0) / m.window_msgs for m in sel) for k in present]  # type: ignore[union-attr]
-                lines.append(f"| {name} | {_size_label(size)} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+                vals = [
+                    statistics.median(m.syscalls.get(k, 0) / m.window_msgs for m in sel)
+                    for k in present
+                ]  # type: ignore[union-attr]
+                lines.append(
+                    f"| {name} | {_size_label(size)} | "
+                    + " | ".join(f"{v:.2f}" for v in vals)
+                    + " |"
+                )
     errors = sum(t["errors"] for t in table.values())
     verified = sum(t["verified"] for t in table.values())
     lines.append("")
-    lines.append(f"Echo verification: {verified:,} echoes compared byte for byte, {errors} mismatches.")
+    lines.append(
+        f"Echo verification: {verified:,} echoes compared byte for byte, {errors} mismatches."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -741,24 +848,49 @@ def plot(data: dict[str, Any], outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
     for key, title, fname, ylabel in (
-        ("msgs", "Echo throughput over loopback (higher is better)", "echo_msgs.png", "messages / s"),
-        ("us", "Server CPU per echoed message, user (solid) + system (hatched), lower is better", "echo_cpu.png",
-         "µs of CPU / message"),
+        (
+            "msgs",
+            "Echo throughput over loopback (higher is better)",
+            "echo_msgs.png",
+            "messages / s",
+        ),
+        (
+            "us",
+            "Server CPU per echoed message, user (solid) + system (hatched), lower is better",
+            "echo_cpu.png",
+            "µs of CPU / message",
+        ),
     ):
         fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 4.2))
         if len(sizes) == 1:
             axes = [axes]
-        for ax, size in zip(axes, sizes):
+        for ax, size in zip(axes, sizes, strict=False):
             vals = [table.get((n, size), {}).get(key, 0.0) for n in names]
-            lo = [v - table.get((n, size), {}).get(key + "_min", v) for n, v in zip(names, vals)]
-            hi = [table.get((n, size), {}).get(key + "_max", v) - v for n, v in zip(names, vals)]
+            lo = [
+                v - table.get((n, size), {}).get(key + "_min", v)
+                for n, v in zip(names, vals, strict=False)
+            ]
+            hi = [
+                table.get((n, size), {}).get(key + "_max", v) - v
+                for n, v in zip(names, vals, strict=False)
+            ]
             colors = ["#d62728" if n.startswith("rtcore") else "#7f7f7f" for n in names]
             if key == "us":
                 user = [table.get((n, size), {}).get("user_us", 0.0) for n in names]
                 sysv = [table.get((n, size), {}).get("sys_us", 0.0) for n in names]
                 ax.bar(range(len(names)), user, color=colors, label="user")
-                ax.bar(range(len(names)), sysv, bottom=user, color=colors, alpha=0.45, hatch="//", label="system")
-                bars = ax.bar(range(len(names)), vals, yerr=[lo, hi], fill=False, capsize=3, linewidth=0)
+                ax.bar(
+                    range(len(names)),
+                    sysv,
+                    bottom=user,
+                    color=colors,
+                    alpha=0.45,
+                    hatch="//",
+                    label="system",
+                )
+                bars = ax.bar(
+                    range(len(names)), vals, yerr=[lo, hi], fill=False, capsize=3, linewidth=0
+                )
                 if ax is axes[0]:
                     ax.legend(fontsize=7, loc="upper left")
             else:
@@ -767,10 +899,17 @@ def plot(data: dict[str, Any], outdir: Path) -> list[Path]:
             ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
             ax.set_title(_size_label(size))
             ax.set_ylabel(ylabel if ax is axes[0] else "")
-            for b, v in zip(bars, vals):
+            for b, v in zip(bars, vals, strict=False):
                 label = f"{v / 1000:.0f}k" if key == "msgs" else f"{v:.1f}"
-                ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
-                            va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+                ax.annotate(
+                    label,
+                    (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
         fig.suptitle(title + f" — median of {s['rounds']} rounds, bars show min–max")
         fig.tight_layout()
         path = outdir / fname
@@ -791,11 +930,21 @@ def plot_noise(data: dict[str, Any], outdir: Path, size: int = 64) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = "osD^v<>p*"
     for i, name in enumerate(data["contenders"]):
-        pts = [(m.other_util * 100, m.server_us_per_msg) for m in ms
-               if m.contender == name and m.size == size and not m.failure]
+        pts = [
+            (m.other_util * 100, m.server_us_per_msg)
+            for m in ms
+            if m.contender == name and m.size == size and not m.failure
+        ]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=name, marker=markers[i % len(markers)])
-    ax.set_xlabel("CPU used by other processes during the window (% of one core, 200% = both cores)")
+            ax.scatter(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                label=name,
+                marker=markers[i % len(markers)],
+            )
+    ax.set_xlabel(
+        "CPU used by other processes during the window (% of one core, 200% = both cores)"
+    )
     ax.set_ylabel("server µs of CPU per message")
     ax.set_title(f"Echo {_size_label(size)}: server CPU per message vs machine noise")
     ax.set_ylim(bottom=0)
@@ -834,8 +983,12 @@ def merge(paths: list[Path]) -> dict[str, Any]:
 
 def report_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="echo_bench.py report")
-    p.add_argument("json", type=Path, nargs="+", help="one or more result files (their rounds are pooled)")
-    p.add_argument("--plot", type=Path, help="directory for echo_msgs.png, echo_cpu.png, echo_noise_64.png")
+    p.add_argument(
+        "json", type=Path, nargs="+", help="one or more result files (their rounds are pooled)"
+    )
+    p.add_argument(
+        "--plot", type=Path, help="directory for echo_msgs.png, echo_cpu.png, echo_noise_64.png"
+    )
     args = p.parse_args(argv)
     data = merge(args.json)
     print(markdown(data))
@@ -885,7 +1038,9 @@ def versions() -> dict[str, str]:
             out[pkg] = "-"
     try:
         with open("/proc/cpuinfo") as f:
-            out["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            out["cpu"] = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         out["cpu"] = "?"
     out["cores"] = str(os.cpu_count())
@@ -915,10 +1070,20 @@ def main() -> None:
     p.add_argument("--text", action="store_true", help="text messages instead of binary")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU affinity")
     p.add_argument("--json", type=Path, help="write all measurements here")
-    p.add_argument("--profile", type=Path, help="py-spy record (raw format) the server into this directory")
-    p.add_argument("--native", action="store_true", help="with --profile: include native (Cython/C) frames")
-    p.add_argument("--syscalls", action="store_true", help="count the server's system calls in the window (perf stat)")
-    p.add_argument("--smoke", action="store_true", help="rtcore and rtcore-pure, 64 B, 1 s; exit 1 on errors")
+    p.add_argument(
+        "--profile", type=Path, help="py-spy record (raw format) the server into this directory"
+    )
+    p.add_argument(
+        "--native", action="store_true", help="with --profile: include native (Cython/C) frames"
+    )
+    p.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="count the server's system calls in the window (perf stat)",
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="rtcore and rtcore-pure, 64 B, 1 s; exit 1 on errors"
+    )
     args = p.parse_args()
     if args.smoke:
         args.contenders, args.sizes, args.runs = ["rtcore", "rtcore-pure"], [64], 1
@@ -931,9 +1096,17 @@ def main() -> None:
         args.pin = False
     raise_nofile_limit()
     opt = Options(
-        processes=args.processes, connections=args.connections, inflight=args.inflight,
-        warmup=args.warmup, duration=args.duration, pin=args.pin, verify_every=args.verify_every,
-        text=args.text, profile_dir=args.profile, profile_native=args.native, syscalls=args.syscalls,
+        processes=args.processes,
+        connections=args.connections,
+        inflight=args.inflight,
+        warmup=args.warmup,
+        duration=args.duration,
+        pin=args.pin,
+        verify_every=args.verify_every,
+        text=args.text,
+        profile_dir=args.profile,
+        profile_native=args.native,
+        syscalls=args.syscalls,
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     ms = run_matrix(args.contenders, args.sizes, args.runs, opt)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -122,8 +121,12 @@ def server_main(argv: list[str]) -> None:
         server = await node.serve("127.0.0.1", args.port)
         hub = node.hub
         # Unique labels: the hub also holds the unidirectional JSON codec (also named "json").
-        labels = [c.name if type(c).__name__ in ("JsonCodec", "ProtobufCodec") else f"{c.name} ({type(c).__name__})"
-                  for c in hub.codecs]
+        labels = [
+            c.name
+            if type(c).__name__ in ("JsonCodec", "ProtobufCodec")
+            else f"{c.name} ({type(c).__name__})"
+            for c in hub.codecs
+        ]
         emit(
             {
                 "listening": args.port,
@@ -182,18 +185,24 @@ def client_main(argv: list[str]) -> None:
 
     from rtcore import frames
     from rtcore.handshake import accept_key
-    from rtcore.protocol import SUBPROTOCOL_PROTOBUF
-    from rtcore.protocol import client_pb2 as pb
+    from rtcore.protocol import SUBPROTOCOL_PROTOBUF, client_pb2 as pb
     from rtcore.wsconn import WebSocketConnection
 
     p = argparse.ArgumentParser(prog="protocol_bench.py client")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--codec", choices=["json", "protobuf"], default="json")
     p.add_argument("--connections", type=int, default=50)
-    p.add_argument("--publishers", type=int, default=0, help="of the connections, how many also publish")
+    p.add_argument(
+        "--publishers", type=int, default=0, help="of the connections, how many also publish"
+    )
     p.add_argument("--inflight", type=int, default=32)
     p.add_argument("--payload-size", type=int, default=64)
-    p.add_argument("--verify-every", type=int, default=64, help="decode every N-th frame of a connection in full")
+    p.add_argument(
+        "--verify-every",
+        type=int,
+        default=64,
+        help="decode every N-th frame of a connection in full",
+    )
     args = p.parse_args(argv)
     raise_nofile_limit()
 
@@ -230,16 +239,24 @@ def client_main(argv: list[str]) -> None:
             )
 
         def publish_cmd(cid: int, seq: int) -> bytes:
-            return encode([pb.Command(id=cid, publish=pb.PublishRequest(channel=CHANNEL, data=pub_data(seq)))])
+            return encode(
+                [pb.Command(id=cid, publish=pb.PublishRequest(channel=CHANNEL, data=pub_data(seq)))]
+            )
 
         PONG = frame(b"\x00")
     else:
 
         def setup_frame() -> bytes:
-            return frame(b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"%s"}}' % CHANNEL.encode())
+            return frame(
+                b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"%s"}}' % CHANNEL.encode()
+            )
 
         def publish_cmd(cid: int, seq: int) -> bytes:
-            return b'{"id":%d,"publish":{"channel":"%s","data":%s}}' % (cid, CHANNEL.encode(), pub_data(seq))
+            return b'{"id":%d,"publish":{"channel":"%s","data":%s}}' % (
+                cid,
+                CHANNEL.encode(),
+                pub_data(seq),
+            )
 
         PONG = frame(b"{}")
 
@@ -269,7 +286,11 @@ def client_main(argv: list[str]) -> None:
         if push is None:
             return
         pub = push.get("pub")
-        if push.get("channel") != CHANNEL or pub is None or pub.get("data", {}).get("p", "")[:1] != "x":
+        if (
+            push.get("channel") != CHANNEL
+            or pub is None
+            or pub.get("data", {}).get("p", "")[:1] != "x"
+        ):
             record_error(f"unexpected push {obj!r}")
         else:
             S.verified += 1
@@ -307,8 +328,12 @@ def client_main(argv: list[str]) -> None:
                 return None
             head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
             rest = bytes(self.buf[end + 4 :])
-            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
-            ok = " 101 " in head[0] + " " and headers.get("sec-websocket-accept") == accept_key(self.key)
+            headers = {
+                k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])
+            }
+            ok = " 101 " in head[0] + " " and headers.get("sec-websocket-accept") == accept_key(
+                self.key
+            )
             if is_pb and headers.get("sec-websocket-protocol") != SUBPROTOCOL_PROTOBUF:
                 ok = False
             if not ok:
@@ -408,7 +433,10 @@ def client_main(argv: list[str]) -> None:
                         push = reply.push
                         if push.HasField("pub"):
                             n += 1
-                            if push.channel != CHANNEL or json.loads(push.pub.data).get("p", "")[:1] != "x":
+                            if (
+                                push.channel != CHANNEL
+                                or json.loads(push.pub.data).get("p", "")[:1] != "x"
+                            ):
                                 record_error(f"unexpected push {reply}")
                             else:
                                 S.verified += 1
@@ -456,7 +484,8 @@ def client_main(argv: list[str]) -> None:
             ready = loop.create_future()
             readies.append(ready)
             _, client = await asyncio.wait_for(
-                loop.create_connection(lambda i=i, r=ready: Client(i, r), "127.0.0.1", args.port), 10
+                loop.create_connection(lambda i=i, r=ready: Client(i, r), "127.0.0.1", args.port),
+                10,
             )
             all_clients.append(client)
         await asyncio.wait_for(asyncio.gather(*readies), 30)
@@ -567,8 +596,12 @@ def measure(
         env["RTCORE_NO_EXTENSIONS"] = "1"
     server = subprocess.Popen(
         [PY, __file__, "server", "--port", str(port), "--queue-max-size", str(opt.queue_max_size)],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        preexec_fn=_affinity({0} if opt.pin else None), start_new_session=True,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_affinity({0} if opt.pin else None),
+        start_new_session=True,
     )
     clients: list[subprocess.Popen[str]] = []
     profiler: subprocess.Popen[Any] | None = None
@@ -578,14 +611,32 @@ def measure(
         wait_port(port, server)
         for i, codec in enumerate(codecs):
             cmd = [
-                PY, __file__, "client", "--port", str(port), "--codec", codec,
-                "--connections", str(per_process), "--publishers", str(opt.publishers if i == 0 else 0),
-                "--inflight", str(opt.inflight), "--payload-size", str(opt.payload_size),
-                "--verify-every", str(opt.verify_every),
+                PY,
+                __file__,
+                "client",
+                "--port",
+                str(port),
+                "--codec",
+                codec,
+                "--connections",
+                str(per_process),
+                "--publishers",
+                str(opt.publishers if i == 0 else 0),
+                "--inflight",
+                str(opt.inflight),
+                "--payload-size",
+                str(opt.payload_size),
+                "--verify-every",
+                str(opt.verify_every),
             ]
             clients.append(
-                subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 preexec_fn=_affinity({1} if opt.pin else None))
+                subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    preexec_fn=_affinity({1} if opt.pin else None),
+                )
             )
         for c in clients:
             msg = read_json_line(c.stdout, 90, c)  # type: ignore[arg-type]
@@ -600,8 +651,20 @@ def measure(
         if opt.profile is not None:
             opt.profile.mkdir(parents=True, exist_ok=True)
             out = opt.profile / f"protocol-{impl}-{m.codecs}-{m.subscribers}-r{rnd}.txt"
-            pcmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(opt.duration)),
-                    "--rate", "250", "--format", "raw", "--output", str(out)]
+            pcmd = [
+                "py-spy",
+                "record",
+                "--pid",
+                str(server.pid),
+                "--duration",
+                str(int(opt.duration)),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+            ]
             # --native cannot sample without pausing the process; without it, don't pause.
             pcmd.append("--native" if opt.native else "--nonblocking")
             time.sleep(max(0.0, t0 - time.monotonic()))
@@ -629,10 +692,16 @@ def measure(
         m.window_delivered = sum(r["window_delivered"] for r in results)
         m.window_s = statistics.mean(r["window_s"] for r in results)
         m.deliveries_per_s = m.window_delivered / m.window_s if m.window_s else 0.0
-        m.publications_per_s = results[0]["window_published"] / results[0]["window_s"] if results[0]["window_s"] else 0.0
+        m.publications_per_s = (
+            results[0]["window_published"] / results[0]["window_s"]
+            if results[0]["window_s"]
+            else 0.0
+        )
         m.server_user_s, m.server_sys_s = su1 - su0, ss1 - ss0
         m.server_cpu_s = m.server_user_s + m.server_sys_s
-        m.server_us_per_delivery = m.server_cpu_s / m.window_delivered * 1e6 if m.window_delivered else float("inf")
+        m.server_us_per_delivery = (
+            m.server_cpu_s / m.window_delivered * 1e6 if m.window_delivered else float("inf")
+        )
         m.server_util = m.server_cpu_s / wall
         m.clients_util = (c1 - c0) / wall
         m.other_util = max(0.0, (b1 - b0) - m.server_cpu_s - (c1 - c0)) / wall
@@ -648,7 +717,8 @@ def measure(
         m.publications_in = stats["publications_in"]
         present = set(codecs)
         m.encode_once_ok = all(
-            n == (accepted if name in present else 0) for name, n in zip(stats["codecs"], stats["encodes"])
+            n == (accepted if name in present else 0)
+            for name, n in zip(stats["codecs"], stats["encodes"], strict=False)
         )
         for c in clients:
             c.wait(10)
@@ -676,7 +746,9 @@ def measure(
 
 
 def describe(m: Measurement) -> str:
-    enc = ", ".join(f"{n}={e}" for n, e in zip(m.encode_codecs or [], m.encodes or []))
+    enc = ", ".join(
+        f"{n}={e}" for n, e in zip(m.encode_codecs or [], m.encodes or [], strict=False)
+    )
     line = (
         f"round {m.round} {m.impl:<8} {m.codecs:<14} subs {m.subscribers:>5}: "
         f"{m.deliveries_per_s:>10.0f} deliveries/s ({m.publications_per_s:,.0f} pubs/s)  "
@@ -692,7 +764,11 @@ def describe(m: Measurement) -> str:
     return line
 
 
-MODES = {"json": ["json", "json"], "protobuf": ["protobuf", "protobuf"], "mixed": ["json", "protobuf"]}
+MODES = {
+    "json": ["json", "json"],
+    "protobuf": ["protobuf", "protobuf"],
+    "mixed": ["json", "protobuf"],
+}
 
 
 def summarize(data: dict[str, Any]) -> str:
@@ -702,14 +778,22 @@ def summarize(data: dict[str, Any]) -> str:
     ms = [load(m) for m in data["measurements"] if m.get("kind", "throughput") == "throughput"]
     rounds = sorted({m.round for m in ms})
     by = {(m.impl, m.codecs, m.round): m for m in ms}
-    lines = [f"Medians of {len(rounds)} rounds (min–max). {ms[0].subscribers if ms else 0} subscribers, "
-             f"payload {data['options']['payload_size']} B, {data['options']['inflight']} publications in flight.\n"]
-    lines.append("| server | clients | deliveries/s | publications/s | server µs/delivery | server core busy | clients' core busy | others | loss | encode-once |")
+    lines = [
+        f"Medians of {len(rounds)} rounds (min–max). {ms[0].subscribers if ms else 0} subscribers, "
+        f"payload {data['options']['payload_size']} B, {data['options']['inflight']} publications in flight.\n"
+    ]
+    lines.append(
+        "| server | clients | deliveries/s | publications/s | server µs/delivery | server core busy | clients' core busy | others | loss | encode-once |"
+    )
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     codec_names = {"json": "JSON", "protobuf": "Protobuf", "json+protobuf": "JSON + Protobuf"}
     for impl in ("compiled", "pure"):
         for codecs in ("json", "protobuf", "json+protobuf"):
-            good = [by[(impl, codecs, r)] for r in rounds if (impl, codecs, r) in by and not by[(impl, codecs, r)].failure]
+            good = [
+                by[(impl, codecs, r)]
+                for r in rounds
+                if (impl, codecs, r) in by and not by[(impl, codecs, r)].failure
+            ]
             if not good:
                 continue
             d = [m.deliveries_per_s for m in good]
@@ -742,7 +826,9 @@ def summarize(data: dict[str, Any]) -> str:
     if checks:
         lines.append("")
         lines.append("Encode-once check (`node.hub.encodes` after the run, per codec index):\n")
-        lines.append("| server | clients | subscribers | publications | hub.encodes | expected | ok |")
+        lines.append(
+            "| server | clients | subscribers | publications | hub.encodes | expected | ok |"
+        )
         lines.append("|---|---|---:|---:|---|---|---|")
         seen = set()
         for m in sorted(checks, key=lambda m: (m.impl, m.subscribers, m.codecs, m.round)):
@@ -751,9 +837,15 @@ def summarize(data: dict[str, Any]) -> str:
                 continue
             seen.add(key)
             present = set(m.codecs.split("+"))
-            enc = ", ".join(f"{n}: {e:,}" for n, e in zip(m.encode_codecs or [], m.encodes or []))
-            exp = ", ".join(f"{n}: {m.accepted if n in present else 0:,}" for n in (m.encode_codecs or []))
-            lines.append(f"| {m.impl} | {codec_names.get(m.codecs, m.codecs)} | {m.subscribers:,} | {m.accepted:,} | {enc} | {exp} | {'yes' if m.encode_once_ok else 'NO'} |")
+            enc = ", ".join(
+                f"{n}: {e:,}" for n, e in zip(m.encode_codecs or [], m.encodes or [], strict=False)
+            )
+            exp = ", ".join(
+                f"{n}: {m.accepted if n in present else 0:,}" for n in (m.encode_codecs or [])
+            )
+            lines.append(
+                f"| {m.impl} | {codec_names.get(m.codecs, m.codecs)} | {m.subscribers:,} | {m.accepted:,} | {enc} | {exp} | {'yes' if m.encode_once_ok else 'NO'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -771,8 +863,15 @@ def main() -> None:
     p.add_argument("--impls", nargs="+", choices=["compiled", "pure"], default=["compiled", "pure"])
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--connections", type=int, default=50, help="subscriber connections per client process (2 processes)")
-    p.add_argument("--publishers", type=int, default=1, help="publisher connections (in client process 0)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=50,
+        help="subscriber connections per client process (2 processes)",
+    )
+    p.add_argument(
+        "--publishers", type=int, default=1, help="publisher connections (in client process 0)"
+    )
     p.add_argument("--inflight", type=int, default=32, help="publications in flight")
     p.add_argument("--payload-size", type=int, default=64)
     p.add_argument("--warmup", type=float, default=2.0)
@@ -780,10 +879,18 @@ def main() -> None:
     p.add_argument("--verify-every", type=int, default=64)
     p.add_argument("--queue-max-size", type=int, default=16 << 20)
     p.add_argument("--no-pin", dest="pin", action="store_false")
-    p.add_argument("--encode-check", action="store_true", help="encodes vs subscriber count (1..1000), compiled and pure")
+    p.add_argument(
+        "--encode-check",
+        action="store_true",
+        help="encodes vs subscriber count (1..1000), compiled and pure",
+    )
     p.add_argument("--json", type=Path)
-    p.add_argument("--profile", type=Path, help="py-spy record (raw format) the server into this directory")
-    p.add_argument("--native", action="store_true", help="with --profile: include native (Cython/C) frames")
+    p.add_argument(
+        "--profile", type=Path, help="py-spy record (raw format) the server into this directory"
+    )
+    p.add_argument(
+        "--native", action="store_true", help="with --profile: include native (Cython/C) frames"
+    )
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     if args.smoke:
@@ -796,7 +903,14 @@ def main() -> None:
     out: list[dict[str, Any]] = []
     if args.encode_check:
         for impl in args.impls:
-            for per_process, mode in ((1, "json"), (1, "mixed"), (5, "mixed"), (50, "mixed"), (500, "mixed"), (50, "protobuf")):
+            for per_process, mode in (
+                (1, "json"),
+                (1, "mixed"),
+                (5, "mixed"),
+                (50, "mixed"),
+                (500, "mixed"),
+                (50, "protobuf"),
+            ):
                 m = measure(impl, MODES[mode], per_process, 0, args)
                 print(describe(m), file=sys.stderr, flush=True)
                 d = m.__dict__ | {"kind": "encode-check"}

@@ -6,12 +6,16 @@ import argparse
 import resource
 
 
-def parse_args(description: str, loops: tuple[str, ...] = ("uvloop", "asyncio")) -> argparse.Namespace:
+def parse_args(
+    description: str, loops: tuple[str, ...] = ("uvloop", "asyncio")
+) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--loop", choices=loops, default=loops[0])
-    p.add_argument("--max-size", type=int, default=16 * 1024 * 1024, help="largest message accepted")
+    p.add_argument(
+        "--max-size", type=int, default=16 * 1024 * 1024, help="largest message accepted"
+    )
     args, _ = p.parse_known_args()
     if not (args.host.startswith("127.") or args.host == "::1"):
         p.error("--host must be a loopback address")

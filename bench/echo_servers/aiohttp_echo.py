@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from aiohttp import web
-
 from _common import parse_args, raise_nofile_limit
+from aiohttp import web
 
 
 def make_app(max_size: int) -> web.Application:
@@ -43,5 +42,10 @@ if __name__ == "__main__":
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     web.run_app(
-        make_app(args.max_size), host=args.host, port=args.port, loop=loop, print=None, access_log=None
+        make_app(args.max_size),
+        host=args.host,
+        port=args.port,
+        loop=loop,
+        print=None,
+        access_log=None,
     )

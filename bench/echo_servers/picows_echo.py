@@ -11,7 +11,6 @@ messages of the benchmark client.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from _common import parse_args, run
@@ -21,7 +20,11 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 class EchoListener(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
-        if msg_type == WSMsgType.BINARY or msg_type == WSMsgType.TEXT or msg_type == WSMsgType.CONTINUATION:
+        if (
+            msg_type == WSMsgType.BINARY
+            or msg_type == WSMsgType.TEXT
+            or msg_type == WSMsgType.CONTINUATION
+        ):
             transport.send(msg_type, frame.get_payload_as_memoryview(), frame.fin)
         elif msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code(), frame.get_close_message())

@@ -8,9 +8,8 @@ beyond ``--max-size``.
 
 from __future__ import annotations
 
-from websockets.asyncio.server import ServerConnection, serve
-
 from _common import parse_args, run
+from websockets.asyncio.server import ServerConnection, serve
 
 
 async def echo(ws: ServerConnection) -> None:
