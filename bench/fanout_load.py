@@ -79,24 +79,39 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+_PENDING: dict[int, bytes] = {}
+
+
 def read_json(proc: subprocess.Popen[bytes], timeout: float, what: str) -> dict[str, Any]:
-    """The next JSON line printed by ``proc`` within ``timeout`` seconds."""
+    """The next JSON line printed by ``proc`` within ``timeout`` seconds.
+
+    Reads the pipe with ``os.read`` and keeps what follows the line for the
+    next call: a buffered ``readline`` can swallow two lines at once, after
+    which ``select`` never reports the second one.
+    """
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
     while True:
+        buf = _PENDING.get(fd, b"")
+        end = buf.find(b"\n")
+        if end >= 0:
+            line, _PENDING[fd] = buf[: end + 1], buf[end + 1 :]
+            try:
+                return dict(json.loads(line))
+            except ValueError:
+                continue  # stray output (e.g. a library's print)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise LoadError(f"timed out after {timeout:.0f}s waiting for {what}")
-        ready, _, _ = select.select([proc.stdout], [], [], remaining)
+        ready, _, _ = select.select([fd], [], [], remaining)
         if not ready:
             continue
-        line = proc.stdout.readline()
-        if not line:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            _PENDING.pop(fd, None)
             raise LoadError(f"{what}: process exited with {proc.wait()}")
-        try:
-            return dict(json.loads(line))
-        except ValueError:
-            continue  # stray output (e.g. a library's print)
+        _PENDING[fd] = buf + chunk
 
 
 def send(proc: subprocess.Popen[bytes], obj: dict[str, Any]) -> None:
@@ -135,6 +150,8 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    if proc.stdout is not None and not proc.stdout.closed:
+        _PENDING.pop(proc.stdout.fileno(), None)
     for stream in (proc.stdout, proc.stdin):
         if stream is not None and not stream.closed:
             stream.close()
@@ -364,9 +381,7 @@ def run_once(
         pids = [proc.pid for proc in srvs]
         i0 = total_ticks(pids)
         time.sleep(args.idle_sample)
-        result.idle_cpu_pct = (
-            sum(total_ticks(pids)) - sum(i0)
-        ) / CLK_TCK / args.idle_sample * 100
+        result.idle_cpu_pct = (sum(total_ticks(pids)) - sum(i0)) / CLK_TCK / args.idle_sample * 100
         u0, s0 = total_ticks(pids)
         send(
             srv,
@@ -446,8 +461,14 @@ COLUMNS = [
     ("impl", "impl", "{}"),
     ("subs", "subscribers", "{}"),
     ("payload", "payload", "{}"),
+    ("engine", "engine", "{}"),
+    ("shards", "shards", "{}"),
+    ("workers", "workers", "{}"),
     ("rate/s", "rate", "{:g}"),
     ("pubs", "published", "{}"),
+    ("asked", "asked", "{}"),
+    ("pubs/s done", "pub_rate", "{:.1f}"),
+    ("lag ms", "max_lag_ms", "{:.0f}"),
     ("deliv/s", "deliveries_per_s", "{:,.0f}"),
     ("p50 ms", "p50_ms", "{:.2f}"),
     ("p99 ms", "p99_ms", "{:.2f}"),
@@ -461,12 +482,15 @@ COLUMNS = [
 def median_rows(results: list[Result]) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], list[Result]] = {}
     for r in results:
-        groups.setdefault((r.server, r.impl, r.subscribers, r.payload, r.rate), []).append(r)
+        key = (r.server, r.impl, r.engine, r.shards, r.workers, r.subscribers, r.payload, r.rate)
+        groups.setdefault(key, []).append(r)
     rows = []
     for rs in groups.values():
         row = asdict(rs[0])
         for key in (
             "published",
+            "pub_rate",
+            "max_lag_ms",
             "deliveries_per_s",
             "p50_ms",
             "p99_ms",
@@ -572,6 +596,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="write every run's result here")
     p.add_argument(
+        "--engine",
+        choices=["memory", "redis"],
+        default="memory",
+        help="rtcore's broker: in process, or Redis (publications go through Redis PUBLISH)",
+    )
+    p.add_argument(
+        "--redis-url",
+        dest="redis_urls",
+        action="append",
+        help="Redis shard URL (repeat for several; default redis://127.0.0.1:6379/0)",
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        help="with --engine redis: this many shards; missing ones are started as "
+        "temporary redis-server processes on free loopback ports and stopped afterwards",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="rtcore server processes sharing the port (SO_REUSEPORT); >1 needs --engine redis",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="200 subscribers, 2 s at 50/s, token auth; exit 1 on any loss or error",
@@ -583,6 +632,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.drain_timeout = 30.0
     if max(args.subscribers) > 20 * args.per_client or args.per_client > 8000:
         p.error("too many connections for the loopback source addresses / open-file limits")
+    if args.redis_urls is None:
+        args.redis_urls = ["redis://127.0.0.1:6379/0"]
+    if args.workers < 1 or args.workers > 8 or args.shards > 8:
+        p.error("--workers and --shards are bounded: 1..8")
+    if args.workers > 1 and args.engine != "redis":
+        p.error("--workers > 1 needs --engine redis (the memory engine is per process)")
     if args.duration > 600 or args.runs > 20:
         p.error("runs are bounded: --duration <= 600, --runs <= 20")
     return args
@@ -603,6 +658,65 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    extra_redis: list[subprocess.Popen[bytes]] = []
+    try:
+        if args.engine == "redis":
+            extra_redis = start_redis_shards(args)
+        return run_all(args, impls)
+    except LoadError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in extra_redis:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_redis_shards(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """Start the shards ``--shards`` asks for beyond ``--redis-url`` (no persistence)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    while len(args.redis_urls) < args.shards:
+        port = free_port("127.0.0.1")
+        proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxclients",
+                "1000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        import socket
+
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    for q in procs:
+                        q.terminate()
+                    raise LoadError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
+        args.redis_urls.append(f"redis://127.0.0.1:{port}/0")
+    return procs
+
+
+def run_all(args: argparse.Namespace, impls: list[str]) -> int:
     results: list[Result] = []
     failed = False
     for run in range(args.runs):

@@ -9,6 +9,14 @@ go through ``node.publish`` on command from stdin (see ``load_control.py``).
 Whether the compiled modules or the pure-Python twins are used is decided by
 ``RTCORE_NO_EXTENSIONS`` in this process's environment; the first line it
 prints names the implementation.
+
+``--engine redis`` gives the node the Redis broker and presence manager of
+:func:`rtcore.backends.redis.create_redis_engine` (``--redis-url`` once per
+shard, keys under ``--redis-prefix``): ``node.publish`` then goes through
+Redis PUBLISH and comes back through the node's subscription, as between
+the workers of ``rtcore serve --workers N``. With ``--reuse-port`` several of
+these processes share one port (SO_REUSEPORT); only the one told to publish
+publishes, the others deliver what arrives from Redis.
 """
 
 from __future__ import annotations
@@ -56,8 +64,14 @@ def build_config(args: argparse.Namespace) -> Config:
 
 async def main(args: argparse.Namespace) -> None:
     raise_nofile_limit()
-    node = Node(build_config(args))
-    server = await node.serve(args.host, args.port)
+    if args.engine == "redis":
+        from rtcore.backends.redis import create_redis_engine
+
+        broker, presence = create_redis_engine(args.redis_url, args.redis_prefix)
+        node = Node(build_config(args), broker=broker, presence_manager=presence)
+    else:
+        node = Node(build_config(args))
+    server = await node.serve(args.host, args.port, reuse_port=args.reuse_port)
     channel = args.channel
 
     def subscribers() -> int:
@@ -104,7 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth", choices=["anonymous", "token"], default="anonymous")
     p.add_argument("--queue-max-size", type=int, default=1 << 20)
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    p.add_argument("--engine", choices=["memory", "redis"], default="memory")
+    p.add_argument("--redis-url", action="append", help="Redis shard URL (repeat per shard)")
+    p.add_argument("--redis-prefix", default="rtbench")
+    p.add_argument("--reuse-port", action="store_true", help="share the port (SO_REUSEPORT)")
     args = p.parse_args(argv)
+    if args.redis_url is None:
+        args.redis_url = ["redis://127.0.0.1:6379/0"]
     if not args.host.startswith("127."):
         p.error("--host must be a loopback address")
     return args
