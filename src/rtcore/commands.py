@@ -315,21 +315,26 @@ async def handle_publish(session: ClientSession, cmd: Command) -> None:
     session.send_reply(Reply(id=cmd.id, publish=PublishResult()))
 
 
-async def handle_presence(session: ClientSession, cmd: Command) -> None:
-    req = cmd.presence
-    assert req is not None
-    opts = _validate_channel(session, req.channel)
+async def _permit_presence(session: ClientSession, channel: str) -> None:
+    """The checks shared by ``presence`` and ``presence_stats``."""
+    opts = _validate_channel(session, channel)
     if not opts.presence:
         raise codes.ERROR_NOT_AVAILABLE
     await _permit(
         session,
-        req.channel,
+        channel,
         for_subscriber=opts.allow_presence_for_subscriber,
         for_client=opts.allow_presence_for_client,
         for_anonymous=opts.allow_presence_for_anonymous,
         hook="on_presence",
-        event=session.node.channel_event(session, req.channel),
+        event=session.node.channel_event(session, channel),
     )
+
+
+async def handle_presence(session: ClientSession, cmd: Command) -> None:
+    req = cmd.presence
+    assert req is not None
+    await _permit_presence(session, req.channel)
     presence = await session.node.presence(req.channel)
     session.send_reply(Reply(id=cmd.id, presence=PresenceResult(presence=presence)))
 
@@ -337,18 +342,7 @@ async def handle_presence(session: ClientSession, cmd: Command) -> None:
 async def handle_presence_stats(session: ClientSession, cmd: Command) -> None:
     req = cmd.presence_stats
     assert req is not None
-    opts = _validate_channel(session, req.channel)
-    if not opts.presence:
-        raise codes.ERROR_NOT_AVAILABLE
-    await _permit(
-        session,
-        req.channel,
-        for_subscriber=opts.allow_presence_for_subscriber,
-        for_client=opts.allow_presence_for_client,
-        for_anonymous=opts.allow_presence_for_anonymous,
-        hook="on_presence",
-        event=session.node.channel_event(session, req.channel),
-    )
+    await _permit_presence(session, req.channel)
     stats = await session.node.presence_stats(req.channel)
     session.send_reply(
         Reply(
