@@ -312,7 +312,37 @@ def sse_events(payloads: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
-class EmulatedTransport:
+class StreamSink:
+    """The writer's sink of a streamed HTTP response (HTTP-streaming or SSE).
+
+    A batch of delimited messages becomes one chunk of the response (SSE:
+    one ``data:`` event per message). Subclasses set ``response``,
+    ``session`` and ``_sse``.
+    """
+
+    __slots__ = ()
+
+    response: HttpResponseWriter
+    session: ClientSession
+    _sse: bool
+
+    def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
+        response = self.response
+        if response.finished or response.disconnected:
+            return
+        if self._sse:
+            response.write(sse_events(payloads))
+        else:
+            response.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
+
+    def buffer_size(self) -> int:
+        return self.response.write_buffer_size
+
+    def on_slow(self) -> None:
+        self.session.disconnect(codes.SLOW)
+
+
+class EmulatedTransport(StreamSink):
     """One HTTP-streaming or SSE response carrying a session's Replies and Pushes.
 
     It is the session's :class:`~rtcore.session.Transport` and its writer's
@@ -343,22 +373,8 @@ class EmulatedTransport:
         self._bucket = _Bucket(rate, options.emulation_burst) if rate > 0 else None
         self.session = ClientSession(node, self, request_info=request_info(request, response))
 
-    # -- Transport / Sink ----------------------------------------------------------
+    # -- Transport / Sink: write_batch, buffer_size, on_slow from StreamSink --------
 
-    def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
-        response = self.response
-        if response.finished or response.disconnected:
-            return
-        if self._sse:
-            response.write(sse_events(payloads))
-        else:
-            response.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
-
-    def buffer_size(self) -> int:
-        return self.response.write_buffer_size
-
-    def on_slow(self) -> None:
-        self.session.disconnect(codes.SLOW)
 
     def close(self, disconnect: Disconnect) -> None:
         """A Disconnect push, then the end of the response (PROTOCOL.md §1.6)."""

@@ -57,6 +57,7 @@ from .transports_http import (
     SSE_CONTENT_TYPE,
     STREAM_HEADERS,
     Cors,
+    StreamSink,
     admit,
     config_value,
     media_type,
@@ -217,7 +218,7 @@ class UniTransportOptions:
 # -- uni_sse / uni_http_stream ----------------------------------------------------------
 
 
-class UniStreamTransport:
+class UniStreamTransport(StreamSink):
     """A uni_sse or uni_http_stream response: the session's pushes, bare."""
 
     unidirectional = True
@@ -243,20 +244,6 @@ class UniStreamTransport:
     def handle_reply(self, reply: Reply) -> None:
         deliver_uni_reply(self.session, reply)
 
-    def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
-        response = self.response
-        if response.finished or response.disconnected:
-            return
-        if self._sse:
-            response.write(sse_events(payloads))
-        else:
-            response.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
-
-    def buffer_size(self) -> int:
-        return self.response.write_buffer_size
-
-    def on_slow(self) -> None:
-        self.session.disconnect(codes.SLOW)
 
     def close(self, disconnect: Disconnect) -> None:
         response = self.response
