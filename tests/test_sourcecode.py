@@ -55,3 +55,14 @@ def test_facades_export_what_they_declare(module: str) -> None:
     for name in mod.__all__:
         assert hasattr(mod, name), f"{module}.{name} missing"
     assert mod.IMPLEMENTATION in ("cython", "python")
+
+
+@pytest.mark.timeout(600)
+def test_mypy_strict_is_clean() -> None:
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert mypy.returncode == 0, mypy.stdout[-6000:] + mypy.stderr[-2000:]

@@ -219,8 +219,9 @@ class Node(BrokerEventHandler):
             await self.proxies.close()
         if self._started:
             await self.broker.close()
-            if isinstance(self.presence_manager, Closer) and self.presence_manager is not self.broker:
-                await self.presence_manager.close()
+            presence: object = self.presence_manager
+            if isinstance(presence, Closer) and presence is not self.broker:
+                await presence.close()
         self._started = False
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -253,7 +254,10 @@ class Node(BrokerEventHandler):
             for channel, opts in claims.server_side_subscriptions.items()
         }
         return Credentials(
-            user=claims.user, info=claims.info, expire_at=claims.expire_at, meta=claims.meta,
+            user=claims.user,
+            info=claims.info,
+            expire_at=claims.expire_at,
+            meta=claims.meta,
             subscriptions=subs,
         )
 
@@ -265,7 +269,9 @@ class Node(BrokerEventHandler):
             raise TypeError("on_connecting must return Credentials or None")
         return hook
 
-    def connect_event(self, session: ClientSession, req: ConnectRequest, credentials: Credentials | None) -> ConnectEvent:
+    def connect_event(
+        self, session: ClientSession, req: ConnectRequest, credentials: Credentials | None
+    ) -> ConnectEvent:
         return ConnectEvent(
             client=session,
             transport=session.transport.name,
@@ -377,7 +383,11 @@ class Node(BrokerEventHandler):
         if action == ACTION_INSUFFICIENT_STATE:
             state = session.subscriptions.get(sub.channel)
             if state is not None and not state.server_side:
-                self.spawn(self.unsubscribe_session(session, sub.channel, codes.UNSUBSCRIBE_INSUFFICIENT_STATE))
+                self.spawn(
+                    self.unsubscribe_session(
+                        session, sub.channel, codes.UNSUBSCRIBE_INSUFFICIENT_STATE
+                    )
+                )
             else:
                 session.disconnect(codes.INSUFFICIENT_STATE)
         else:
@@ -457,7 +467,10 @@ class Node(BrokerEventHandler):
         if not server_side:
             # A user-limited channel ("dialog#42,43") grants itself to the users it
             # lists and to nobody else (a subscription token still grants).
-            user_limited = opts.allow_user_limited_channels and self.channels.allowed_users(channel) is not None
+            user_limited = (
+                opts.allow_user_limited_channels
+                and self.channels.allowed_users(channel) is not None
+            )
             if req.token:
                 try:
                     claims = await self.token_verifier.verify_subscribe(req.token)
@@ -465,9 +478,16 @@ class Node(BrokerEventHandler):
                 except TokenError as exc:
                     outcome = exc.outcome(TokenOp.SUBSCRIBE)
                     if outcome.disconnect:
-                        raise DisconnectError(codes.Disconnect(outcome.code, outcome.message)) from None
+                        raise DisconnectError(
+                            codes.Disconnect(outcome.code, outcome.message)
+                        ) from None
                     raise ClientError(outcome.code, outcome.message, outcome.temporary) from None
-                chan_info, data, override, expire_at = claims.info, claims.data, claims.override, claims.expire_at
+                chan_info, data, override, expire_at = (
+                    claims.info,
+                    claims.data,
+                    claims.override,
+                    claims.expire_at,
+                )
                 if expire_at and expire_at <= wall:
                     raise codes.ERROR_TOKEN_EXPIRED
             elif self.channels.is_private(channel):
@@ -498,7 +518,11 @@ class Node(BrokerEventHandler):
             return bool(getattr(opts, name)) if value is None else bool(value)
 
         presence = flag("presence")
-        emit_join_leave = opts.join_leave if getattr(override, "join_leave", None) is None else bool(override.join_leave)
+        emit_join_leave = (
+            opts.join_leave
+            if getattr(override, "join_leave", None) is None
+            else bool(override.join_leave)
+        )
         authenticated = session.user != ""
         # Centrifugo: a client may ask for join/leave pushes when it may see presence,
         # and for positioning/recovery when it may read history (or the namespace allows it).
@@ -508,10 +532,16 @@ class Node(BrokerEventHandler):
         reads_history = (opts.allow_history_for_client or opts.allow_history_for_subscriber) and (
             authenticated or opts.allow_history_for_anonymous
         )
-        push_join_leave = flag("force_push_join_leave") or (req.join_leave and opts.join_leave and sees_presence)
-        recoverable = flag("force_recovery") or (req.recoverable and (opts.allow_recovery or reads_history))
+        push_join_leave = flag("force_push_join_leave") or (
+            req.join_leave and opts.join_leave and sees_presence
+        )
+        recoverable = flag("force_recovery") or (
+            req.recoverable and (opts.allow_recovery or reads_history)
+        )
         positioned = (
-            recoverable or flag("force_positioning") or (req.positioned and (opts.allow_positioning or reads_history))
+            recoverable
+            or flag("force_positioning")
+            or (req.positioned and (opts.allow_positioning or reads_history))
         )
         if not opts.history_enabled:
             recoverable = positioned = False
@@ -521,8 +551,14 @@ class Node(BrokerEventHandler):
         sub.positioned = positioned
         sub.buffer = []
         state = SubscriptionState(
-            channel=channel, options=opts, subscriber=sub, chan_info=chan_info, presence=presence,
-            emit_join_leave=emit_join_leave, expire_at=expire_at, server_side=server_side,
+            channel=channel,
+            options=opts,
+            subscriber=sub,
+            chan_info=chan_info,
+            presence=presence,
+            emit_join_leave=emit_join_leave,
+            expire_at=expire_at,
+            server_side=server_side,
         )
         session.subscriptions[channel] = state
         self.hub.add_subscriber(sub)
@@ -537,7 +573,9 @@ class Node(BrokerEventHandler):
                 result.expires = True
                 result.ttl = max(1, int(expire_at - wall))
             if presence:
-                await self.presence_manager.add(channel, session.client_id, session.channel_info(channel))
+                await self.presence_manager.add(
+                    channel, session.client_id, session.channel_info(channel)
+                )
         except BaseException as exc:
             if session.subscriptions.get(channel) is state:
                 del session.subscriptions[channel]
@@ -551,8 +589,10 @@ class Node(BrokerEventHandler):
             return None  # unsubscribed or disconnected meanwhile
         if emit_join_leave:
             self.spawn(self._publish_join(channel, session.channel_info(channel)))
-        state.flush_from = result.offset if not result.recovered else (
-            result.publications[-1].offset if result.publications else req.offset
+        state.flush_from = (
+            result.offset
+            if not result.recovered
+            else (result.publications[-1].offset if result.publications else req.offset)
         )
         state.epoch = result.epoch
         if expire_at:
@@ -568,8 +608,11 @@ class Node(BrokerEventHandler):
                 Push(
                     channel=channel,
                     subscribe=Subscribe(
-                        recoverable=result.recoverable, epoch=result.epoch, offset=result.offset,
-                        positioned=result.positioned, data=result.data,
+                        recoverable=result.recoverable,
+                        epoch=result.epoch,
+                        offset=result.offset,
+                        positioned=result.positioned,
+                        data=result.data,
                     ),
                 )
             )
@@ -577,7 +620,11 @@ class Node(BrokerEventHandler):
         return result
 
     async def _position(
-        self, state: SubscriptionState, req: SubscribeRequest, result: SubscribeResult, recoverable: bool
+        self,
+        state: SubscriptionState,
+        req: SubscribeRequest,
+        result: SubscribeResult,
+        recoverable: bool,
     ) -> None:
         """Read the stream top and, when asked, recover missed publications."""
         opts = state.options
@@ -591,7 +638,10 @@ class Node(BrokerEventHandler):
         if recover and opts.force_recovery_mode == "stream":
             cap = self.config.client.recovery_max_publication_limit
             hr: HistoryResult = await self.broker.history(
-                channel, since=StreamPosition(req.offset, req.epoch), limit=cap if cap else -1, meta_ttl=meta_ttl
+                channel,
+                since=StreamPosition(req.offset, req.epoch),
+                limit=cap if cap else -1,
+                meta_ttl=meta_ttl,
             )
             top = hr.position
             pubs = list(hr.publications)
@@ -673,7 +723,12 @@ class Node(BrokerEventHandler):
             return
         self.hub.remove_subscriber(channel, session.client_id)
         if unsubscribe is not None:
-            session.send_push(Push(channel=channel, unsubscribe=Unsubscribe(code=unsubscribe.code, reason=unsubscribe.reason)))
+            session.send_push(
+                Push(
+                    channel=channel,
+                    unsubscribe=Unsubscribe(code=unsubscribe.code, reason=unsubscribe.reason),
+                )
+            )
         await self._leave_channel(session, state)
         await self.call_hook("on_unsubscribe", ChannelEvent(client=session, channel=channel))
 
@@ -690,7 +745,9 @@ class Node(BrokerEventHandler):
             self.count_broker_error("leave")
             logger.exception("cleanup of %s in %s failed", session.client_id, channel)
 
-    def session_closed(self, session: ClientSession, was_connected: bool, disconnect: codes.Disconnect) -> None:
+    def session_closed(
+        self, session: ClientSession, was_connected: bool, disconnect: codes.Disconnect
+    ) -> None:
         """Called by a session once it is closed: drop it from the hub and clean up."""
         self.disconnects[disconnect.code] = self.disconnects.get(disconnect.code, 0) + 1
         self.client_messages_sent += session.writer.messages_sent
@@ -708,7 +765,8 @@ class Node(BrokerEventHandler):
                 await self._leave_channel(session, state)
             if was_connected:
                 await self.call_hook(
-                    "on_disconnect", DisconnectEvent(client=session, code=disconnect.code, reason=disconnect.reason)
+                    "on_disconnect",
+                    DisconnectEvent(client=session, code=disconnect.code, reason=disconnect.reason),
                 )
 
         self.spawn(cleanup())
@@ -772,7 +830,11 @@ class Node(BrokerEventHandler):
 
                 apply_forwarded_emulation(self, msg)
             return
-        user, client, session_id = msg.get("user", ""), msg.get("client", ""), msg.get("session", "")
+        user, client, session_id = (
+            msg.get("user", ""),
+            msg.get("client", ""),
+            msg.get("session", ""),
+        )
         targets = self._targets(user, client, session_id)
         if op == "disconnect":
             whitelist = set(msg.get("whitelist") or ())
@@ -795,8 +857,12 @@ class Node(BrokerEventHandler):
                 override = msg.get("override")
                 self.spawn(
                     self._server_subscribe(
-                        s, req, msg.get("info"), msg.get("data"),
-                        SimpleNamespace(**override) if override else None, int(msg.get("expire_at") or 0),
+                        s,
+                        req,
+                        msg.get("info"),
+                        msg.get("data"),
+                        SimpleNamespace(**override) if override else None,
+                        int(msg.get("expire_at") or 0),
                     )
                 )
         elif op == "refresh":
@@ -812,44 +878,93 @@ class Node(BrokerEventHandler):
 
                 wall = self.wall_clock()
                 s.send_push(
-                    Push(refresh=Refresh(expires=bool(s.expire_at), ttl=max(0, int(s.expire_at - wall)) if s.expire_at else 0))
+                    Push(
+                        refresh=Refresh(
+                            expires=bool(s.expire_at),
+                            ttl=max(0, int(s.expire_at - wall)) if s.expire_at else 0,
+                        )
+                    )
                 )
                 s.schedule_expiry_check()
         else:
             logger.warning("unknown control operation %r", op)
 
     async def _server_subscribe(
-        self, session: ClientSession, req: SubscribeRequest, info: Any, data: Any, override: Any = None,
+        self,
+        session: ClientSession,
+        req: SubscribeRequest,
+        info: Any,
+        data: Any,
+        override: Any = None,
         expire_at: int = 0,
     ) -> None:
         try:
             await self.subscribe_session(
-                session, req, server_side=True, chan_info=info, data=data, override=override, expire_at=expire_at
+                session,
+                req,
+                server_side=True,
+                chan_info=info,
+                data=data,
+                override=override,
+                expire_at=expire_at,
             )
         except (ClientError, DisconnectError) as exc:
-            logger.info("server-side subscribe of %s to %s refused: %r", session.client_id, req.channel, exc)
+            logger.info(
+                "server-side subscribe of %s to %s refused: %r", session.client_id, req.channel, exc
+            )
 
     async def disconnect(
-        self, user: str, *, code: int = 3503, reason: str = "force disconnect", client: str = "",
-        session: str = "", whitelist: list[str] | None = None,
+        self,
+        user: str,
+        *,
+        code: int = 3503,
+        reason: str = "force disconnect",
+        client: str = "",
+        session: str = "",
+        whitelist: list[str] | None = None,
     ) -> None:
         """Disconnect a user's connections (all nodes); ``client`` narrows it to one."""
         await self._control(
-            {"op": "disconnect", "user": user, "client": client, "session": session,
-             "code": code, "reason": reason, "whitelist": whitelist or []}
+            {
+                "op": "disconnect",
+                "user": user,
+                "client": client,
+                "session": session,
+                "code": code,
+                "reason": reason,
+                "whitelist": whitelist or [],
+            }
         )
 
-    async def unsubscribe(self, user: str, channel: str, *, client: str = "", session: str = "") -> None:
+    async def unsubscribe(
+        self, user: str, channel: str, *, client: str = "", session: str = ""
+    ) -> None:
         """Unsubscribe a user's connections from ``channel`` (unsubscribe push 2000).
 
         An empty ``channel`` unsubscribes them from every channel.
         """
-        await self._control({"op": "unsubscribe", "user": user, "channel": channel, "client": client, "session": session})
+        await self._control(
+            {
+                "op": "unsubscribe",
+                "user": user,
+                "channel": channel,
+                "client": client,
+                "session": session,
+            }
+        )
 
     async def subscribe(
-        self, user: str, channel: str, *, client: str = "", session: str = "", info: bytes | None = None,
-        data: bytes | None = None, recover_since: StreamPosition | None = None,
-        override: dict[str, bool] | None = None, expire_at: int = 0,
+        self,
+        user: str,
+        channel: str,
+        *,
+        client: str = "",
+        session: str = "",
+        info: bytes | None = None,
+        data: bytes | None = None,
+        recover_since: StreamPosition | None = None,
+        override: dict[str, bool] | None = None,
+        expire_at: int = 0,
     ) -> None:
         """Subscribe a user's connections to ``channel`` server-side (subscribe push).
 
@@ -860,20 +975,43 @@ class Node(BrokerEventHandler):
         """
         self._channel_options(channel)
         await self._control(
-            {"op": "subscribe", "user": user, "channel": channel, "client": client, "session": session,
-             "info": info, "data": data,
-             "recover_since": [recover_since.offset, recover_since.epoch] if recover_since else None,
-             "override": dict(override) if override else None, "expire_at": expire_at}
+            {
+                "op": "subscribe",
+                "user": user,
+                "channel": channel,
+                "client": client,
+                "session": session,
+                "info": info,
+                "data": data,
+                "recover_since": [recover_since.offset, recover_since.epoch]
+                if recover_since
+                else None,
+                "override": dict(override) if override else None,
+                "expire_at": expire_at,
+            }
         )
 
     async def refresh(
-        self, user: str, *, client: str = "", session: str = "", expired: bool = False,
-        expire_at: int | None = None, info: bytes | None = None,
+        self,
+        user: str,
+        *,
+        client: str = "",
+        session: str = "",
+        expired: bool = False,
+        expire_at: int | None = None,
+        info: bytes | None = None,
     ) -> None:
         """Refresh a user's connections (refresh push), or expire them (3005)."""
         await self._control(
-            {"op": "refresh", "user": user, "client": client, "session": session, "expired": expired,
-             "expire_at": expire_at, "info": info}
+            {
+                "op": "refresh",
+                "user": user,
+                "client": client,
+                "session": session,
+                "expired": expired,
+                "expire_at": expire_at,
+                "info": info,
+            }
         )
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
@@ -889,7 +1027,12 @@ class Node(BrokerEventHandler):
         return await self.presence_manager.stats(channel)
 
     async def history(
-        self, channel: str, *, limit: int = 0, since: StreamPosition | None = None, reverse: bool = False
+        self,
+        channel: str,
+        *,
+        limit: int = 0,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
     ) -> HistoryResult:
         opts = self._channel_options(channel)
         if not opts.history_enabled:

@@ -170,7 +170,9 @@ class WebSocket:
         conn: WebSocketConnection,
     ) -> None:
         self._proto = proto
-        self._transport = proto.transport
+        transport = proto.transport
+        assert transport is not None, "a WebSocket is made on a live connection"
+        self._transport: asyncio.Transport = transport
         # The upgrade request (path, query, headers).
         self.request = request
         # The negotiated subprotocol, or None.
@@ -408,7 +410,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.closing = False
         self.write_paused = False
         # While handling several messages of one read: frames to write at the end.
-        self.cork: list[bytes] | None = None
+        self.cork: list[bytes | bytearray | memoryview] | None = None
         # HTTP mode state.
         self._http: HttpParser | None = HttpParser(
             max_header_size=server.options.max_header_size,
@@ -446,7 +448,9 @@ class _Connection(asyncio.BufferedProtocol):
             except OSError:  # pragma: no cover - e.g. a socket already shut down
                 pass
         opts = self.server.options
-        transport.set_write_buffer_limits(high=opts.write_high_water, low=opts.write_low_water)
+        transport.set_write_buffer_limits(  # type: ignore[attr-defined]
+            high=opts.write_high_water, low=opts.write_low_water
+        )
         self.server._connections.add(self)
         self.server._deadlines.schedule_in(self, opts.handshake_timeout)
 
@@ -772,7 +776,7 @@ class Server:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return [s for srv in self._servers for s in srv.sockets]  # type: ignore[misc]
+        return [s for srv in self._servers for s in srv.sockets]
 
     @property
     def port(self) -> int:
