@@ -100,7 +100,7 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
     event = node.connect_event(session, req, credentials)
     hook_result = await node.call_hook("on_connecting", event)
     if hook_result is not None:
-        credentials = node.merge_credentials(credentials, hook_result)
+        credentials = node.hook_credentials(hook_result)
     if credentials is None:
         if not cfg.allow_anonymous_connect_without_token:
             raise DisconnectError(codes.BAD_REQUEST)
@@ -201,9 +201,8 @@ async def handle_refresh(session: ClientSession, cmd: Command) -> None:
 async def handle_subscribe(session: ClientSession, cmd: Command) -> None:
     req = cmd.subscribe
     assert req is not None
-    result = await session.node.subscribe_session(session, req, command_id=cmd.id)
-    if result is None:
-        return
+    # subscribe_session queues the reply (or raises for an error reply).
+    await session.node.subscribe_session(session, req, command_id=cmd.id)
 
 
 async def handle_unsubscribe(session: ClientSession, cmd: Command) -> None:

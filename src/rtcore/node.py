@@ -264,7 +264,8 @@ class Node(BrokerEventHandler):
     def anonymous_credentials(self) -> Credentials:
         return Credentials(user="")
 
-    def merge_credentials(self, token: Credentials | None, hook: Any) -> Credentials:
+    def hook_credentials(self, hook: Any) -> Credentials:
+        """What ``on_connecting`` returned: it replaces the token's credentials."""
         if not isinstance(hook, Credentials):
             raise TypeError("on_connecting must return Credentials or None")
         return hook
