@@ -47,8 +47,8 @@ import redis as redis_sync
 
 from rtcore.backends import MemoryBroker
 from rtcore.backends.redis import RedisBroker
-from rtcore.history import HistoryOptions
-from rtcore.types import ClientInfo, Publication, StreamPosition
+from rtcore.engine.history import HistoryOptions
+from rtcore.protocol.types import ClientInfo, Publication, StreamPosition
 
 
 CHANNELS = [f"bench:{i}" for i in range(100)]

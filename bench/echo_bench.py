@@ -124,8 +124,8 @@ def client_main(argv: list[str]) -> None:
     import uvloop
 
     from rtcore import frames
-    from rtcore.handshake import accept_key
-    from rtcore.wsconn import WebSocketConnection
+    from rtcore.wire.handshake import accept_key
+    from rtcore.wire.websocket import WebSocketConnection
 
     p = argparse.ArgumentParser(prog="echo_bench.py client")
     p.add_argument("--host", default="127.0.0.1")

@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from rtcore.frames import OP_TEXT
-from rtcore.wsconn import WebSocketConnection
+from rtcore.wire.websocket import WebSocketConnection
 
 
 # Publication fields (all protocols): publish time and sequence number.

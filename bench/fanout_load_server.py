@@ -1,6 +1,6 @@
 """rtcore server process of the fan-out load scenario (started by ``fanout_load.py``).
 
-Runs a :class:`rtcore.node.Node` on the given loopback port with one channel
+Runs a :class:`rtcore.engine.node.Node` on the given loopback port with one channel
 namespace-free configuration: anonymous clients may connect without a token
 and subscribe (``--auth anonymous``), or clients connect with an HS256 token
 minted by the orchestrator with :func:`rtcore.auth.make_connect_token`
@@ -27,6 +27,8 @@ import os
 import sys
 from pathlib import Path
 
+import rtcore
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -36,8 +38,8 @@ import rtcore.fanout  # noqa: E402
 import rtcore.frames  # noqa: E402
 from rtcore.auth.config import TokenConfig  # noqa: E402
 from rtcore.config import ChannelConfig, ChannelOptions, ClientConfig, Config  # noqa: E402
-from rtcore.node import Node  # noqa: E402
-from rtcore.server import run  # noqa: E402
+from rtcore.engine.node import Node  # noqa: E402
+from rtcore.transports.http_server import run  # noqa: E402
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -71,7 +73,7 @@ async def main(args: argparse.Namespace) -> None:
         node = Node(build_config(args), broker=broker, presence_manager=presence)
     else:
         node = Node(build_config(args))
-    server = await node.serve(args.host, args.port, reuse_port=args.reuse_port)
+    server = await rtcore.serve(node, args.host, args.port, reuse_port=args.reuse_port)
     channel = args.channel
 
     def subscribers() -> int:

@@ -2,7 +2,7 @@
 
 The server process runs ``Node(config)`` (anonymous connect, subscribe and
 publish allowed in the namespace-free channels) on the memory engine, served
-by ``node.serve``. Client processes open raw WebSocket connections to
+by ``rtcore.serve``. Client processes open raw WebSocket connections to
 ``/connection/websocket`` (Protobuf via the ``centrifuge-protobuf``
 subprotocol), send the protocol's ``connect`` and ``subscribe`` commands and
 count the publication pushes they receive. Client process 0 also holds the
@@ -106,9 +106,10 @@ def node_config(queue_max_size: int) -> Any:
 def server_main(argv: list[str]) -> None:
     import asyncio
 
+    import rtcore
     from rtcore import fanout, frames
-    from rtcore.node import Node
-    from rtcore.server import run
+    from rtcore.engine.node import Node
+    from rtcore.transports.http_server import run
 
     p = argparse.ArgumentParser(prog="protocol_bench.py server")
     p.add_argument("--port", type=int, required=True)
@@ -118,7 +119,7 @@ def server_main(argv: list[str]) -> None:
 
     async def main() -> None:
         node = Node(node_config(args.queue_max_size))
-        server = await node.serve("127.0.0.1", args.port)
+        server = await rtcore.serve(node, "127.0.0.1", args.port)
         hub = node.hub
         # Unique labels: the hub also holds the unidirectional JSON codec (also named "json").
         labels = [
@@ -184,9 +185,9 @@ def client_main(argv: list[str]) -> None:
     import uvloop
 
     from rtcore import frames
-    from rtcore.handshake import accept_key
     from rtcore.protocol import SUBPROTOCOL_PROTOBUF, client_pb2 as pb
-    from rtcore.wsconn import WebSocketConnection
+    from rtcore.wire.handshake import accept_key
+    from rtcore.wire.websocket import WebSocketConnection
 
     p = argparse.ArgumentParser(prog="protocol_bench.py client")
     p.add_argument("--port", type=int, required=True)

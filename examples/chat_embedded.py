@@ -44,14 +44,15 @@ import signal
 import time
 from pathlib import Path
 
-from rtcore import codes
-from rtcore.app import NodeApp
-from rtcore.codes import ClientError, DisconnectError
+import rtcore
 from rtcore.config import config_from_mapping
-from rtcore.events import ConnectEvent, Credentials, PublishEvent, RPCEvent, SubscribeEvent
-from rtcore.http import Request
-from rtcore.node import Node
-from rtcore.server import HttpResponseWriter
+from rtcore.engine.events import ConnectEvent, Credentials, PublishEvent, RPCEvent, SubscribeEvent
+from rtcore.engine.node import Node
+from rtcore.protocol import codes
+from rtcore.protocol.codes import ClientError, DisconnectError
+from rtcore.server.app import NodeApp
+from rtcore.transports.http_server import HttpResponseWriter
+from rtcore.wire.http import Request
 
 
 HERE = Path(__file__).resolve().parent
@@ -218,7 +219,7 @@ async def main(host: str, port: int, secret: str) -> None:
     install_hooks(node, secret)
     app = NodeApp(node)
     mount_static(app)
-    server = await node.serve(host, port, app=app)
+    server = await rtcore.serve(node, host, port, app=app)
     print(f"chat listening on http://{host}:{server.port}/", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

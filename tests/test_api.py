@@ -1,4 +1,4 @@
-"""The server HTTP API (rtcore.api) against Centrifugo's contract (PROTOCOL.md §7).
+"""The server HTTP API (rtcore.server.api) against Centrifugo's contract (PROTOCOL.md §7).
 
 Every method is driven with the unmodified ``cent`` client (sync and async)
 and with raw HTTP, against a node served on a loopback port; WebSocket
@@ -46,12 +46,13 @@ from cent import (
     UnsubscribeRequest,
 )
 
-from rtcore.api import InternalApp, glob_to_regex
-from rtcore.app import serve_node
+import rtcore
 from rtcore.auth import make_connect_token
 from rtcore.config import config_from_mapping
-from rtcore.node import Node
-from rtcore.server import Server, run as run_loop
+from rtcore.engine.node import Node
+from rtcore.server.api import InternalApp, glob_to_regex
+from rtcore.server.app import serve_node
+from rtcore.transports.http_server import Server, run as run_loop
 
 
 T = TypeVar("T")
@@ -220,7 +221,7 @@ class Served:
 @asynccontextmanager
 async def served(extra: Mapping[str, Any] | None = None) -> AsyncIterator[Served]:
     node = Node(config_from_mapping(merged(extra)))
-    server = await node.serve("127.0.0.1", 0)
+    server = await rtcore.serve(node, "127.0.0.1", 0)
     s = Served(node, server)
     try:
         yield s
@@ -1031,7 +1032,7 @@ def test_api_on_its_own_internal_port() -> None:
         config = config_from_mapping(merged({"api": {"port": 1}, "metrics": {"enabled": True}}))
         node = Node(config)
         await node.start()
-        public = await node.serve("127.0.0.1", 0)
+        public = await rtcore.serve(node, "127.0.0.1", 0)
         internal = await serve_node(node, "127.0.0.1", 0, app=InternalApp(node))
         try:
             async with aiohttp.ClientSession() as http:

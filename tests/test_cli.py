@@ -33,7 +33,7 @@ import websockets
 
 from rtcore import fanout, frames
 from rtcore.auth import make_connect_token
-from rtcore.server import run as run_loop
+from rtcore.transports.http_server import run as run_loop
 
 
 SECRET = "cli-tests-hmac-secret-0123456789abcdefghij"
@@ -521,7 +521,7 @@ def test_json_logs(tmp_path: Path) -> None:
     (start,) = [line for line in lines if "listening on" in line["message"]]
     assert start["port"] == port and start["address"] == "127.0.0.1"
     assert start["engine"] == "memory" and start["frame_core"] == frames.IMPLEMENTATION
-    assert start["level"] == "info" and start["logger"] == "rtcore.cli"
+    assert start["level"] == "info" and start["logger"] == "rtcore.server.cli"
 
 
 def test_serve_refuses_bad_setups(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from hypothesis import given, settings, strategies as st
 
 from rtcore import protocol as P
 from rtcore.protocol import client_pb2 as pb, messages as M
-from rtcore.types import ClientInfo, PresenceStats, Publication, StreamPosition
+from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
 CODECS = [pytest.param(P.JSON, id="json"), pytest.param(P.PROTOBUF, id="protobuf")]

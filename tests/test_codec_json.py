@@ -11,7 +11,7 @@ from test_codec_common import full, sample_replies
 
 from rtcore import protocol as P
 from rtcore.protocol import messages as M
-from rtcore.types import ClientInfo, PresenceStats, Publication, StreamPosition
+from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
 J = P.JSON

@@ -17,7 +17,7 @@ from test_codec_common import delimit, full, read_delimited, sample_replies, to_
 
 from rtcore import protocol as P
 from rtcore.protocol import client_pb2 as pb, messages as M
-from rtcore.types import ClientInfo, Publication, StreamPosition
+from rtcore.protocol.types import ClientInfo, Publication, StreamPosition
 
 
 B = P.PROTOBUF

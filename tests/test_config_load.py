@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from rtcore.cli import starter_config
 from rtcore.config import (
     Config,
     ConfigErrors,
@@ -29,6 +28,7 @@ from rtcore.config import (
     parse_duration,
 )
 from rtcore.errors import ConfigError
+from rtcore.server.cli import starter_config
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,13 +14,13 @@ from websockets.extensions.permessage_deflate import (
 from websockets.frames import Frame, Opcode
 from websockets.headers import build_extension, parse_extension
 
-from rtcore.deflate import (
+from rtcore.errors import HandshakeError, WebSocketProtocolError
+from rtcore.wire.deflate import (
     DeflateOptions,
     PerMessageDeflate,
     negotiate_deflate,
     parse_extensions,
 )
-from rtcore.errors import HandshakeError, WebSocketProtocolError
 
 
 TAIL = b"\x00\x00\xff\xff"
@@ -197,13 +197,19 @@ NEGOTIATION_CASES = [
     ),
     # Unacceptable offers are skipped in favour of the next one.
     ("permessage-deflate; server_max_window_bits=7, permessage-deflate", "permessage-deflate"),
-    ("permessage-deflate; foo, permessage-deflate; client_no_context_takeover",
-     "permessage-deflate; client_no_context_takeover"),
+    (
+        "permessage-deflate; foo, permessage-deflate; client_no_context_takeover",
+        "permessage-deflate; client_no_context_takeover",
+    ),
     ("x-webkit-deflate-frame, permessage-deflate", "permessage-deflate"),
-    ('permessage-deflate; server_max_window_bits="10"',
-     "permessage-deflate; server_max_window_bits=10"),
-    ("Permessage-Deflate; Server_No_Context_Takeover",
-     "permessage-deflate; server_no_context_takeover"),
+    (
+        'permessage-deflate; server_max_window_bits="10"',
+        "permessage-deflate; server_max_window_bits=10",
+    ),
+    (
+        "Permessage-Deflate; Server_No_Context_Takeover",
+        "permessage-deflate; server_no_context_takeover",
+    ),
 ]
 
 
@@ -273,21 +279,42 @@ class TestNegotiation:
             ),
             # The server's window limit applies when the client asks for nothing
             # or for more; a smaller request is honoured.
-            ({"server_max_window_bits": 10}, "permessage-deflate",
-             "permessage-deflate; server_max_window_bits=10"),
-            ({"server_max_window_bits": 10}, "permessage-deflate; server_max_window_bits=12",
-             "permessage-deflate; server_max_window_bits=10"),
-            ({"server_max_window_bits": 10}, "permessage-deflate; server_max_window_bits=9",
-             "permessage-deflate; server_max_window_bits=9"),
-            ({"server_max_window_bits": 8}, "permessage-deflate",
-             "permessage-deflate; server_max_window_bits=8"),
+            (
+                {"server_max_window_bits": 10},
+                "permessage-deflate",
+                "permessage-deflate; server_max_window_bits=10",
+            ),
+            (
+                {"server_max_window_bits": 10},
+                "permessage-deflate; server_max_window_bits=12",
+                "permessage-deflate; server_max_window_bits=10",
+            ),
+            (
+                {"server_max_window_bits": 10},
+                "permessage-deflate; server_max_window_bits=9",
+                "permessage-deflate; server_max_window_bits=9",
+            ),
+            (
+                {"server_max_window_bits": 8},
+                "permessage-deflate",
+                "permessage-deflate; server_max_window_bits=8",
+            ),
             # The client window limit needs the client's client_max_window_bits.
-            ({"client_max_window_bits": 10}, "permessage-deflate; client_max_window_bits",
-             "permessage-deflate; client_max_window_bits=10"),
-            ({"client_max_window_bits": 10}, "permessage-deflate; client_max_window_bits=12",
-             "permessage-deflate; client_max_window_bits=10"),
-            ({"client_max_window_bits": 10}, "permessage-deflate; client_max_window_bits=9",
-             "permessage-deflate; client_max_window_bits=9"),
+            (
+                {"client_max_window_bits": 10},
+                "permessage-deflate; client_max_window_bits",
+                "permessage-deflate; client_max_window_bits=10",
+            ),
+            (
+                {"client_max_window_bits": 10},
+                "permessage-deflate; client_max_window_bits=12",
+                "permessage-deflate; client_max_window_bits=10",
+            ),
+            (
+                {"client_max_window_bits": 10},
+                "permessage-deflate; client_max_window_bits=9",
+                "permessage-deflate; client_max_window_bits=9",
+            ),
             (
                 {"client_max_window_bits": 10},
                 "permessage-deflate, permessage-deflate; client_max_window_bits",

@@ -13,15 +13,15 @@ from websockets.protocol import OPEN
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from rtcore.deflate import DeflateOptions
 from rtcore.errors import HandshakeError
-from rtcore.handshake import (
+from rtcore.wire.deflate import DeflateOptions
+from rtcore.wire.handshake import (
     WEBSOCKET_GUID,
     WebSocketAccept,
     accept_key,
     accept_websocket,
 )
-from rtcore.http import HttpParser, Request, error_response
+from rtcore.wire.http import HttpParser, Request, error_response
 
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -264,9 +264,7 @@ class TestRejections:
 
     def test_version_checked_before_key(self) -> None:
         # An older-draft client sends no Sec-WebSocket-Key; tell it the version.
-        request = make_request(
-            drop=("sec-websocket-key",), replace={"sec-websocket-version": "8"}
-        )
+        request = make_request(drop=("sec-websocket-key",), replace={"sec-websocket-version": "8"})
         assert rejection(request).status == 426
 
     def test_first_fault_wins(self) -> None:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from rtcore.errors import HttpError
-from rtcore.http import (
+from rtcore.wire.http import (
     CONTINUE_RESPONSE,
     HttpParser,
     Request,
@@ -212,7 +212,7 @@ class TestRequestParsing:
     def test_chunked_body_with_extensions_and_trailers(self) -> None:
         request = parse_one(
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"A;a=1;b=\"x y\"\r\n0123456789\r\n"
+            b'A;a=1;b="x y"\r\n0123456789\r\n'
             b"1\r\n!\r\n"
             b"0;last\r\nT1: a\r\nT2: b\r\n\r\n"
         )
@@ -453,9 +453,12 @@ class TestLimits:
 
     def test_content_length_limit_before_the_body_arrives(self) -> None:
         parser = HttpParser(max_body_size=10)
-        assert parser.feed_data(
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"
-        )[0].body == b"0123456789"
+        assert (
+            parser.feed_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789")[
+                0
+            ].body
+            == b"0123456789"
+        )
         with pytest.raises(HttpError) as info:
             HttpParser(max_body_size=10).feed_data(
                 b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n"
@@ -480,8 +483,7 @@ class TestLimits:
 
     def test_chunk_size_line_limit(self) -> None:
         data = (
-            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;ext="
-            + b"a" * 5000
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=" + b"a" * 5000
         )
         error = parse_error(data, 100)
         assert (error.status, error.message) == (400, "chunk size line too long")
@@ -538,11 +540,7 @@ class TestExpectContinue:
 class TestRenderResponse:
     def test_exact_bytes(self) -> None:
         assert render_response(200, [("Content-Type", "text/plain")], b"hi") == (
-            b"HTTP/1.1 200 OK\r\n"
-            b"Content-Type: text/plain\r\n"
-            b"Content-Length: 2\r\n"
-            b"\r\n"
-            b"hi"
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
         )
 
     def test_connection_close(self) -> None:

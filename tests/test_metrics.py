@@ -1,4 +1,4 @@
-"""Prometheus metrics (rtcore.metrics): /metrics parsed with prometheus_client's parser.
+"""Prometheus metrics (rtcore.server.metrics): /metrics parsed with prometheus_client's parser.
 
 Each test serves a node, scrapes, makes traffic flow (WebSocket clients of
 the JSON protocol, server API calls) and checks that the values moved.
@@ -19,11 +19,12 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+import rtcore
 from rtcore.auth import make_connect_token
 from rtcore.config import config_from_mapping
-from rtcore.metrics import DeliveryLatency
-from rtcore.node import Node
-from rtcore.server import Server, run as run_loop
+from rtcore.engine.node import Node
+from rtcore.server.metrics import DeliveryLatency
+from rtcore.transports.http_server import Server, run as run_loop
 
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ def value(
 @asynccontextmanager
 async def served(mapping: Mapping[str, Any]) -> AsyncIterator[Scraper]:
     node = Node(config_from_mapping(mapping))
-    server = await node.serve("127.0.0.1", 0)
+    server = await rtcore.serve(node, "127.0.0.1", 0)
     try:
         yield Scraper(node, server)
     finally:

@@ -1,4 +1,4 @@
-"""Proxies to the application backend (rtcore.proxy) against a real HTTP backend.
+"""Proxies to the application backend (rtcore.backends.proxy) against a real HTTP backend.
 
 The backend is an aiohttp application in the test's event loop that records
 every request (path, JSON body, headers) and answers with what the test
@@ -24,12 +24,9 @@ from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+import rtcore
 from rtcore.auth import make_connect_token
-from rtcore.config import config_from_mapping
-from rtcore.errors import ConfigError
-from rtcore.events import RPCEvent, SubscribeEvent
-from rtcore.node import Node
-from rtcore.proxy import (
+from rtcore.backends.proxy import (
     HttpEndpoint,
     ProxyResponseError,
     ProxyStatusError,
@@ -37,6 +34,10 @@ from rtcore.proxy import (
     ProxyUnavailable,
     install_proxies,
 )
+from rtcore.config import config_from_mapping
+from rtcore.engine.events import RPCEvent, SubscribeEvent
+from rtcore.engine.node import Node
+from rtcore.errors import ConfigError
 
 
 T = TypeVar("T")
@@ -153,7 +154,7 @@ async def served(
     node = Node(config)
     if setup is not None:
         setup(node)
-    server = await node.serve("127.0.0.1", 0)
+    server = await rtcore.serve(node, "127.0.0.1", 0)
     try:
         yield Served(node, server.port)
     finally:
@@ -405,7 +406,7 @@ def test_backend_timeout_is_error_100_and_the_next_call_works(
                     result = await c.result("connect")
                     assert s.node.hub.session(result["client"]).user == "9"
 
-    with caplog.at_level(logging.ERROR, logger="rtcore.proxy"):
+    with caplog.at_level(logging.ERROR, logger="rtcore.backends.proxy"):
         run(main())
     assert "no response within 0.2s" in caplog.text
 
@@ -422,7 +423,7 @@ def test_backend_down_is_error_100(caplog: pytest.LogCaptureFixture) -> None:
                 error = await c.error("connect")
                 assert error["code"] == 100 and error["temporary"] is True
 
-    with caplog.at_level(logging.ERROR, logger="rtcore.proxy"):
+    with caplog.at_level(logging.ERROR, logger="rtcore.backends.proxy"):
         run(main())
     assert "cannot connect to 127.0.0.1" in caplog.text
 
@@ -434,7 +435,7 @@ def test_non_200_status_is_error_100(caplog: pytest.LogCaptureFixture) -> None:
             async with served(connect_proxy(b)) as s, client(s) as c:
                 assert (await c.error("connect"))["code"] == 100
 
-    with caplog.at_level(logging.ERROR, logger="rtcore.proxy"):
+    with caplog.at_level(logging.ERROR, logger="rtcore.backends.proxy"):
         run(main())
     assert "unexpected HTTP status 503" in caplog.text
 
@@ -467,7 +468,7 @@ def test_malformed_backend_answer_is_error_100_with_a_log_line(
                 error = await c.error("connect")
                 assert error["code"] == 100
 
-    with caplog.at_level(logging.ERROR, logger="rtcore.proxy"):
+    with caplog.at_level(logging.ERROR, logger="rtcore.backends.proxy"):
         run(main())
     assert "malformed response" in caplog.text
     assert logged in caplog.text

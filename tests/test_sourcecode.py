@@ -17,14 +17,14 @@ SRC = ROOT / "src" / "rtcore"
 SANS_IO = [
     "rtcore._frames_py",
     "rtcore.frames",
-    "rtcore.wsconn",
-    "rtcore.http",
-    "rtcore.handshake",
-    "rtcore.deflate",
+    "rtcore.wire.websocket",
+    "rtcore.wire.http",
+    "rtcore.wire.handshake",
+    "rtcore.wire.deflate",
     "rtcore.protocol",
     "rtcore.config",
-    "rtcore.channels",
-    "rtcore.codes",
+    "rtcore.engine.channels",
+    "rtcore.protocol.codes",
 ]
 
 

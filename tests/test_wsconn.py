@@ -6,7 +6,7 @@ import pytest
 
 from rtcore import frames
 from rtcore.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_close, encode_frame
-from rtcore.wsconn import CLOSED, CLOSING, OPEN, WebSocketConnection
+from rtcore.wire.websocket import CLOSED, CLOSING, OPEN, WebSocketConnection
 
 
 MASK = b"\x01\x02\x03\x04"

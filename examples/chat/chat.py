@@ -1,6 +1,6 @@
 """A browser chat over any transport, with rooms, a presence list and history on join.
 
-One Python program embeds rtcore's :class:`~rtcore.node.Node` and serves, on
+One Python program embeds rtcore's :class:`~rtcore.engine.node.Node` and serves, on
 one port, the chat page (``static/``), the centrifuge-js browser build and
 every client transport: WebSocket, and the HTTP-streaming and SSE fallbacks
 (``/connection/http_stream``, ``/connection/sse``, ``/emulation``). Each
@@ -41,13 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rtcore.app import NodeApp, serve_node
-from rtcore.codes import ClientError, Disconnect, DisconnectError
 from rtcore.config import config_from_mapping
-from rtcore.events import ConnectEvent, Credentials, PublishEvent, SubscribeEvent
-from rtcore.http import Request
-from rtcore.node import Node
-from rtcore.server import HttpResponseWriter, run
+from rtcore.engine.events import ConnectEvent, Credentials, PublishEvent, SubscribeEvent
+from rtcore.engine.node import Node
+from rtcore.protocol.codes import ClientError, Disconnect, DisconnectError
+from rtcore.server.app import NodeApp, serve_node
+from rtcore.transports.http_server import HttpResponseWriter, run
+from rtcore.wire.http import Request
 
 
 HERE = Path(__file__).resolve().parent

@@ -1,6 +1,6 @@
-"""``python -m rtcore``: the ``rtcore`` command (see :mod:`rtcore.cli`)."""
+"""``python -m rtcore``: the ``rtcore`` command (see :mod:`rtcore.server.cli`)."""
 
-from .cli import main
+from rtcore.server.cli import main
 
 
 raise SystemExit(main())

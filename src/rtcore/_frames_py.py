@@ -31,7 +31,7 @@ import struct
 import threading
 from typing import Any, Protocol
 
-from .errors import WebSocketProtocolError
+from rtcore.errors import WebSocketProtocolError
 
 
 __all__ = [

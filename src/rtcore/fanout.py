@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import _impl
+from rtcore import _impl
 
 
 __all__ = [
@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._fanout_py import *  # noqa: F403
+    from rtcore._fanout_py import *  # noqa: F403
 
     IMPLEMENTATION: str
 else:

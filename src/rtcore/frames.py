@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import _impl
+from rtcore import _impl
 
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._frames_py import *  # noqa: F403
+    from rtcore._frames_py import *  # noqa: F403
 
     IMPLEMENTATION: str
 else:

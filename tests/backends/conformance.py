@@ -1,8 +1,8 @@
 """Conformance suites for the engine seams, written once and run against every backend.
 
 Each suite is a class of async tests that talks to a backend only through its
-seam (:class:`~rtcore.history.HistoryStore`, :class:`~rtcore.broker.Broker`,
-:class:`~rtcore.presence.PresenceManager`). A backend's test module subclasses
+seam (:class:`~rtcore.engine.history.HistoryStore`, :class:`~rtcore.engine.broker.Broker`,
+:class:`~rtcore.engine.presence.PresenceManager`). A backend's test module subclasses
 the suite under a ``Test*`` name and overrides one factory fixture:
 
 =============================  =====================  ==========================
@@ -53,16 +53,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from rtcore.broker import (
+from rtcore.engine.broker import (
     Broker,
     BrokerClosedError,
     BrokerNotStartedError,
     BrokerStateError,
     PublishResult,
 )
-from rtcore.history import ZERO_POSITION, HistoryOptions, HistoryStore
-from rtcore.presence import PresenceManager
-from rtcore.types import ClientInfo, PresenceStats, Publication, StreamPosition
+from rtcore.engine.history import ZERO_POSITION, HistoryOptions, HistoryStore
+from rtcore.engine.presence import PresenceManager
+from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
 __all__ = [

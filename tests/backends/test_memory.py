@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from rtcore.backends import MemoryBroker, MemoryHistoryStore, MemoryPresenceManager
-from rtcore.broker import Closer, PublishResult
-from rtcore.history import HistoryOptions, HistoryResult
-from rtcore.types import ClientInfo, PresenceStats, Publication, StreamPosition
+from rtcore.engine.broker import Closer, PublishResult
+from rtcore.engine.history import HistoryOptions, HistoryResult
+from rtcore.engine.memory import MemoryBroker, MemoryHistoryStore, MemoryPresenceManager
+from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 from .conformance import (
     Advance,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from rtcore.broker import BrokerClosedError, BrokerNotStartedError, BrokerStateError
-from rtcore.history import ZERO_POSITION, HistoryOptions
-from rtcore.types import ClientInfo, Publication
+from rtcore.engine.broker import BrokerClosedError, BrokerNotStartedError, BrokerStateError
+from rtcore.engine.history import ZERO_POSITION, HistoryOptions
+from rtcore.protocol.types import ClientInfo, Publication
 
 from .conformance import FailingOnceHandler, RecordingHandler
 from .redis_servers import IN_CI, free_port, require_binary, wait_until

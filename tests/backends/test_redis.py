@@ -37,9 +37,9 @@ from rtcore.backends.redis import (
     encode_publication,
 )
 from rtcore.backends.sharding import fnv1a_64, jump_hash, shard_index
-from rtcore.broker import Closer, PublishResult
-from rtcore.history import HistoryOptions
-from rtcore.types import ClientInfo, PresenceStats, Publication, StreamPosition
+from rtcore.engine.broker import Closer, PublishResult
+from rtcore.engine.history import HistoryOptions
+from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 from .conformance import (
     BrokerConformance,

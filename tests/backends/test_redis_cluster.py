@@ -26,8 +26,8 @@ from rtcore.backends.redis import (
     RedisPresenceManager,
     RedisUnavailableError,
 )
-from rtcore.history import HistoryOptions
-from rtcore.types import ClientInfo, StreamPosition
+from rtcore.engine.history import HistoryOptions
+from rtcore.protocol.types import ClientInfo, StreamPosition
 
 from .conformance import (
     BrokerConformance,

@@ -20,8 +20,8 @@ from rtcore.backends.redis import (
     RedisUnavailableError,
 )
 from rtcore.backends.sharding import shard_index
-from rtcore.history import HistoryOptions
-from rtcore.types import ClientInfo
+from rtcore.engine.history import HistoryOptions
+from rtcore.protocol.types import ClientInfo
 
 from .conformance import (
     BrokerConformance,

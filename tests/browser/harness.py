@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from rtcore.http import Request
-from rtcore.server import HttpResponseWriter
+from rtcore.transports.http_server import HttpResponseWriter
+from rtcore.wire.http import Request
 
 
 BROWSER_DIR = Path(__file__).resolve().parent

@@ -15,10 +15,10 @@ from typing import Any
 
 from protocol.helpers import run, serve, until
 
+from rtcore.engine.events import ConnectEvent, Credentials
 from rtcore.errors import HttpError
-from rtcore.events import ConnectEvent, Credentials
-from rtcore.http import Request
-from rtcore.server import HttpResponseWriter
+from rtcore.transports.http_server import HttpResponseWriter
+from rtcore.wire.http import Request
 
 from .harness import BROWSER_DIR, SDK_DIR, describe, mount_files, prerequisites, run_node
 

@@ -3,7 +3,7 @@
 * :class:`FakeClock` drives a node's timer wheel and wall clock by hand.
 * :class:`RecordingTransport` is a session's transport and writer sink that
   keeps every written frame and every close advice.
-* :class:`Client` speaks the protocol to a :class:`~rtcore.session.ClientSession`
+* :class:`Client` speaks the protocol to a :class:`~rtcore.engine.session.ClientSession`
   over a recording transport, in JSON or Protobuf, and decodes what the
   server wrote back into plain dicts shaped like the JSON wire format (raw
   JSON ``bytes`` fields decoded, Protobuf messages converted field by field
@@ -26,18 +26,17 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from rtcore import codes
-from rtcore.app import NodeApp, serve_node
 from rtcore.auth import make_connect_token, make_subscribe_token
-from rtcore.backends.memory import MemoryBroker
-from rtcore.codes import Disconnect
 from rtcore.config import config_from_mapping
-from rtcore.node import Node
-from rtcore.protocol import client_pb2 as pb, get_codec
+from rtcore.engine.memory import MemoryBroker
+from rtcore.engine.node import Node
+from rtcore.engine.session import ClientSession
+from rtcore.engine.timers import TimerWheel
+from rtcore.protocol import client_pb2 as pb, codes, get_codec
 from rtcore.protocol.codec import Codec
-from rtcore.server import Server
-from rtcore.session import ClientSession
-from rtcore.timers import TimerWheel
+from rtcore.protocol.codes import Disconnect
+from rtcore.server.app import NodeApp, serve_node
+from rtcore.transports.http_server import Server
 
 
 __all__ = [

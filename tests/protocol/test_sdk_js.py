@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from rtcore.events import ConnectEvent, RPCEvent
+from rtcore.engine.events import ConnectEvent, RPCEvent
 
 from .helpers import ServedNode, connect_token, run, serve, until
 

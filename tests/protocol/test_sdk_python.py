@@ -17,7 +17,7 @@ from typing import Any
 import centrifuge
 import pytest
 
-from rtcore.events import ConnectEvent, RPCEvent
+from rtcore.engine.events import ConnectEvent, RPCEvent
 
 from .helpers import ServedNode, connect_token, run, serve, until
 

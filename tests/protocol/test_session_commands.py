@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from rtcore.codes import ClientError, Disconnect, DisconnectError
-from rtcore.events import ChannelEvent, MessageEvent, PublishEvent, RPCEvent
+from rtcore.engine.events import ChannelEvent, MessageEvent, PublishEvent, RPCEvent
+from rtcore.protocol.codes import ClientError, Disconnect, DisconnectError
 
 from .helpers import Client, connect_token, make_node, run, settle, until
 

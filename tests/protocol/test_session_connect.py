@@ -7,8 +7,8 @@ import time
 import pytest
 
 from rtcore.auth import make_connect_token
-from rtcore.codes import ClientError, DisconnectError
-from rtcore.events import ConnectEvent, Credentials
+from rtcore.engine.events import ConnectEvent, Credentials
+from rtcore.protocol.codes import ClientError, DisconnectError
 
 from .helpers import Client, FakeClock, connect_token, make_node, run, settle, until
 

@@ -16,7 +16,7 @@ import asyncio
 
 import pytest
 
-from rtcore.types import Publication, StreamPosition
+from rtcore.protocol.types import Publication, StreamPosition
 
 from .helpers import Client, GatedBroker, connect_token, make_node, run, settle, until
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from rtcore.events import ChannelEvent, DisconnectEvent
+from rtcore.engine.events import ChannelEvent, DisconnectEvent
 from rtcore.protocol import get_codec
-from rtcore.types import Publication
+from rtcore.protocol.types import Publication
 
 from .helpers import Client, connect_token, make_node, run, settle, until
 

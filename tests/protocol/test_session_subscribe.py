@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtcore.codes import ClientError
-from rtcore.events import SubscribeEvent, SubscribeReply
+from rtcore.engine.events import SubscribeEvent, SubscribeReply
+from rtcore.protocol.codes import ClientError
 
 from .helpers import (
     Client,

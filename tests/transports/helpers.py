@@ -33,8 +33,8 @@ from protocol.helpers import (
 )
 
 from rtcore.protocol import client_pb2 as pb
-from rtcore.transports_http import HttpTransportOptions, mount_http_transports
-from rtcore.transports_uni import UniTransportOptions, mount_uni_transports
+from rtcore.transports.http_stream import HttpTransportOptions, mount_http_transports
+from rtcore.transports.uni import UniTransportOptions, mount_uni_transports
 
 
 __all__ = [

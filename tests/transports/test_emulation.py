@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 import websockets
 
-from rtcore.events import DisconnectEvent
+from rtcore.engine.events import DisconnectEvent
 from rtcore.protocol import client_pb2 as pb
-from rtcore.transports_http import HttpTransportOptions, emulation_sessions
+from rtcore.transports.http_stream import HttpTransportOptions, emulation_sessions
 
 from .helpers import (
     Emulated,

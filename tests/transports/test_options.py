@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from rtcore.config import Config
-from rtcore.transports_http import HttpTransportOptions
-from rtcore.transports_uni import UniTransportOptions
+from rtcore.transports.http_stream import HttpTransportOptions
+from rtcore.transports.uni import UniTransportOptions
 
 
 def test_defaults_without_the_sections() -> None:

@@ -15,12 +15,12 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from rtcore import codes
-from rtcore.codes import ClientError
-from rtcore.events import ConnectEvent, Credentials, SubscriptionGrant
-from rtcore.protocol import Connect, Disconnect, Publication, Push, get_codec
-from rtcore.transports_uni import UNI_JSON, UniTransportOptions, connect_error_disconnect
-from rtcore.types import ClientInfo
+from rtcore.engine.events import ConnectEvent, Credentials, SubscriptionGrant
+from rtcore.protocol import Connect, Disconnect, Publication, Push, codes, get_codec
+from rtcore.protocol.codes import ClientError
+from rtcore.protocol.types import ClientInfo
+from rtcore.protocol.uni_json import UNI_JSON
+from rtcore.transports.uni import UniTransportOptions, connect_error_disconnect
 
 from .helpers import (
     Emulated,

@@ -17,14 +17,14 @@ See ``docs/auth.md``.
 
 from typing import TYPE_CHECKING, Any
 
-from .claims import (
+from rtcore.auth.claims import (
     ConnectTokenClaims,
     SubscribeOverride,
     SubscribeTokenClaims,
     TokenSubscription,
 )
-from .config import TokenConfig
-from .errors import (
+from rtcore.auth.config import TokenConfig
+from rtcore.auth.errors import (
     DISCONNECT_EXPIRED,
     DISCONNECT_INVALID_TOKEN,
     ERROR_INTERNAL,
@@ -38,19 +38,19 @@ from .errors import (
     TokenOutcome,
     TokenUnavailable,
 )
-from .jws import SUPPORTED_ALGORITHMS
-from .mint import make_connect_token, make_subscribe_token
+from rtcore.auth.jws import SUPPORTED_ALGORITHMS
+from rtcore.auth.mint import make_connect_token, make_subscribe_token
 
 
 if TYPE_CHECKING:
-    from .verifier import TokenVerifier
+    from rtcore.auth.verifier import TokenVerifier
 
 
 def __getattr__(name: str) -> Any:
     # The verifier (JWKS fetching, asyncio) loads on first use, so the
     # configuration model can import TokenConfig without an event loop stack.
     if name == "TokenVerifier":
-        from .verifier import TokenVerifier
+        from rtcore.auth.verifier import TokenVerifier
 
         return TokenVerifier
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from .errors import InvalidToken, TokenMismatch
+from rtcore.auth.errors import InvalidToken, TokenMismatch
 
 
 __all__ = [

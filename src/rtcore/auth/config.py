@@ -13,8 +13,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..errors import ConfigError
-from .jws import (
+from rtcore.auth.jws import (
     ECDSA_ALGORITHMS,
     HMAC_ALGORITHMS,
     RSA_ALGORITHMS,
@@ -23,6 +22,7 @@ from .jws import (
     load_ec_public_key,
     load_rsa_public_key,
 )
+from rtcore.errors import ConfigError
 
 
 __all__ = ["TokenConfig"]

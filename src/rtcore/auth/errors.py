@@ -34,7 +34,7 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import RtcoreError
+from rtcore.errors import RtcoreError
 
 
 __all__ = [

@@ -33,9 +33,9 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
-from .._version import __version__
-from .errors import InvalidToken, TokenUnavailable
-from .jws import RSA_ALGORITHMS, VerificationKey, ec_algorithm_for_curve
+from rtcore._version import __version__
+from rtcore.auth.errors import InvalidToken, TokenUnavailable
+from rtcore.auth.jws import RSA_ALGORITHMS, VerificationKey, ec_algorithm_for_curve
 
 
 __all__ = ["JwksCache", "JwksFetchError", "parse_jwks", "http_get"]

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from .errors import InvalidToken
+from rtcore.auth.errors import InvalidToken
 
 
 __all__ = [

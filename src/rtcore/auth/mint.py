@@ -12,8 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .claims import OVERRIDE_NAMES
-from .jws import sign
+from rtcore.auth.claims import OVERRIDE_NAMES
+from rtcore.auth.jws import sign
 
 
 __all__ = ["make_connect_token", "make_subscribe_token"]

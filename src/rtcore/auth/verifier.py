@@ -26,8 +26,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Final
 
-from ..errors import ConfigError
-from .claims import (
+from rtcore.auth.claims import (
     ConnectTokenClaims,
     RegisteredClaims,
     SubscribeTokenClaims,
@@ -35,10 +34,10 @@ from .claims import (
     decode_registered,
     decode_subscribe,
 )
-from .config import TokenConfig
-from .errors import InvalidToken, TokenExpired
-from .jwks import JwksCache, http_get
-from .jws import (
+from rtcore.auth.config import TokenConfig
+from rtcore.auth.errors import InvalidToken, TokenExpired
+from rtcore.auth.jwks import JwksCache, http_get
+from rtcore.auth.jws import (
     HMAC_ALGORITHMS,
     RSA_ALGORITHMS,
     SUPPORTED_ALGORITHMS,
@@ -47,6 +46,7 @@ from .jws import (
     ec_algorithm_for_curve,
     parse_compact,
 )
+from rtcore.errors import ConfigError
 
 
 __all__ = ["TokenVerifier"]

@@ -37,18 +37,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from ..broker import (
-    DEFAULT_IDEMPOTENT_TTL,
-    BrokerClosedError,
-    BrokerEventHandler,
-    BrokerNotStartedError,
-    BrokerStateError,
-    PublishResult,
-)
-from ..errors import RtcoreError
-from ..history import ZERO_POSITION, HistoryOptions, HistoryResult
-from ..types import ClientInfo, Publication, StreamPosition
-from .redis import (
+from rtcore.backends.redis import (
     FORMAT_VERSION,
     KIND_JOIN,
     KIND_LEAVE,
@@ -57,6 +46,17 @@ from .redis import (
     encode_publication,
     encode_publication_message,
 )
+from rtcore.engine.broker import (
+    DEFAULT_IDEMPOTENT_TTL,
+    BrokerClosedError,
+    BrokerEventHandler,
+    BrokerNotStartedError,
+    BrokerStateError,
+    PublishResult,
+)
+from rtcore.engine.history import ZERO_POSITION, HistoryOptions, HistoryResult
+from rtcore.errors import RtcoreError
+from rtcore.protocol.types import ClientInfo, Publication, StreamPosition
 
 
 try:
@@ -72,7 +72,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 
 if TYPE_CHECKING:
-    from ..broker import Broker
+    from rtcore.engine.broker import Broker
 
 
 __all__ = [
@@ -132,7 +132,7 @@ class _Sub:
 
 
 class NatsBroker:
-    """:class:`~rtcore.broker.Broker` over NATS core pub/sub, without history.
+    """:class:`~rtcore.engine.broker.Broker` over NATS core pub/sub, without history.
 
     See the module docstring for the scope. Publications go out with offset
     0 and position ``ZERO_POSITION``; ``use_delta`` has no base to pass

@@ -17,9 +17,7 @@ import logging
 import signal
 
 from rtcore import frames
-from rtcore.deflate import DeflateOptions
-from rtcore.http import Request
-from rtcore.server import (
+from rtcore.transports.http_server import (
     HttpResponseWriter,
     Server,
     ServerOptions,
@@ -27,6 +25,8 @@ from rtcore.server import (
     WebSocketRoute,
     run,
 )
+from rtcore.wire.deflate import DeflateOptions
+from rtcore.wire.http import Request
 
 
 class EchoHandler:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
-from .codec import Codec
-from .errors import InappropriateProtocol, ProtocolDecodeError, ProtocolEncodeError
-from .json import JsonCodec
-from .messages import (
+from rtcore.protocol.codec import Codec
+from rtcore.protocol.errors import InappropriateProtocol, ProtocolDecodeError, ProtocolEncodeError
+from rtcore.protocol.json import JsonCodec
+from rtcore.protocol.messages import (
     PUSH_FIELDS,
     REQUEST_FIELDS,
     RESULT_FIELDS,
@@ -65,7 +65,7 @@ from .messages import (
     UnsubscribeRequest,
     UnsubscribeResult,
 )
-from .protobuf import ProtobufCodec
+from rtcore.protocol.protobuf import ProtobufCodec
 
 
 __all__ = [

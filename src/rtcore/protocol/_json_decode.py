@@ -20,10 +20,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from rtcore.types import StreamPosition
-
-from .errors import ProtocolDecodeError
-from .messages import (
+from rtcore.protocol.errors import ProtocolDecodeError
+from rtcore.protocol.messages import (
     Command,
     ConnectRequest,
     EmulationRequest,
@@ -42,6 +40,7 @@ from .messages import (
     TrackBatch,
     UnsubscribeRequest,
 )
+from rtcore.protocol.types import StreamPosition
 
 
 __all__ = [

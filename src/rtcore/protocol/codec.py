@@ -33,9 +33,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from rtcore.types import ClientInfo, Publication
-
-from .messages import Command, ConnectRequest, EmulationRequest, Push, Reply
+from rtcore.protocol.messages import Command, ConnectRequest, EmulationRequest, Push, Reply
+from rtcore.protocol.types import ClientInfo, Publication
 
 
 __all__ = ["Codec"]

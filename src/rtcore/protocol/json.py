@@ -28,11 +28,9 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
-from rtcore.types import ClientInfo, Publication
-
-from . import _json_decode
-from .errors import InappropriateProtocol, ProtocolEncodeError
-from .messages import (
+from rtcore.protocol import _json_decode
+from rtcore.protocol.errors import InappropriateProtocol, ProtocolEncodeError
+from rtcore.protocol.messages import (
     Command,
     Connect,
     ConnectRequest,
@@ -57,6 +55,7 @@ from .messages import (
     SubscribeResult,
     Unsubscribe,
 )
+from rtcore.protocol.types import ClientInfo, Publication
 
 
 __all__ = ["JsonCodec"]

@@ -7,9 +7,9 @@ sub-message. A zero value means "not set": both codecs omit it on the wire
 (except the few fields the JSON protocol always writes, see ``docs/codecs.md``).
 
 Engine types are reused where they describe the same thing:
-``rtcore.types.Publication``, ``ClientInfo`` and ``StreamPosition`` are the
+``rtcore.protocol.types.Publication``, ``ClientInfo`` and ``StreamPosition`` are the
 protocol's ``Publication``, ``ClientInfo`` and ``StreamPosition``, and
-``PresenceStatsResult`` is ``rtcore.types.PresenceStats``.
+``PresenceStatsResult`` is ``rtcore.protocol.types.PresenceStats``.
 
 ``bytes`` fields hold the payload exactly as it travels: on JSON connections
 it must be a valid JSON value (the codec embeds it raw, it is not base64);
@@ -33,7 +33,7 @@ import builtins
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from rtcore.types import ClientInfo, PresenceStats, Publication, StreamPosition
+from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
 __all__ = [

@@ -23,11 +23,9 @@ from google.protobuf.internal import api_implementation
 from google.protobuf.message import DecodeError, Message as _PbMessage
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from rtcore.types import ClientInfo, Publication, StreamPosition
-
-from . import client_pb2 as pb
-from .errors import ProtocolDecodeError, ProtocolEncodeError
-from .messages import (
+from rtcore.protocol import client_pb2 as pb
+from rtcore.protocol.errors import ProtocolDecodeError, ProtocolEncodeError
+from rtcore.protocol.messages import (
     Command,
     Connect,
     ConnectRequest,
@@ -66,6 +64,7 @@ from .messages import (
     Unsubscribe,
     UnsubscribeRequest,
 )
+from rtcore.protocol.types import ClientInfo, Publication, StreamPosition
 
 
 __all__ = ["ProtobufCodec"]

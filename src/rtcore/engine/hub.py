@@ -1,0 +1,200 @@
+"""The hub: this node's index of sessions, users and channel subscribers.
+
+The hub never awaits. A publication arriving from the broker is encoded once
+per codec that has subscribers in the channel (never per subscriber), then
+:func:`rtcore.fanout.broadcast` queues the same ``bytes`` object on every
+subscriber's writer. ``add_subscriber``/``remove_subscriber`` report the
+first/last subscriber of a channel so that the node subscribes the broker to
+a channel only while someone here listens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rtcore.fanout import ACTION_INAPPROPRIATE_PROTOCOL, Subscriber, broadcast
+from rtcore.protocol.errors import InappropriateProtocol
+from rtcore.protocol.types import ClientInfo, Publication
+
+
+if TYPE_CHECKING:
+    from rtcore.protocol.codec import Codec
+
+
+__all__ = ["Hub"]
+
+
+class Hub:
+    """Sessions by client id and user, subscribers by channel.
+
+    Args:
+        codecs: the codecs in codec-index order (``Subscriber.codec`` indexes it).
+        on_action: called for subscribers that ``broadcast`` flagged
+            (insufficient state, inappropriate protocol) as
+            ``on_action(subscriber, action)``.
+    """
+
+    __slots__ = (
+        "codecs",
+        "on_action",
+        "_sessions",
+        "_users",
+        "_channels",
+        "_codec_counts",
+        "encodes",
+    )
+
+    def __init__(
+        self,
+        codecs: Sequence[Codec],
+        on_action: Callable[[Subscriber, int], None],
+    ) -> None:
+        self.codecs = tuple(codecs)
+        self.on_action = on_action
+        self._sessions: dict[str, Any] = {}
+        self._users: dict[str, dict[str, Any]] = {}
+        # channel -> {client id -> Subscriber}, insertion ordered.
+        self._channels: dict[str, dict[str, Subscriber]] = {}
+        # channel -> subscribers per codec index (decides which encodings to make).
+        self._codec_counts: dict[str, list[int]] = {}
+        # Publications encoded, per codec index (observability: encode-once check).
+        self.encodes = [0] * len(self.codecs)
+
+    # -- sessions ------------------------------------------------------------
+
+    def add_session(self, session: Any) -> None:
+        self._sessions[session.client_id] = session
+        self._users.setdefault(session.user, {})[session.client_id] = session
+
+    def remove_session(self, session: Any) -> None:
+        self._sessions.pop(session.client_id, None)
+        by_user = self._users.get(session.user)
+        if by_user is not None:
+            by_user.pop(session.client_id, None)
+            if not by_user:
+                del self._users[session.user]
+
+    def session(self, client_id: str) -> Any | None:
+        return self._sessions.get(client_id)
+
+    def user_sessions(self, user: str) -> list[Any]:
+        return list(self._users.get(user, {}).values())
+
+    def sessions(self) -> Iterator[Any]:
+        return iter(list(self._sessions.values()))
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def num_users(self) -> int:
+        return len(self._users)
+
+    def user_connection_count(self, user: str) -> int:
+        return len(self._users.get(user, ()))
+
+    # -- subscribers ---------------------------------------------------------
+
+    def add_subscriber(self, sub: Subscriber) -> bool:
+        """Index ``sub``; True when it is the channel's first subscriber here."""
+        channel = sub.channel
+        subs = self._channels.get(channel)
+        first = subs is None
+        if subs is None:
+            subs = self._channels[channel] = {}
+            self._codec_counts[channel] = [0] * len(self.codecs)
+        client_id = sub.session.client_id
+        old = subs.get(client_id)
+        if old is not None:
+            self._codec_counts[channel][old.codec] -= 1
+        subs[client_id] = sub
+        self._codec_counts[channel][sub.codec] += 1
+        return first
+
+    def remove_subscriber(self, channel: str, client_id: str) -> bool:
+        """Drop a subscriber; True when the channel has no subscriber here any more."""
+        subs = self._channels.get(channel)
+        if subs is None:
+            return False
+        sub = subs.pop(client_id, None)
+        if sub is None:
+            return False
+        if not subs:
+            del self._channels[channel]
+            del self._codec_counts[channel]
+            return True
+        self._codec_counts[channel][sub.codec] -= 1
+        return False
+
+    def subscriber(self, channel: str, client_id: str) -> Subscriber | None:
+        subs = self._channels.get(channel)
+        return subs.get(client_id) if subs is not None else None
+
+    def subscribers(self, channel: str) -> list[Subscriber]:
+        return list(self._channels.get(channel, {}).values())
+
+    def channels(self) -> list[str]:
+        return list(self._channels)
+
+    def num_subscribers(self, channel: str) -> int:
+        return len(self._channels.get(channel, ()))
+
+    @property
+    def num_channels(self) -> int:
+        return len(self._channels)
+
+    @property
+    def num_subscriptions(self) -> int:
+        return sum(len(s) for s in self._channels.values())
+
+    # -- delivery ------------------------------------------------------------
+
+    def _encode(self, channel: str, encode: Callable[[Codec], bytes]) -> list[bytes | None]:
+        counts = self._codec_counts[channel]
+        payloads: list[bytes | None] = [None] * len(self.codecs)
+        for i, codec in enumerate(self.codecs):
+            if counts[i]:
+                try:
+                    payloads[i] = encode(codec)
+                except InappropriateProtocol:
+                    # Not representable for this codec (e.g. binary data for a
+                    # JSON client): broadcast flags these subscribers (3506).
+                    payloads[i] = None
+                self.encodes[i] += 1
+        return payloads
+
+    def broadcast_publication(self, channel: str, pub: Publication, epoch: str) -> int:
+        """Deliver a publication to this node's subscribers; returns their number."""
+        subs = self._channels.get(channel)
+        if not subs:
+            return 0
+        payloads = self._encode(channel, lambda c: c.encode_publication(channel, pub))
+        actions = broadcast(subs.values(), payloads, pub.offset, epoch, pub)
+        if actions is not None:
+            on_action = self.on_action
+            for sub, action in actions:
+                on_action(sub, action)
+        return len(subs)
+
+    def broadcast_join(self, channel: str, info: ClientInfo) -> None:
+        self._broadcast_presence(channel, lambda c: c.encode_join(channel, info))
+
+    def broadcast_leave(self, channel: str, info: ClientInfo) -> None:
+        self._broadcast_presence(channel, lambda c: c.encode_leave(channel, info))
+
+    def _broadcast_presence(self, channel: str, encode: Callable[[Codec], bytes]) -> None:
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        targets = [s for s in subs.values() if s.join_leave and s.buffer is None]
+        if not targets:
+            return
+        payloads = self._encode(channel, encode)
+        for sub in targets:
+            payload = payloads[sub.codec]
+            if payload is None:
+                self.on_action(sub, ACTION_INAPPROPRIATE_PROTOCOL)
+            else:
+                sub.writer.enqueue(payload)

@@ -1,0 +1,444 @@
+"""One client connection's protocol state: the Centrifuge v2 session state machine.
+
+A :class:`ClientSession` is driven by its transport (``handle_frame`` with
+each inbound frame, ``transport_closed`` when the connection ends) and by the
+node's timer wheel (``on_timer``). It writes through a bounded
+:class:`rtcore.fanout.Writer`, so replies and pushes for one client leave in
+order and are coalesced per event-loop tick. Commands are executed one after
+another in arrival order; a command that has to wait (token check, broker,
+history) holds back the commands behind it, never other clients.
+
+Command handlers live in :mod:`rtcore.engine.commands`; this module holds the state,
+the lifecycle and the timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from rtcore.fanout import Subscriber, Writer
+from rtcore.protocol import Command, Error, ProtocolDecodeError, Push, Reply, codes
+from rtcore.protocol.codes import ClientError, Disconnect
+from rtcore.protocol.errors import InappropriateProtocol
+from rtcore.protocol.types import ClientInfo
+
+
+if TYPE_CHECKING:
+    from rtcore.config import ChannelOptions
+    from rtcore.engine.node import Node
+    from rtcore.protocol.codec import Codec
+
+
+__all__ = [
+    "ClientSession",
+    "Transport",
+    "UnidirectionalTransport",
+    "SubscriptionState",
+    "CONNECTING",
+    "CONNECTED",
+    "CLOSED",
+]
+
+logger = logging.getLogger("rtcore.engine.session")
+
+CONNECTING = 0
+CONNECTED = 1
+CLOSED = 2
+
+
+class Transport(Protocol):
+    """What a session needs from the connection that carries it.
+
+    It is also the writer's sink (``write_batch``, ``buffer_size``,
+    ``on_slow``). Unidirectional transports are
+    :class:`UnidirectionalTransport`.
+    """
+
+    #: "websocket", "http_stream", "sse", "uni_websocket", ...
+    name: str
+    codec: Codec
+    #: True for transports without client commands (pushes only, bare Push framing).
+    unidirectional: bool
+    #: True for HTTP-streaming / SSE with the emulation endpoint.
+    emulation: bool
+
+    def write_batch(self, payloads: list[bytes], nbytes: int) -> None: ...
+
+    def buffer_size(self) -> int: ...
+
+    def on_slow(self) -> None: ...
+
+    def close(self, disconnect: Disconnect) -> None:
+        """End the connection with this disconnect advice (close frame / disconnect push)."""
+
+
+class UnidirectionalTransport(Transport, Protocol):
+    """A transport with ``unidirectional = True``: it carries pushes only."""
+
+    def handle_reply(self, reply: Reply) -> None:
+        """Called instead of writing a Reply: the connect result becomes a
+        Connect push, an error a disconnect (see ``rtcore.transports.uni``)."""
+
+
+@dataclass(slots=True)
+class SubscriptionState:
+    """What a session knows about one of its subscriptions."""
+
+    channel: str
+    options: ChannelOptions
+    subscriber: Subscriber
+    # Channel info from the token or the subscribe hook (ClientInfo.chan_info).
+    chan_info: bytes | None = None
+    # Take part in presence; publish join/leave for this client.
+    presence: bool = False
+    emit_join_leave: bool = False
+    # Unix seconds when the subscription expires (0: never) and whether the
+    # client refreshes it (sub_refresh) or it came from a connection token.
+    expire_at: int = 0
+    server_side: bool = False
+    # Subscribe still in progress (the reply not yet sent).
+    pending: bool = True
+    # Stream epoch at subscribe time and the offset after which held
+    # publications are delivered once the reply is out.
+    epoch: str = ""
+    flush_from: int = 0
+
+
+class ClientSession:
+    """A connected (or connecting) client.
+
+    Attributes set at connect: ``user``, ``info`` (conn_info), ``expire_at``.
+    """
+
+    def __init__(
+        self, node: Node, transport: Transport, *, request_info: dict[str, Any] | None = None
+    ) -> None:
+        self.node = node
+        self.transport = transport
+        self.codec = transport.codec
+        # Index of the codec in node.codecs (selects the fan-out payload).
+        self.codec_index = node.codec_index(self.codec)
+        self.client_id = str(uuid.uuid4())
+        # Identifies this session for the emulation endpoint. Emulated
+        # transports get a separate random id: the client id is public
+        # (presence, join/leave) and must not let others send commands.
+        self.session_id = str(uuid.uuid4()) if transport.emulation else self.client_id
+        self.state = CONNECTING
+        self.user = ""
+        self.info: bytes | None = None
+        self.meta: dict[str, Any] | None = None
+        self.expire_at = 0
+        self.name = ""
+        self.version = ""
+        # Headers, remote address, query: for hooks.
+        self.request_info = request_info or {}
+        cfg = node.config.client
+        self.writer = Writer(
+            transport,
+            node.flusher,
+            max_queue_size=cfg.queue_max_size,
+            max_batch=cfg.max_messages_in_frame,
+            max_frame_size=cfg.max_frame_size,
+        )
+        self.subscriptions: dict[str, SubscriptionState] = {}
+        # Command queue and the task draining it (only while there is work).
+        self._commands: deque[Command] = deque()
+        self._task: asyncio.Task[None] | None = None
+        # Timers (monotonic seconds; 0 = not armed).
+        now = node.timers.now()
+        self._stale_at = now + cfg.stale_close_delay if cfg.stale_close_delay else 0.0
+        self._next_ping_at = 0.0
+        self._pong_deadline = 0.0
+        self._ping_outstanding = False
+        self._expire_check_at = 0.0
+        self._presence_at = 0.0
+        self._schedule()
+        self.disconnect_advice: Disconnect | None = None
+
+    # -- helpers -------------------------------------------------------------
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """Fields that identify this connection in structured logs."""
+        return {"client": self.client_id, "user": self.user, "transport": self.transport.name}
+
+    @property
+    def client_info(self) -> ClientInfo:
+        return ClientInfo(user=self.user, client=self.client_id, conn_info=self.info)
+
+    def channel_info(self, channel: str) -> ClientInfo:
+        sub = self.subscriptions.get(channel)
+        return ClientInfo(
+            user=self.user,
+            client=self.client_id,
+            conn_info=self.info,
+            chan_info=sub.chan_info if sub is not None else None,
+        )
+
+    def send_reply(self, reply: Reply) -> None:
+        if self.state == CLOSED:
+            return
+        if self.transport.unidirectional:
+            # No replies on these: the transport turns the connect result into a
+            # Connect push and an error into a disconnect (PROTOCOL.md §6.2, §3.3).
+            cast(UnidirectionalTransport, self.transport).handle_reply(reply)
+            return
+        try:
+            data = self.codec.encode_reply(reply)
+        except InappropriateProtocol:
+            logger.debug(
+                "reply not encodable for %s", self.codec.name, exc_info=True, extra=self.log_fields
+            )
+            self.disconnect(codes.INAPPROPRIATE_PROTOCOL)
+            return
+        self.writer.enqueue(data)
+
+    def send_push(self, push: Push) -> None:
+        if self.state == CLOSED:
+            return
+        try:
+            if self.transport.unidirectional:
+                data = self.codec.encode_push_bare(push)
+                if self.codec.name == "json":
+                    data += b"\n"
+            else:
+                data = self.codec.encode_push(push)
+        except InappropriateProtocol:
+            self.disconnect(codes.INAPPROPRIATE_PROTOCOL)
+            return
+        self.writer.enqueue(data)
+
+    def send_error(self, command_id: int, error: ClientError) -> None:
+        self.send_reply(
+            Reply(
+                id=command_id,
+                error=Error(code=error.code, message=error.message, temporary=error.temporary),
+            )
+        )
+
+    # -- input ---------------------------------------------------------------
+
+    def handle_frame(self, data: bytes) -> None:
+        """One transport frame of client commands."""
+        if self.state == CLOSED:
+            return
+        try:
+            commands = self.codec.decode_commands(data)
+        except ProtocolDecodeError as exc:
+            logger.info(
+                "client %s sent a malformed frame: %s", self.client_id, exc, extra=self.log_fields
+            )
+            self.disconnect(codes.BAD_REQUEST)
+            return
+        if len(commands) > self.node.config.client.max_commands_in_frame:
+            self.disconnect(codes.BAD_REQUEST)
+            return
+        self.handle_commands(commands)
+
+    def handle_commands(self, commands: list[Command]) -> None:
+        queue = self._commands
+        for cmd in commands:
+            if cmd.id == 0 and cmd.method is None:
+                # The empty command is the pong (handled at once, in order of arrival).
+                if not self._on_pong():
+                    return
+                continue
+            queue.append(cmd)
+        if queue and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        from rtcore.engine.commands import dispatch
+
+        queue = self._commands
+        while queue and self.state != CLOSED:
+            cmd = queue.popleft()
+            try:
+                await dispatch(self, cmd)
+            except ClientError as exc:
+                self.send_error(cmd.id, exc)
+            except codes.DisconnectError as exc:
+                self.disconnect(exc.disconnect)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a failing command must not kill the session
+                logger.exception(
+                    "command %s of client %s failed",
+                    cmd.method,
+                    self.client_id,
+                    extra=self.log_fields,
+                )
+                self.send_error(cmd.id, codes.ERROR_INTERNAL)
+
+    def _on_pong(self) -> bool:
+        if not self._ping_outstanding:
+            if self.state == CONNECTED and self.node.config.client.pong_timeout:
+                # A pong nobody asked for: the protocol says 3501.
+                self.disconnect(codes.BAD_REQUEST)
+                return False
+            return True
+        self._ping_outstanding = False
+        self._pong_deadline = 0.0
+        return True
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def mark_connected(self) -> None:
+        """Called by the connect command once the reply is queued."""
+        self.state = CONNECTED
+        self._stale_at = 0.0
+        cfg = self.node.config.client
+        now = self.node.timers.now()
+        if cfg.ping_interval:
+            # First ping at a random point in [interval/2, interval]: spreads
+            # pings after a mass reconnect.
+            self._next_ping_at = now + cfg.ping_interval * (0.5 + random.random() / 2)
+        ttl = self.node.presence_refresh_interval
+        if ttl:
+            self._presence_at = now + ttl
+        self._schedule()
+
+    def schedule_expiry_check(self) -> None:
+        """Re-arm the check of connection/subscription expiry (after connect/refresh)."""
+        delay = self._expiry_delay()
+        self._expire_check_at = self.node.timers.now() + delay if delay is not None else 0.0
+        self._schedule()
+
+    def _expiry_delay(self) -> float | None:
+        wall = self.node.wall_clock()
+        deadlines = []
+        cfg = self.node.config.client
+        if self.expire_at:
+            deadlines.append(self.expire_at + cfg.expired_close_delay)
+        for sub in self.subscriptions.values():
+            if sub.expire_at:
+                deadlines.append(sub.expire_at + cfg.expired_sub_close_delay)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - wall)
+
+    def _schedule(self) -> None:
+        times = [
+            t
+            for t in (
+                self._stale_at,
+                self._next_ping_at,
+                self._pong_deadline,
+                self._expire_check_at,
+                self._presence_at,
+            )
+            if t
+        ]
+        timers = self.node.timers
+        if self.state == CLOSED or not times:
+            timers.cancel(self)
+        else:
+            timers.schedule(self, min(times))
+
+    def on_timer(self, now: float) -> None:
+        """Called by the node's timer wheel at the earliest armed deadline."""
+        if self.state == CLOSED:
+            return
+        if self._stale_at and now >= self._stale_at and self.state == CONNECTING:
+            self.disconnect(codes.STALE)
+            return
+        if self._pong_deadline and now >= self._pong_deadline:
+            self.disconnect(codes.NO_PONG)
+            return
+        if self._next_ping_at and now >= self._next_ping_at:
+            self._send_ping(now)
+        if self._expire_check_at and now >= self._expire_check_at:
+            self._expire_check_at = 0.0
+            if not self._check_expiry():
+                return
+        if self._presence_at and now >= self._presence_at:
+            self._presence_at = now + self.node.presence_refresh_interval
+            self.node.spawn(self._refresh_presence())
+        self._schedule()
+
+    def _send_ping(self, now: float) -> None:
+        cfg = self.node.config.client
+        self._next_ping_at = now + cfg.ping_interval
+        if self.transport.unidirectional:
+            self.send_push(Push())
+            return
+        self.writer.enqueue(self.codec.ping)
+        if cfg.pong_timeout and not self._ping_outstanding:
+            self._ping_outstanding = True
+            self._pong_deadline = now + cfg.pong_timeout
+
+    def _check_expiry(self) -> bool:
+        """Apply connection/subscription expiry; False when the session ended."""
+        wall = self.node.wall_clock()
+        cfg = self.node.config.client
+        if self.expire_at and wall >= self.expire_at + cfg.expired_close_delay:
+            self.disconnect(codes.CONNECTION_EXPIRED)
+            return False
+        for channel, sub in list(self.subscriptions.items()):
+            if sub.expire_at and wall >= sub.expire_at + cfg.expired_sub_close_delay:
+                if sub.server_side:
+                    self.disconnect(codes.SUBSCRIPTION_EXPIRED)
+                    return False
+                self.node.spawn(
+                    self.node.unsubscribe_session(self, channel, codes.UNSUBSCRIBE_EXPIRED)
+                )
+        self.schedule_expiry_check()
+        return True
+
+    async def _refresh_presence(self) -> None:
+        for channel, sub in list(self.subscriptions.items()):
+            if sub.presence and not sub.pending and self.state != CLOSED:
+                try:
+                    await self.node.presence_manager.add(
+                        channel, self.client_id, self.channel_info(channel)
+                    )
+                except ConnectionError as exc:
+                    # The engine is down: the next refresh (a third of the
+                    # presence TTL later) tries again; one line, not a traceback.
+                    self.node.count_broker_error("presence_add")
+                    logger.warning(
+                        "presence refresh of %s failed: %s", channel, exc, extra=self.log_fields
+                    )
+                    return
+
+    def disconnect(self, disconnect: Disconnect) -> None:
+        """End the session: tell the client (close code / disconnect push), clean up."""
+        if self.state == CLOSED:
+            return
+        self.disconnect_advice = disconnect
+        was_connected = self.state == CONNECTED
+        self.state = CLOSED
+        self.node.timers.cancel(self)
+        # What is queued still goes out before the close frame.
+        self.node.flusher.flush()
+        self.writer.close()
+        try:
+            self.transport.close(disconnect)
+        finally:
+            self._cleanup(was_connected, disconnect)
+
+    def transport_closed(self) -> None:
+        """The connection is gone (peer closed, network error)."""
+        if self.state == CLOSED:
+            return
+        was_connected = self.state == CONNECTED
+        self.state = CLOSED
+        self.node.timers.cancel(self)
+        self.writer.close()
+        self._cleanup(was_connected, self.disconnect_advice or codes.CONNECTION_CLOSED)
+
+    def _cleanup(self, was_connected: bool, disconnect: Disconnect) -> None:
+        if (
+            self._task is not None
+            and not self._task.done()
+            and self._task is not asyncio.current_task()
+        ):
+            self._task.cancel()
+        self._commands.clear()
+        self.node.session_closed(self, was_connected, disconnect)

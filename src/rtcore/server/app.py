@@ -1,0 +1,233 @@
+"""The HTTP application of an rtcore server: routes of one port.
+
+* ``/connection/websocket``: the Centrifuge protocol over WebSocket (JSON, or
+  Protobuf with the ``centrifuge-protobuf`` subprotocol / ``format=protobuf``).
+* ``/connection/http_stream``, ``/connection/sse`` and ``/emulation``: the
+  centrifuge-js fallbacks, and ``/connection/uni_websocket``, ``uni_sse``,
+  ``uni_http_stream`` when enabled (``rtcore.transports.http_stream``,
+  ``rtcore.transports.uni``, docs/transports.md).
+* ``/health``: liveness (200 ``{}``).
+* ``/api`` and ``/api/<method>``: the server API (see ``rtcore.server.api``) and
+  ``/metrics`` when ``metrics.enabled``; both move to an internal port of
+  their own when ``api.port`` is set (``rtcore.server.api.InternalApp``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from rtcore.backends.proxy import install_proxies
+from rtcore.errors import HttpError
+from rtcore.protocol import get_codec
+from rtcore.server.api import ServerApi, mount_internal
+from rtcore.transports.http_server import HttpResponseWriter, Server, ServerOptions, WebSocketRoute
+from rtcore.transports.http_stream import mount_http_transports
+from rtcore.transports.routing import HttpHandler, origin_checker
+from rtcore.transports.uni import mount_uni_transports
+from rtcore.transports.websocket import ProtocolWebSocketHandler
+from rtcore.wire.deflate import DeflateOptions
+from rtcore.wire.http import Request
+
+
+if TYPE_CHECKING:
+    from rtcore.engine.node import Node
+
+
+__all__ = ["NodeApp", "serve_node", "ssl_context_from_config", "start_node"]
+
+logger = logging.getLogger("rtcore.server.app")
+
+PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
+JSON_SUBPROTOCOL = "centrifuge-json"
+
+
+class RateLimiter:
+    """A token bucket: ``rate`` events per second with bursts up to ``burst``."""
+
+    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_clock")
+
+    def __init__(
+        self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._clock = clock
+        self._stamp = clock()
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        """Seconds until a token is available."""
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+
+class NodeApp:
+    """Routes HTTP and WebSocket requests of one port to a node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        cfg = node.config
+        ws_cfg = cfg.websocket
+        deflate = (
+            DeflateOptions(compress_threshold=ws_cfg.compression_min_size)
+            if ws_cfg.compression
+            else None
+        )
+        self._check_origin = origin_checker(cfg.client.allowed_origins)
+        # New client connections per second (mass reconnects); None: unlimited.
+        rate = cfg.client.connect_rate_limit
+        self.connect_limiter = RateLimiter(rate) if rate else None
+        self.connections_refused = 0
+        self._json = get_codec("json")
+        self._protobuf = get_codec("protobuf")
+        self.ws_route_json = self._route(deflate, self._json)
+        self.ws_route_protobuf = self._route(deflate, self._protobuf)
+        # Extra HTTP routes (path -> handler) mounted by other components.
+        self.http_routes: dict[str, HttpHandler] = {"/health": self._health}
+        self.http_prefixes: list[tuple[str, HttpHandler]] = []
+        # WebSocket endpoints besides /connection/websocket (path -> router).
+        self.ws_routers: dict[str, Callable[[Request], WebSocketRoute | None]] = {}
+        # HTTP-streaming, SSE, /emulation and the unidirectional transports.
+        self.http_transports = mount_http_transports(self)
+        self.uni_transports = mount_uni_transports(self)
+        # The server API (/api) and /metrics live here unless api.port gives
+        # them an internal port of their own (rtcore.server.api.InternalApp).
+        self.api: ServerApi | None = None
+        if cfg.api.port == 0:
+            self.api = mount_internal(self)
+
+    def _route(self, deflate: DeflateOptions | None, codec: Any) -> WebSocketRoute:
+        node = self.node
+        return WebSocketRoute(
+            handler_factory=lambda ws: ProtocolWebSocketHandler(ws, node, codec),
+            subprotocols=(PROTOBUF_SUBPROTOCOL, JSON_SUBPROTOCOL),
+            check_origin=self._check_origin,
+            deflate=deflate,
+            max_message_size=node.config.websocket.message_size_limit,
+        )
+
+    def mount(self, path: str, handler: HttpHandler, *, prefix: bool = False) -> None:
+        if prefix:
+            self.http_prefixes.append((path, handler))
+        else:
+            self.http_routes[path] = handler
+
+    def admit_connection(self) -> None:
+        """Apply ``client.connect_rate_limit``: 503 with a jittered Retry-After when over it.
+
+        Refusing at the handshake costs no session; SDKs treat it as a
+        transport failure and reconnect with backoff, and the jitter spreads
+        the retries of a mass reconnect.
+        """
+        limiter = self.connect_limiter
+        if limiter is not None and not limiter.allow():
+            self.connections_refused += 1
+            wait = limiter.retry_after() + random.uniform(
+                0, max(1.0, self.node.config.client.reconnect_jitter)
+            )
+            raise HttpError(
+                503,
+                "too many new connections, retry later",
+                [("Retry-After", str(max(1, round(wait))))],
+            )
+
+    def route_websocket(self, request: Request) -> WebSocketRoute | None:
+        if request.path != "/connection/websocket":
+            router = self.ws_routers.get(request.path)
+            return router(request) if router is not None else None
+        if not self.node.config.websocket.enabled:
+            return None
+        if self.node.closing:
+            raise HttpError(503, "server is shutting down", [("Retry-After", "1")])
+        self.admit_connection()
+        offered = [p.strip() for p in request.header_values("sec-websocket-protocol", split=True)]
+        params = request.query_params()
+        wants_protobuf = PROTOBUF_SUBPROTOCOL in offered or "protobuf" in (
+            params.get("format", []) + params.get("cf_protocol", [])
+        )
+        return self.ws_route_protobuf if wants_protobuf else self.ws_route_json
+
+    def handle_http(self, request: Request, response: HttpResponseWriter) -> Awaitable[None] | None:
+        handler = self.http_routes.get(request.path)
+        if handler is None:
+            for prefix, h in self.http_prefixes:
+                if request.path.startswith(prefix):
+                    handler = h
+                    break
+        if handler is None:
+            response.send(404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n")
+            return None
+        return handler(request, response)
+
+    def _health(self, request: Request, response: HttpResponseWriter) -> None:
+        """200 ``{}`` while the engine works; 503 with the reason when it does not.
+
+        A load balancer can then take a node whose Redis connection is down
+        out of rotation.
+        """
+        problem = self.node.engine_problem()
+        if problem is None:
+            response.send(200, [("Content-Type", "application/json")], b"{}")
+            return
+        body = json.dumps({"error": problem}).encode()
+        response.send(503, [("Content-Type", "application/json"), ("Retry-After", "1")], body)
+
+
+def ssl_context_from_config(node: Node) -> ssl.SSLContext | None:
+    """A server TLS context from ``http.tls_cert``/``http.tls_key``, or None without TLS."""
+    http = node.config.http
+    if not http.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(http.tls_cert, http.tls_key)
+    return ctx
+
+
+async def start_node(node: Node) -> None:
+    """Start ``node`` as the server runs it: configured proxies first (docs/proxy.md)."""
+    if node.proxies is None:
+        install_proxies(node)
+    await node.start()
+
+
+async def serve_node(
+    node: Node, host: str | None = None, port: int | None = None, **kwargs: Any
+) -> Server:
+    """Start ``node`` and serve it on ``host:port`` (defaults from the config).
+
+    Returns the listening server; ``await server.close()`` stops listening and
+    ``await node.close()`` disconnects the clients. Public as ``rtcore.serve``.
+    """
+    await start_node(node)
+    cfg = node.config
+    app = kwargs.pop("app", None) or NodeApp(node)
+    options = ServerOptions(
+        handshake_timeout=cfg.websocket.handshake_timeout,
+        close_timeout=cfg.websocket.close_timeout,
+        max_body_size=cfg.http.max_body_size,
+    )
+    ssl_context = kwargs.pop("ssl", None)
+    server = Server(app, options)
+    await server.listen(
+        host if host is not None else cfg.http.address,
+        port if port is not None else cfg.http.port,
+        ssl=ssl_context if ssl_context is not None else ssl_context_from_config(node),
+        **kwargs,
+    )
+    return server

@@ -1,0 +1,295 @@
+"""Prometheus metrics: ``GET /metrics`` (enable with ``metrics.enabled``).
+
+Nothing here runs on the hot path. The node keeps plain integer counters that
+change once per publication or per session (never per subscriber); a custom
+collector, :class:`NodeCollector`, reads them and the hub's sizes when
+Prometheus scrapes. The one measurement taken while messages flow is the
+publish-to-delivery latency, recorded once per publication by
+:class:`DeliveryLatency`.
+
+Metrics (all prefixed ``rtcore_``):
+
+=========================================  =========  ===========================================
+name                                       type       meaning
+=========================================  =========  ===========================================
+build_info{version,frame_core,fanout}      gauge      1; which implementations are live
+node_uptime_seconds                        gauge      seconds since the node was created
+node_num_clients / _users / _channels      gauge      connected clients, distinct users, channels
+node_num_subscriptions                     gauge      client subscriptions on this node
+node_publications_total                    counter    publications accepted (API and clients)
+node_messages_sent_total{type}             counter    messages sent to the broker: publication,
+                                                      join, leave, control
+node_messages_received_total{type}         counter    messages received from the broker
+client_messages_sent_total                 counter    protocol messages written to clients
+client_frames_sent_total                   counter    transport frames written to clients
+client_write_queue_bytes                   gauge      bytes queued in client write queues now
+client_slow_disconnects_total              counter    clients dropped for a full write queue (3008)
+client_disconnects_total{code}             counter    client disconnects by code
+broker_errors_total{op}                    counter    failed broker/presence operations
+delivery_latency_seconds                   histogram  publication time (``Publication.time``,
+                                                      set by the broker) to its write to the
+                                                      subscribers' connections, once per
+                                                      publication per node
+=========================================  =========  ===========================================
+
+Process metrics (``process_*``, ``python_*``) come from prometheus_client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from rtcore import fanout, frames
+from rtcore._version import __version__
+from rtcore.protocol.codes import SLOW
+
+
+if TYPE_CHECKING:
+    from rtcore.engine.node import Node
+    from rtcore.transports.http_server import HttpResponseWriter
+    from rtcore.wire.http import Request
+
+
+__all__ = ["DeliveryLatency", "NodeCollector", "MetricsEndpoint", "make_registry"]
+
+
+class DeliveryLatency:
+    """A latency histogram fed once per delivered publication.
+
+    :meth:`after_flush` is called by the node when a publication has been
+    queued for this node's subscribers. The writers flush in a loop callback
+    scheduled for this tick; this recorder schedules its own callback after
+    it, so the time measured runs from ``Publication.time`` (unix ms, set by
+    the broker when the publication was accepted) to the moment the frames
+    were handed to the connections. Publications of one tick share one
+    callback.
+    """
+
+    #: Upper bounds (seconds) of the histogram buckets; +Inf is implied.
+    BUCKETS: tuple[float, ...] = (
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+    )
+
+    __slots__ = ("counts", "sum", "count", "_pending", "_scheduled")
+
+    def __init__(self) -> None:
+        # counts[i]: observations in (BUCKETS[i-1], BUCKETS[i]]; the last one is +Inf.
+        self.counts = [0] * (len(self.BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+        self._pending: list[int] = []
+        self._scheduled = False
+
+    def after_flush(self, published_ms: int) -> None:
+        """Record the latency of a publication once this tick's writes are done."""
+        self._pending.append(published_ms)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._observe_pending)
+
+    def _observe_pending(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        now_ms = time.time() * 1000.0
+        for published in pending:
+            # Clocks of different nodes may disagree slightly: never negative.
+            self.observe(max(0.0, now_ms - published) / 1000.0)
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.BUCKETS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs as Prometheus expects, ending with +Inf."""
+        out = []
+        total = 0
+        for bound, n in zip((*self.BUCKETS, float("inf")), self.counts, strict=True):
+            total += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return out
+
+
+class NodeCollector(Collector):
+    """Reads a node's counters at scrape time (see the module doc for the metrics)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        if node.delivery_latency is None:
+            node.delivery_latency = DeliveryLatency()
+
+    def describe(self) -> Iterable[Metric]:
+        # Names are fixed; an empty description keeps registration from scraping.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        hub = node.hub
+        info = GaugeMetricFamily(
+            "rtcore_build_info",
+            "rtcore version and live implementations (value 1).",
+            labels=["version", "frame_core", "fanout"],
+        )
+        info.add_metric([__version__, frames.IMPLEMENTATION, fanout.IMPLEMENTATION], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "rtcore_engine_up",
+            "1 while the engine (broker, presence) can serve, 0 while it cannot.",
+            value=0 if node.engine_problem() else 1,
+        )
+        yield GaugeMetricFamily(
+            "rtcore_node_uptime_seconds",
+            "Seconds since the node was created.",
+            value=max(0.0, time.time() - node.started_at),
+        )
+        yield GaugeMetricFamily(
+            "rtcore_node_num_clients", "Connected clients on this node.", value=hub.num_sessions
+        )
+        yield GaugeMetricFamily(
+            "rtcore_node_num_users", "Distinct users connected to this node.", value=hub.num_users
+        )
+        yield GaugeMetricFamily(
+            "rtcore_node_num_channels",
+            "Channels with subscribers on this node.",
+            value=hub.num_channels,
+        )
+        yield GaugeMetricFamily(
+            "rtcore_node_num_subscriptions",
+            "Client subscriptions on this node.",
+            value=hub.num_subscriptions,
+        )
+        yield CounterMetricFamily(
+            "rtcore_node_publications",
+            "Publications accepted by this node (API and clients).",
+            value=node.publications_in,
+        )
+        yield _by_label(
+            "rtcore_node_messages_sent",
+            "Messages this node sent to the broker, by type.",
+            "type",
+            node.messages_sent,
+        )
+        yield _by_label(
+            "rtcore_node_messages_received",
+            "Messages this node received from the broker, by type.",
+            "type",
+            node.messages_received,
+        )
+        messages = node.client_messages_sent
+        frames_sent = node.client_frames_sent
+        queued = 0
+        for session in hub.sessions():
+            writer = session.writer
+            messages += writer.messages_sent
+            frames_sent += writer.frames_sent
+            queued += writer.queued_bytes
+        yield CounterMetricFamily(
+            "rtcore_client_messages_sent",
+            "Protocol messages written to client connections.",
+            value=messages,
+        )
+        yield CounterMetricFamily(
+            "rtcore_client_frames_sent",
+            "Transport frames written to client connections.",
+            value=frames_sent,
+        )
+        yield GaugeMetricFamily(
+            "rtcore_client_write_queue_bytes", "Bytes waiting in client write queues.", value=queued
+        )
+        yield CounterMetricFamily(
+            "rtcore_client_slow_disconnects",
+            "Clients disconnected because their write queue overflowed (3008 slow).",
+            value=node.disconnects.get(SLOW.code, 0),
+        )
+        yield _by_label(
+            "rtcore_client_disconnects",
+            "Client disconnects by code.",
+            "code",
+            {str(code): n for code, n in sorted(node.disconnects.items())},
+        )
+        yield _by_label(
+            "rtcore_broker_errors",
+            "Failed broker and presence operations, by operation.",
+            "op",
+            dict(sorted(node.broker_errors.items())),
+        )
+        latency: DeliveryLatency | None = node.delivery_latency
+        if latency is not None:
+            hist = HistogramMetricFamily(
+                "rtcore_delivery_latency_seconds",
+                "Publication time to its write to this node's subscribers (once per publication).",
+            )
+            hist.add_metric([], latency.cumulative(), sum_value=latency.sum)
+            yield hist
+
+
+def _by_label(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
+
+
+def make_registry(node: Node, *, process: bool = True) -> CollectorRegistry:
+    """A registry with the node's collector (and the process/platform/GC collectors)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
+
+
+class MetricsEndpoint:
+    """The ``/metrics`` HTTP handler (Prometheus text format, OpenMetrics by ``Accept``)."""
+
+    def __init__(self, node: Node, registry: CollectorRegistry | None = None) -> None:
+        self.node = node
+        self.registry = registry if registry is not None else make_registry(node)
+
+    def __call__(self, request: Request, response: HttpResponseWriter) -> None:
+        if request.method not in ("GET", "HEAD"):
+            response.send(
+                405,
+                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+                b"method not allowed: /metrics takes GET\n",
+            )
+            return
+        # Prometheus text 0.0.4 by default; OpenMetrics or text 1.0.0 when asked for.
+        encode, content_type = choose_encoder(request.header("accept") or "")
+        body = encode(self.registry)
+        headers: list[tuple[str, str]] = [("Content-Type", content_type)]
+        if request.method == "HEAD":
+            response.send(200, [*headers, ("Content-Length", str(len(body)))], b"")
+            return
+        response.send(200, headers, body)
