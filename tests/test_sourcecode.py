@@ -19,6 +19,7 @@ SANS_IO = [
     "rtcore.frames",
     "rtcore.wire.websocket",
     "rtcore.wire.http",
+    "rtcore.wire.http_response",
     "rtcore.wire.handshake",
     "rtcore.wire.deflate",
     "rtcore.protocol",

@@ -10,8 +10,7 @@ adapter feeds it the bytes it received and writes the bytes it returns.
   statuses for any chunking of the input, pipelining, and a clean stop after
   an ``Upgrade`` request so the WebSocket parser can take over the stream.
 * :func:`render_response` and :func:`error_response` build response bytes
-  without a ``Date`` or ``Server`` header, so the output is deterministic and
-  tests can compare it byte for byte.
+  (they live in :mod:`rtcore.wire.http_response` and are re-exported here).
 
 How the parser finds message boundaries: llhttp reports completed messages
 through callbacks but does not say where in the input they ended. To keep
@@ -26,15 +25,15 @@ it is given.
 
 from __future__ import annotations
 
-import http as _http_status
 import re
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httptools
 
 from rtcore.errors import HttpError
+from rtcore.wire.http_response import error_response, render_response
 
 
 __all__ = [
@@ -51,7 +50,6 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # RFC 9110 section 5.6.2: token characters.
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN_RE = re.compile(rb"[" + _TCHAR + rb"]+")
-_TOKEN_STR_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 # A complete request line: method SP request-target SP HTTP-version CRLF.
 _REQUEST_LINE_RE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n")
@@ -67,8 +65,6 @@ _PREFIX_CHECK = 256
 _LINE_CHARS_RE = re.compile(rb"[\x20-\x7e\r]*")
 # A percent sign that does not start a valid %XX escape.
 _BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-# Characters never allowed in a rendered header value (response splitting).
-_BAD_VALUE_RE = re.compile(r"[\r\n\x00]")
 
 _SUPPORTED_VERSIONS = {(1, 0), (1, 1)}
 
@@ -730,83 +726,3 @@ class HttpParser:
         self._tail = b""
         if not request.keep_alive and not request.upgrade:
             self._closed = True
-
-
-def _check_header(name: str, value: str) -> None:
-    if not _TOKEN_STR_RE.fullmatch(name):
-        raise ValueError(f"invalid header name {name!r}")
-    if _BAD_VALUE_RE.search(value):
-        raise ValueError(f"header {name} has a value with CR, LF or NUL: {value!r}")
-
-
-def render_response(
-    status: int,
-    headers: Sequence[tuple[str, str]],
-    body: bytes = b"",
-    *,
-    keep_alive: bool = True,
-    reason: str | None = None,
-) -> bytes:
-    """Serialize an HTTP/1.1 response.
-
-    The output is deterministic (no ``Date``): the status line, ``headers``
-    in the given order, then ``Content-Length`` (unless ``headers`` carry
-    ``Content-Length`` or ``Transfer-Encoding``, or the status forbids a body:
-    1xx, 204, 304), then ``Connection: close`` when ``keep_alive`` is false,
-    then the blank line and ``body``.
-
-    Args:
-        status: status code, 100 to 599.
-        headers: (name, value) pairs; names must be tokens, values must not
-            contain CR, LF or NUL and must be Latin-1.
-        body: the body bytes (sent as-is, even with ``Transfer-Encoding``).
-        keep_alive: false adds ``Connection: close``.
-        reason: the reason phrase; defaults to the standard one ("" for an
-            unregistered status).
-
-    Raises:
-        ValueError: bad status, header name or value, reason, or a body on a
-            status that forbids one.
-    """
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise ValueError(f"status must be an integer from 100 to 599, got {status!r}")
-    if reason is None:
-        try:
-            reason = _http_status.HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
-    elif _BAD_VALUE_RE.search(reason):
-        raise ValueError(f"reason phrase contains CR, LF or NUL: {reason!r}")
-    bodyless = status < 200 or status in (204, 304)
-    if bodyless and body:
-        raise ValueError(f"a {status} response cannot have a body")
-    lines = [f"HTTP/1.1 {status} {reason}"]
-    has_length = False
-    for name, value in headers:
-        _check_header(name, value)
-        lname = name.lower()
-        if lname in ("content-length", "transfer-encoding"):
-            has_length = True
-        lines.append(f"{name}: {value}")
-    if not has_length and not bodyless:
-        lines.append(f"Content-Length: {len(body)}")
-    if not keep_alive:
-        lines.append("Connection: close")
-    lines.append("\r\n")
-    try:
-        head = "\r\n".join(lines).encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"response head is not Latin-1: {exc}") from None
-    return head + bytes(body)
-
-
-def error_response(exc: HttpError, *, keep_alive: bool = False) -> bytes:
-    """The response for an :class:`~rtcore.errors.HttpError`.
-
-    A ``text/plain`` body holding ``exc.message`` and a newline, with
-    ``exc.headers`` (``Allow``, ``Sec-WebSocket-Version``...) after
-    ``Content-Type``; ``Connection: close`` unless ``keep_alive``.
-    """
-    body = (exc.message + "\n").encode("utf-8")
-    headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
-    return render_response(exc.status, headers, body, keep_alive=keep_alive)
