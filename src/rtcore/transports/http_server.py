@@ -13,6 +13,11 @@ handshake and close timeouts are swept by one periodic task per server
 writes go straight to the transport.
 
 Runs on uvloop (the default, see :func:`new_event_loop`) and on the stdlib loop.
+
+What applications handle lives next door and is re-exported here:
+:class:`HttpResponseWriter` in :mod:`rtcore.transports.http_response`,
+:class:`WebSocket`, :class:`WebSocketRoute` and :class:`WebSocketHandler` in
+:mod:`rtcore.transports.websocket_io`.
 """
 
 from __future__ import annotations
@@ -23,16 +28,18 @@ import logging
 import socket
 import ssl as _ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rtcore.engine.timers import TimerWheel
 from rtcore.errors import HttpError
 from rtcore.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, OP_BINARY, OP_PING, OP_TEXT
-from rtcore.wire.deflate import DeflateOptions
+from rtcore.transports.http_response import HttpResponseWriter
+from rtcore.transports.websocket_io import WebSocket, WebSocketHandler, WebSocketRoute
 from rtcore.wire.handshake import accept_websocket
-from rtcore.wire.http import HttpParser, Request, error_response, render_response
+from rtcore.wire.http import HttpParser, Request
+from rtcore.wire.http_response import error_response
 from rtcore.wire.websocket import OPEN, WebSocketConnection
 
 
@@ -73,40 +80,6 @@ def run(main: Awaitable[Any], *, use_uvloop: bool = True, debug: bool | None = N
 # -- application interface ----------------------------------------------------
 
 
-class WebSocketHandler(Protocol):
-    """Per-connection callbacks of a WebSocket application.
-
-    Called synchronously from the event loop, in order; they must not block.
-    ``on_close`` is called exactly once, after which the handler gets nothing.
-    """
-
-    def on_message(self, opcode: int, payload: bytes) -> None:
-        """A complete text (``OP_TEXT``, UTF-8 bytes) or binary message."""
-
-    def on_close(self, code: int, reason: str) -> None:
-        """The connection ended: the peer's close code, or 1006 if it dropped."""
-
-
-@dataclass(slots=True)
-class WebSocketRoute:
-    """How to accept a WebSocket upgrade request (returned by ``route_websocket``)."""
-
-    # Builds the connection's handler once the 101 response is written.
-    handler_factory: Callable[[WebSocket], WebSocketHandler]
-    # Subprotocols the server speaks, in order of preference.
-    subprotocols: Sequence[str] = ()
-    # Hook choosing among the client's offered subprotocols (overrides the list).
-    select_subprotocol: Callable[[Request, list[str]], str | None] | None = None
-    # Origin check: called with the Origin header (None when absent); False -> 403.
-    check_origin: Callable[[str | None], bool] | None = None
-    # permessage-deflate settings, or None to refuse compression.
-    deflate: DeflateOptions | None = None
-    # Largest incoming message in bytes (1009 beyond it); 0 = unlimited.
-    max_message_size: int = 1 << 20
-    # Extra headers for the 101 response.
-    extra_headers: Sequence[tuple[str, str]] = ()
-
-
 class Application(Protocol):
     """What the server needs from the application it serves."""
 
@@ -139,261 +112,6 @@ class ServerOptions:
     keepalive_timeout: float = 75.0
     # TCP listen backlog.
     backlog: int = 4096
-
-
-# -- the WebSocket side handed to applications --------------------------------
-
-
-class WebSocket:
-    """The server side of one accepted WebSocket connection.
-
-    Sending never awaits: frames are written to the transport at once, and
-    :attr:`write_buffer_size` / :attr:`paused` tell a caller that the peer is
-    slow (the transport's buffer is above its high-water mark).
-    """
-
-    __slots__ = (
-        "request",
-        "subprotocol",
-        "conn",
-        "_transport",
-        "_proto",
-        "handler",
-        "remote_address",
-    )
-
-    def __init__(
-        self,
-        proto: _Connection,
-        request: Request,
-        subprotocol: str | None,
-        conn: WebSocketConnection,
-    ) -> None:
-        self._proto = proto
-        transport = proto.transport
-        assert transport is not None, "a WebSocket is made on a live connection"
-        self._transport: asyncio.Transport = transport
-        # The upgrade request (path, query, headers).
-        self.request = request
-        # The negotiated subprotocol, or None.
-        self.subprotocol = subprotocol
-        # The sans-I/O protocol state (close codes, negotiated deflate).
-        self.conn = conn
-        self.handler: WebSocketHandler | None = None
-        self.remote_address: Any = proto.peername
-
-    @property
-    def open(self) -> bool:
-        return self.conn.state == OPEN and not self._proto.lost
-
-    @property
-    def paused(self) -> bool:
-        """True while the transport's write buffer is above the high-water mark."""
-        return self._proto.write_paused
-
-    @property
-    def write_buffer_size(self) -> int:
-        transport = self._transport
-        return transport.get_write_buffer_size() if transport is not None else 0
-
-    @property
-    def compressed(self) -> bool:
-        """True when permessage-deflate was negotiated (prepared frames can't be shared)."""
-        return self.conn.deflate is not None
-
-    def send(self, opcode: int, payload: bytes | bytearray | memoryview) -> bool:
-        """Send a text (``OP_TEXT``) or binary message; False if no longer open."""
-        proto = self._proto
-        if self.conn.state != OPEN or proto.lost:
-            return False
-        frame = self.conn.encode_message(opcode, payload)
-        cork = proto.cork
-        if cork is not None:
-            cork.append(frame)
-        else:
-            self._transport.write(frame)
-        return True
-
-    def send_text(self, text: str | bytes) -> bool:
-        return self.send(OP_TEXT, text.encode() if isinstance(text, str) else text)
-
-    def send_binary(self, data: bytes | bytearray | memoryview) -> bool:
-        return self.send(OP_BINARY, data)
-
-    def write_frames(self, data: bytes | bytearray | memoryview) -> bool:
-        """Write already-encoded frame bytes as they are (fan-out's prepared frames).
-
-        Only valid for uncompressed connections (see :attr:`compressed`).
-        """
-        proto = self._proto
-        if self.conn.state != OPEN or proto.lost:
-            return False
-        cork = proto.cork
-        if cork is not None:
-            cork.append(data)
-        else:
-            self._transport.write(data)
-        return True
-
-    def ping(self, payload: bytes = b"") -> None:
-        self.conn.send_ping(payload)
-        self._proto.flush_ws()
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake; TCP is dropped after the close timeout."""
-        if self.conn.state != OPEN:
-            return
-        self.conn.close(code, reason)
-        self._proto.flush_ws()
-        self._proto.server._deadlines.schedule_in(
-            self._proto, self._proto.server.options.close_timeout
-        )
-
-    def abort(self) -> None:
-        """Drop the TCP connection at once, without a closing handshake."""
-        if self._transport is not None:
-            self._transport.abort()
-
-
-# -- HTTP responses -----------------------------------------------------------
-
-
-class HttpResponseWriter:
-    """Answers one HTTP request, whole or streamed.
-
-    Use :meth:`send` for a complete response, or :meth:`start` + :meth:`write`
-    + :meth:`end` for a streamed one (chunked transfer encoding unless a
-    Content-Length is given). :attr:`disconnected` becomes true and the
-    ``on_disconnect`` callbacks run when the client goes away.
-    """
-
-    __slots__ = (
-        "_proto",
-        "_request",
-        "_started",
-        "_chunked",
-        "_keep_alive",
-        "finished",
-        "_callbacks",
-    )
-
-    def __init__(self, proto: _Connection, request: Request) -> None:
-        self._proto = proto
-        self._request = request
-        self._started = False
-        self._chunked = False
-        self._keep_alive = request.keep_alive
-        self.finished = False
-        self._callbacks: list[Callable[[], None]] = []
-
-    @property
-    def disconnected(self) -> bool:
-        return self._proto.lost
-
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    @property
-    def remote_address(self) -> Any:
-        """The peer's address (``(host, port)`` for TCP), or None."""
-        return self._proto.peername
-
-    def stream_until_disconnect(self) -> None:
-        """Make this (streamed) response the connection's last one and watch for its end.
-
-        While a handler runs, the server does not read the connection, so a
-        client that goes away would only be noticed at a failed write. After
-        this call anything more the client sends is discarded, reading resumes,
-        and the end of the connection runs the ``on_disconnect`` callbacks at
-        once. Send the response with ``Connection: close``.
-        """
-        proto = self._proto
-        transport = proto.transport
-        if transport is None or transport.is_closing():
-            return
-        proto._http = None
-        transport.resume_reading()
-
-    def on_disconnect(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` when the client's connection is lost before :meth:`end`."""
-        self._callbacks.append(callback)
-
-    def _notify_lost(self) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:  # noqa: BLE001 - a callback must not break teardown
-                logger.exception("on_disconnect callback failed")
-
-    def send(
-        self,
-        status: int,
-        headers: Sequence[tuple[str, str]] = (),
-        body: bytes = b"",
-    ) -> None:
-        """Send a complete response."""
-        if self._started:
-            raise RuntimeError("response already started")
-        self._started = True
-        self.finished = True
-        keep_alive = self._request.keep_alive and not self._proto.closing
-        self._proto.write(render_response(status, list(headers), body, keep_alive=keep_alive))
-        self._proto.response_done(keep_alive)
-
-    def start(self, status: int, headers: Sequence[tuple[str, str]] = ()) -> None:
-        """Send the status line and headers of a streamed response."""
-        if self._started:
-            raise RuntimeError("response already started")
-        self._started = True
-        hdrs = list(headers)
-        names = {k.lower() for k, _ in hdrs}
-        keep_alive = self._request.keep_alive
-        if "content-length" not in names:
-            if self._request.http_version == "1.0":
-                # HTTP/1.0 has no chunked coding: the end of the body is the
-                # end of the connection.
-                keep_alive = False
-            else:
-                self._chunked = True
-                hdrs.append(("Transfer-Encoding", "chunked"))
-        self._keep_alive = keep_alive
-        head = render_response(status, hdrs, b"", keep_alive=keep_alive)
-        self._proto.write(head)
-
-    def write(self, data: bytes) -> bool:
-        """Send a piece of a streamed response; False when the client is gone."""
-        if not self._started or self.finished:
-            raise RuntimeError("write() outside a started response")
-        if self._proto.lost:
-            return False
-        if not data:
-            return True
-        if self._chunked:
-            self._proto.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self._proto.write(data)
-        return True
-
-    def end(self) -> None:
-        """Finish a streamed response."""
-        if self.finished:
-            return
-        if not self._started:
-            raise RuntimeError("end() before start()")
-        self.finished = True
-        if self._chunked and not self._proto.lost:
-            self._proto.write(b"0\r\n\r\n")
-        self._proto.response_done(self._keep_alive)
-
-    @property
-    def write_buffer_size(self) -> int:
-        t = self._proto.transport
-        return t.get_write_buffer_size() if t is not None else 0
-
-
-# -- timers -------------------------------------------------------------------
 
 
 # -- the protocol ---------------------------------------------------------------
