@@ -1,0 +1,528 @@
+"""The typed configuration model: :class:`Config` and its sections.
+
+One tree of slotted dataclasses; every field documents its meaning and its
+default. ``FIELD_DOCS``, ``HIDDEN_FIELDS`` and ``KEY_ALIASES`` describe the
+sections whose classes live elsewhere (``TokenConfig``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from rtcore.auth.config import TokenConfig
+from rtcore.config.fields import ConfigErrors, _duration, _err, _f, _problems_tree
+from rtcore.config.proxy import (
+    ChannelProxyConfig,
+    ClientProxyConfig,
+    ProxyConfig,
+    RpcConfig,
+    RpcOptions,
+)
+from rtcore.errors import ConfigError
+
+
+_NAME_RE = re.compile(r"^[-a-zA-Z0-9_.]{1,64}$")
+
+
+@dataclass(slots=True)
+class ChannelOptions:
+    """Options of the channels of one namespace (the default namespace has no name)."""
+
+    presence: bool = _f(False, "Keep presence (who is subscribed) for channels.")
+    join_leave: bool = _f(False, "Publish join/leave events (clients opt in with join_leave).")
+    force_push_join_leave: bool = _f(False, "Send join/leave pushes to every subscriber.")
+    history_size: int = _f(0, "Publications kept per channel stream (0: no history).")
+    history_ttl: float = _duration(
+        0.0, "How long an idle stream's publications live (0: no history)."
+    )
+    history_meta_ttl: float = _duration(30 * 86400.0, "How long the stream's epoch/offset live.")
+    force_positioning: bool = _f(False, "Track every subscriber's position (offset + epoch).")
+    allow_positioning: bool = _f(False, "Clients may ask for positioning.")
+    force_recovery: bool = _f(False, "Every subscription is recoverable.")
+    allow_recovery: bool = _f(False, "Clients may ask for recovery.")
+    force_recovery_mode: str = _f(
+        "stream", "Recovery from the whole stream (stream) or the latest publication (cache)."
+    )
+    allow_subscribe_for_client: bool = _f(
+        False, "Authenticated clients may subscribe without a subscription token."
+    )
+    allow_subscribe_for_anonymous: bool = _f(
+        False,
+        "Anonymous clients may subscribe without a token (together with allow_subscribe_for_client).",
+    )
+    allow_publish_for_subscriber: bool = _f(False, "Subscribers may publish from the client.")
+    allow_publish_for_client: bool = _f(
+        False, "Any authenticated client may publish from the client."
+    )
+    allow_publish_for_anonymous: bool = _f(
+        False, "Anonymous clients may publish (with one of the above)."
+    )
+    allow_presence_for_subscriber: bool = _f(False, "Subscribers may call presence/presence_stats.")
+    allow_presence_for_client: bool = _f(False, "Any authenticated client may call presence.")
+    allow_presence_for_anonymous: bool = _f(
+        False, "Anonymous clients may call presence (with one of the above)."
+    )
+    allow_history_for_subscriber: bool = _f(False, "Subscribers may call history.")
+    allow_history_for_client: bool = _f(False, "Any authenticated client may call history.")
+    allow_history_for_anonymous: bool = _f(
+        False, "Anonymous clients may call history (with one of the above)."
+    )
+    allow_user_limited_channels: bool = _f(
+        False, "Channels with '#' list the users allowed in them."
+    )
+    subscribe_proxy_enabled: bool = _f(
+        False, "The subscribe proxy decides subscriptions without a token (docs/proxy.md)."
+    )
+    subscribe_proxy_name: str = _f(
+        "default", "Subscribe proxy: 'default' (channel.proxy.subscribe) or a proxy.named name."
+    )
+    publish_proxy_enabled: bool = _f(
+        False, "The publish proxy decides client publications (and may replace their data)."
+    )
+    publish_proxy_name: str = _f(
+        "default", "Publish proxy: 'default' (channel.proxy.publish) or a proxy.named name."
+    )
+    sub_refresh_proxy_enabled: bool = _f(
+        False, "Expiring subscriptions are prolonged by the sub_refresh proxy, not by the client."
+    )
+    sub_refresh_proxy_name: str = _f(
+        "default", "Sub_refresh proxy: 'default' (channel.proxy.sub_refresh) or a proxy.named name."
+    )
+
+    @property
+    def history_enabled(self) -> bool:
+        return self.history_size > 0 and self.history_ttl > 0
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.history_size < 0:
+            yield _err(path, "history_size", "must be >= 0")
+        elif (self.history_size > 0) != (self.history_ttl > 0):
+            yield _err(
+                path,
+                "history_size",
+                "history_size and history_ttl must be set together (both > 0 enable history)",
+            )
+        if self.force_recovery_mode not in ("stream", "cache"):
+            yield _err(path, "force_recovery_mode", "must be 'stream' or 'cache'")
+        if (self.force_recovery or self.allow_recovery) and not self.history_enabled:
+            yield _err(path, "force_recovery", "recovery needs history_size and history_ttl")
+        if self.history_enabled and self.history_meta_ttl < self.history_ttl:
+            yield _err(path, "history_meta_ttl", "must be >= history_ttl")
+
+
+@dataclass(slots=True)
+class NamespaceOptions(ChannelOptions):
+    """A named namespace: channels ``name:...`` get these options."""
+
+    name: str = _f("", "Namespace name (letters, digits, -, _, .).")
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if not _NAME_RE.match(self.name):
+            yield _err(
+                path,
+                "name",
+                f"invalid namespace name {self.name!r} (1-64 of letters, digits, -, _, .)",
+            )
+        yield from ChannelOptions._problems(self, path)
+
+
+@dataclass(slots=True)
+class ChannelConfig:
+    """Channel naming and the namespaces."""
+
+    without_namespace: ChannelOptions = field(
+        default_factory=ChannelOptions, metadata={"doc": "Options of channels without a namespace."}
+    )
+    namespaces: list[NamespaceOptions] = _f([], "Named namespaces.")
+    max_length: int = _f(255, "Longest channel name in bytes (longer: error 107).")
+    private_prefix: str = _f("$", "Channels starting with it need a subscription token.")
+    namespace_boundary: str = _f(":", "Separates namespace and channel name.")
+    user_boundary: str = _f("#", "Starts the user list of a user-limited channel.")
+    user_separator: str = _f(",", "Separates user ids in a user-limited channel.")
+    proxy: ChannelProxyConfig = field(
+        default_factory=ChannelProxyConfig,
+        metadata={"doc": "Default subscribe, publish and sub_refresh proxies."},
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.max_length < 1:
+            yield _err(path, "max_length", "must be >= 1")
+        seen = set()
+        for i, ns in enumerate(self.namespaces):
+            yield from ns._problems(f"{path}.namespaces[{i}]")
+            if ns.name in seen:
+                yield _err(path, f"namespaces[{i}].name", f"duplicate namespace {ns.name!r}")
+            seen.add(ns.name)
+        for key in ("namespace_boundary", "user_boundary", "user_separator"):
+            if len(getattr(self, key)) != 1:
+                yield _err(path, key, "must be a single character")
+
+
+@dataclass(slots=True)
+class ClientConfig:
+    """Client connections: authentication, limits, timers."""
+
+    token: TokenConfig = field(
+        default_factory=TokenConfig, metadata={"doc": "Connection token keys."}
+    )
+    subscription_token: TokenConfig | None = field(
+        default=None,
+        metadata={"doc": "Separate subscription token keys (absent: the connection token keys)."},
+    )
+    allowed_origins: list[str] = _f(
+        [], "Origins allowed for browser connections ('*': any; patterns with *)."
+    )
+    allow_anonymous_connect_without_token: bool = _f(
+        False, "Accept connect without a token as anonymous user ''."
+    )
+    disallow_anonymous_connection_tokens: bool = _f(
+        False, "Refuse tokens with an empty 'sub' (3507)."
+    )
+    ping_interval: float = _duration(25.0, "Server ping interval (0: no pings).")
+    pong_timeout: float = _duration(
+        8.0, "Time to answer a ping before disconnect 3012 (0: pongs not required)."
+    )
+    stale_close_delay: float = _duration(10.0, "Time to send connect before disconnect 3502.")
+    expired_close_delay: float = _duration(
+        25.0, "Grace after connection expiry before disconnect 3005."
+    )
+    expired_sub_close_delay: float = _duration(
+        25.0, "Grace after subscription expiry before unsubscribe 2501."
+    )
+    channel_limit: int = _f(128, "Most channels one connection may subscribe to (0: no limit).")
+    user_connection_limit: int = _f(0, "Most connections of one user on this node (0: no limit).")
+    connection_limit: int = _f(0, "Most client connections on this node (0: no limit).")
+    queue_max_size: int = _f(
+        1 << 20, "Outgoing bytes per connection before disconnect 3008 (slow)."
+    )
+    max_messages_in_frame: int = _f(
+        128, "Most protocol messages coalesced into one transport frame."
+    )
+    max_frame_size: int = _f(65536, "Most bytes coalesced into one transport frame.")
+    history_max_publication_limit: int = _f(
+        300, "Cap of history limit from clients (-1/0 requests)."
+    )
+    recovery_max_publication_limit: int = _f(300, "Most publications one recovery may return.")
+    max_commands_in_frame: int = _f(256, "Most commands in one incoming frame (more: 3501).")
+    connect_rate_limit: float = _f(
+        0.0, "New connections accepted per second on this node (0: no limit)."
+    )
+    reconnect_jitter: float = _duration(
+        5.0,
+        "Window over which shutdown disconnects (3001) are spread, so clients reconnect spread out.",
+    )
+    node_name: str = _f(
+        "",
+        "Node id reported to emulated transports (default: hostname plus a per-process "
+        "suffix; under --workers the worker index is appended).",
+    )
+    proxy: ClientProxyConfig = field(
+        default_factory=ClientProxyConfig,
+        metadata={"doc": "Connect and refresh proxies (docs/proxy.md)."},
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.ping_interval and self.pong_timeout and self.pong_timeout >= self.ping_interval:
+            yield _err(path, "pong_timeout", "must be shorter than ping_interval")
+        for key in ("channel_limit", "user_connection_limit", "connection_limit", "queue_max_size"):
+            if getattr(self, key) < 0:
+                yield _err(path, key, "must be >= 0")
+        for key in ("max_messages_in_frame", "max_frame_size", "max_commands_in_frame"):
+            if getattr(self, key) < 1:
+                yield _err(path, key, "must be >= 1")
+        if self.connect_rate_limit < 0:
+            yield _err(path, "connect_rate_limit", "must be >= 0")
+
+
+@dataclass(slots=True)
+class WebSocketSettings:
+    """The WebSocket transport."""
+
+    enabled: bool = _f(True, "Serve /connection/websocket.")
+    message_size_limit: int = _f(65536, "Largest incoming message in bytes (larger: close 1009).")
+    compression: bool = _f(False, "Negotiate permessage-deflate (costs CPU per connection).")
+    compression_min_size: int = _f(128, "Smallest message compressed.")
+    handshake_timeout: float = _duration(10.0, "Time to complete the HTTP upgrade.")
+    close_timeout: float = _duration(5.0, "Wait for the peer's close frame before dropping TCP.")
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.message_size_limit < 0:
+            yield _err(path, "message_size_limit", "must be >= 0")
+        if self.compression_min_size < 0:
+            yield _err(path, "compression_min_size", "must be >= 0")
+
+
+@dataclass(slots=True)
+class HttpServerConfig:
+    """The listening socket."""
+
+    address: str = _f("127.0.0.1", "Interface to bind ('0.0.0.0' for all).")
+    port: int = _f(8000, "TCP port.")
+    tls_cert: str = _f(
+        "", "PEM certificate chain file for TLS (wss://, https://); reloaded on SIGHUP."
+    )
+    tls_key: str = _f("", "PEM private key file for TLS.")
+    max_body_size: int = _f(1 << 20, "Largest HTTP request body (larger: 413).")
+    shutdown_timeout: float = _duration(
+        10.0, "At shutdown, longest wait for in-flight server API requests to finish."
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if not 0 <= self.port <= 65535:
+            yield _err(path, "port", "must be within 0..65535")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            yield _err(path, "tls_cert", "tls_cert and tls_key go together")
+        if self.max_body_size < 1:
+            yield _err(path, "max_body_size", "must be >= 1")
+
+
+@dataclass(slots=True)
+class ApiConfig:
+    """The server HTTP API (``POST /api/<method>``, see docs/api.md)."""
+
+    enabled: bool = _f(True, "Serve the server API.")
+    key: str = _f(
+        "", "API key (X-API-Key or 'Authorization: apikey <key>'); empty: every request gets 401."
+    )
+    insecure: bool = _f(False, "Serve the API without a key (only behind a trusted network).")
+    port: int = _f(0, "Separate internal port for /api and /metrics (0: the main http.port).")
+    address: str = _f("", "Interface of the internal port (empty: http.address).")
+    error_mode: str = _f(
+        "default",
+        "'default': errors in a 200 body; 'transport': errors as HTTP status codes.",
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if not 0 <= self.port <= 65535:
+            yield _err(path, "port", "must be within 0..65535 (0: serve the API on http.port)")
+        if self.error_mode not in ("default", "transport"):
+            yield _err(path, "error_mode", "must be 'default' or 'transport'")
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    """Prometheus metrics at ``/metrics`` (on the internal port when api.port is set)."""
+
+    enabled: bool = _f(False, "Serve /metrics (Prometheus text format).")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Broker, history and presence backend."""
+
+    type: str = _f("memory", "'memory' (single process) or 'redis'.")
+    redis_address: list[str] = _f(["redis://127.0.0.1:6379/0"], "Redis URLs (several: sharding).")
+    redis_prefix: str = _f("rtcore", "Prefix of every Redis key and channel.")
+    presence_ttl: float = _duration(
+        60.0, "Presence entries expire unless refreshed within this time."
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.type not in ("memory", "redis"):
+            yield _err(path, "type", "must be 'memory' or 'redis'")
+        if self.presence_ttl <= 0:
+            yield _err(path, "presence_ttl", "must be > 0")
+
+
+@dataclass(slots=True)
+class LogConfig:
+    """Logging (to standard error)."""
+
+    level: str = _f("info", "debug, info, warning or error.")
+    format: str = _f("text", "'text' or 'json' (one JSON object per line).")
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.level.lower() not in ("debug", "info", "warning", "error"):
+            yield _err(path, "level", "must be debug, info, warning or error")
+        if self.format not in ("text", "json"):
+            yield _err(path, "format", "must be 'text' or 'json'")
+
+
+@dataclass(slots=True)
+class HttpStreamSettings:
+    """HTTP-streaming with bidirectional emulation (centrifuge-js fallback)."""
+
+    enabled: bool = _f(True, "Serve /connection/http_stream (and /emulation).")
+
+
+@dataclass(slots=True)
+class SseSettings:
+    """Server-Sent Events with bidirectional emulation (centrifuge-js fallback)."""
+
+    enabled: bool = _f(True, "Serve /connection/sse (and /emulation).")
+
+
+@dataclass(slots=True)
+class EmulationSettings:
+    """The /emulation endpoint that carries client commands of http_stream/sse sessions."""
+
+    max_request_body_size: int = _f(65536, "Largest emulation request body (larger: 413).")
+    rate_limit: float = _f(
+        100.0, "Emulation requests per second per session (over it: 429 and disconnect 3013)."
+    )
+    burst: int = _f(200, "Emulation requests a session may send in a burst.")
+
+    def _validate(self, path: str) -> None:
+        if self.max_request_body_size < 1:
+            raise ConfigError(f"{path}.max_request_body_size", "must be >= 1")
+        if self.rate_limit <= 0:
+            raise ConfigError(f"{path}.rate_limit", "must be > 0")
+        if self.burst < 1:
+            raise ConfigError(f"{path}.burst", "must be >= 1")
+
+
+@dataclass(slots=True)
+class UniWebSocketSettings:
+    """Unidirectional WebSocket (server to client only, no SDK needed)."""
+
+    enabled: bool = _f(False, "Serve /connection/uni_websocket.")
+    join_push_messages: bool = _f(False, "Send join/leave pushes on uni_websocket.")
+    message_size_limit: int = _f(65536, "Largest incoming message (the connect request) in bytes.")
+
+
+@dataclass(slots=True)
+class UniSseSettings:
+    """Unidirectional Server-Sent Events."""
+
+    enabled: bool = _f(False, "Serve /connection/uni_sse.")
+    max_request_body_size: int = _f(65536, "Largest connect request body (POST) in bytes.")
+
+
+@dataclass(slots=True)
+class UniHttpStreamSettings:
+    """Unidirectional HTTP streaming."""
+
+    enabled: bool = _f(False, "Serve /connection/uni_http_stream.")
+    max_request_body_size: int = _f(65536, "Largest connect request body in bytes.")
+
+
+@dataclass(slots=True)
+class Config:
+    """The whole configuration of a node / server."""
+
+    http: HttpServerConfig = field(
+        default_factory=HttpServerConfig, metadata={"doc": "Listening socket."}
+    )
+    client: ClientConfig = field(
+        default_factory=ClientConfig, metadata={"doc": "Client connections."}
+    )
+    channel: ChannelConfig = field(
+        default_factory=ChannelConfig, metadata={"doc": "Channels and namespaces."}
+    )
+    websocket: WebSocketSettings = field(
+        default_factory=WebSocketSettings, metadata={"doc": "WebSocket transport."}
+    )
+    api: ApiConfig = field(default_factory=ApiConfig, metadata={"doc": "Server HTTP API."})
+    metrics: MetricsConfig = field(
+        default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics."}
+    )
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"doc": "Engine backend."})
+    log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "Logging."})
+    http_stream: HttpStreamSettings = field(
+        default_factory=HttpStreamSettings, metadata={"doc": "HTTP-streaming transport."}
+    )
+    sse: SseSettings = field(default_factory=SseSettings, metadata={"doc": "SSE transport."})
+    emulation: EmulationSettings = field(
+        default_factory=EmulationSettings, metadata={"doc": "Emulation endpoint."}
+    )
+    uni_websocket: UniWebSocketSettings = field(
+        default_factory=UniWebSocketSettings, metadata={"doc": "Unidirectional WebSocket."}
+    )
+    uni_sse: UniSseSettings = field(
+        default_factory=UniSseSettings, metadata={"doc": "Unidirectional SSE."}
+    )
+    uni_http_stream: UniHttpStreamSettings = field(
+        default_factory=UniHttpStreamSettings, metadata={"doc": "Unidirectional HTTP streaming."}
+    )
+    proxy: ProxyConfig = field(
+        default_factory=ProxyConfig, metadata={"doc": "Named proxies to the application backend."}
+    )
+    rpc: RpcConfig = field(default_factory=RpcConfig, metadata={"doc": "Client RPC."})
+
+    def validate(self) -> Config:
+        """Check cross-field rules; raises ConfigError (ConfigErrors if several) naming the keys."""
+        errors = list(_problems_tree(self, ""))
+        if errors:
+            raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+        return self
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if (
+            self.api.port
+            and self.api.port == self.http.port
+            and ((self.api.address or self.http.address) == self.http.address)
+        ):
+            yield ConfigError(
+                "api.port", "must differ from http.port (0: serve the API on http.port)"
+            )
+        yield from _proxy_reference_problems(self)
+
+
+def _proxy_reference_problems(config: Config) -> Iterator[ConfigError]:
+    """Every enabled proxy of a channel or RPC namespace must name a configured proxy."""
+    named = {p.name for p in config.proxy.named}
+    channel = config.channel
+    defaults = {
+        "subscribe": channel.proxy.subscribe,
+        "publish": channel.proxy.publish,
+        "sub_refresh": channel.proxy.sub_refresh,
+    }
+    scopes: list[tuple[str, ChannelOptions]] = [
+        ("channel.without_namespace", channel.without_namespace)
+    ]
+    scopes += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(channel.namespaces)]
+    for path, opts in scopes:
+        for kind, default in defaults.items():
+            if not getattr(opts, f"{kind}_proxy_enabled"):
+                continue
+            name = getattr(opts, f"{kind}_proxy_name")
+            key = f"{kind}_proxy_name"
+            if name == "default":
+                if not default.endpoint:
+                    yield _err(
+                        path, key, f"'default' needs channel.proxy.{kind}.endpoint to be set"
+                    )
+            elif name not in named:
+                yield _err(path, key, f"no proxy named {name!r} in proxy.named")
+    rpc = config.rpc
+    rpc_scopes: list[tuple[str, RpcOptions]] = [("rpc.without_namespace", rpc.without_namespace)]
+    rpc_scopes += [(f"rpc.namespaces[{i}]", ns) for i, ns in enumerate(rpc.namespaces)]
+    for path, ropts in rpc_scopes:
+        if not ropts.proxy_enabled:
+            continue
+        if ropts.proxy_name == "default":
+            if not rpc.proxy.endpoint:
+                yield _err(path, "proxy_name", "'default' needs rpc.proxy.endpoint to be set")
+        elif ropts.proxy_name not in named:
+            yield _err(path, "proxy_name", f"no proxy named {ropts.proxy_name!r} in proxy.named")
+
+
+# -- documentation of fields defined outside this module ----------------------
+
+#: Field docs of sections whose classes live elsewhere (``TokenConfig``).
+FIELD_DOCS: dict[type, dict[str, str]] = {
+    TokenConfig: {
+        "hmac_secret_key": "HMAC secret; enables HS256/HS384/HS512 tokens.",
+        "hmac_previous_secret_key": "Previous HMAC secret, still accepted during a rotation.",
+        "hmac_previous_secret_key_valid_until": "Unix seconds after which the previous secret stops working (0: no deadline).",
+        "rsa_public_key": "PEM RSA public key; enables RS256/RS384/RS512.",
+        "ecdsa_public_key": "PEM ECDSA public key (P-256/P-384/P-521); enables the ES algorithm of its curve.",
+        "jwks_url": "JWKS endpoint (alias: jwks_public_endpoint); may hold {{name}} placeholders; not with static keys.",
+        "jwks_cache_ttl": "Seconds a fetched key set is trusted.",
+        "jwks_refetch_interval": "Minimum seconds between two fetches of one endpoint.",
+        "jwks_timeout": "Timeout in seconds of one JWKS request (two attempts are made).",
+        "audience": "Required 'aud' value.",
+        "audience_regex": "Python regex an 'aud' element must match (not with audience).",
+        "issuer": "Required 'iss' value.",
+        "issuer_regex": "Python regex 'iss' must match (not with issuer).",
+        "user_id_claim": "Claim holding the user id (dotted path for nested claims).",
+    },
+}
+
+#: Init fields that are not configuration keys (set by the loader itself).
+HIDDEN_FIELDS: dict[type, frozenset[str]] = {TokenConfig: frozenset({"section"})}
+
+#: Alternative key names accepted in files and the environment: alias -> key.
+KEY_ALIASES: dict[type, dict[str, str]] = {TokenConfig: {"jwks_public_endpoint": "jwks_url"}}
