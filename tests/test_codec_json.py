@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from typing import Any
 
 import pytest
@@ -361,6 +363,122 @@ class TestRawJson:
         for data in (bytearray(b'{"a":1}'), memoryview(b'{"a":1}')):
             out = J.encode_publication("c", Publication(data=data))  # type: ignore[arg-type]
             assert out == b'{"push":{"channel":"c","pub":{"data":{"a":1}}}}\n'
+
+
+# ---------------------------------------------------------------------------
+# Integers past Python's int digit limit (sys.get_int_max_str_digits, 4300 by
+# default) are valid JSON: raw payloads holding them pass byte for byte, and
+# no field converts them.
+
+HUGE = "9" * (sys.get_int_max_str_digits() + 700)
+
+
+class TestHugeIntegers:
+    @pytest.mark.parametrize(
+        "data",
+        [
+            HUGE.encode(),
+            b"-" + HUGE.encode(),
+            b'{"n":' + HUGE.encode() + b',"deep":[[{"m":-' + HUGE.encode() + b"}]]}",
+            b" [" + HUGE.encode() + b", 1.5e3, " + HUGE.encode() + b"] ",
+        ],
+    )
+    def test_raw_fields_pass_unchanged(self, data: bytes) -> None:
+        frame = b'{"id":7,"publish":{"channel":"c","data":' + data + b"}}"
+        cmd = decode1(frame)
+        assert cmd.id == 7
+        assert cmd.publish == M.PublishRequest(channel="c", data=data.strip())
+        connect = J.decode_connect_request(b'{"data":' + data + b',"subs":{"s":{"data":1}}}')
+        assert connect.data == data.strip()
+        out = J.encode_publication("c", Publication(data=data))
+        assert data in out
+        reply = J.encode_reply(M.Reply(id=1, rpc=M.RPCResult(data=data)))
+        assert reply == b'{"id":1,"rpc":{"data":' + data + b"}}\n"
+
+    def test_frame_without_raw_field_and_an_unknown_huge_key(self) -> None:
+        # No "data" in the line: the one-call decoder path; unknown keys are ignored.
+        cmd = decode1('{"id":3,"extra":[' + HUGE + '],"presence":{"channel":"c"}}')
+        assert cmd == M.Command(id=3, presence=M.PresenceRequest(channel="c"))
+
+    @pytest.mark.parametrize(
+        ("line", "message"),
+        [
+            ('{"id":' + HUGE + "}", f"id: an integer of {len(HUGE)} digits is out of range"),
+            (
+                '{"id":1,"history":{"channel":"c","since":{"offset":-' + HUGE + "}}}",
+                "history.since.offset: an integer of",
+            ),
+            (
+                '{"id":1,"publish":{"data":1,"channel":"c","type":' + HUGE + "}}",
+                "publish.type: an integer of",
+            ),
+            ('{"id":1,"publish":{"data":[' + HUGE + ",NaN]}}", "NaN is not valid JSON"),
+            ('{"id":1,"publish":{"data":[' + HUGE + ",]}}", "invalid JSON"),
+        ],
+    )
+    def test_typed_fields_refuse_them(self, line: str, message: str) -> None:
+        with pytest.raises(P.ProtocolDecodeError, match=re.escape(message)):
+            J.decode_commands(line)
+
+    def test_limit_is_not_lifted(self) -> None:
+        # The fix validates without converting; the global guard stays in place.
+        J.decode_commands('{"id":1,"publish":{"data":' + HUGE + "}}")
+        with pytest.raises(ValueError, match="digits"):
+            int(HUGE)
+
+    def test_client_publish_reaches_subscribers_and_history(self) -> None:
+        from protocol.helpers import Client, make_node, run, until
+
+        data = ('{"n":' + HUGE + "}").encode()
+
+        async def scenario() -> None:
+            node = make_node(
+                {
+                    "client": {"allow_anonymous_connect_without_token": True},
+                    "channel": {
+                        "namespaces": [
+                            {
+                                "name": "big",
+                                "allow_subscribe_for_anonymous": True,
+                                "allow_subscribe_for_client": True,
+                                "allow_publish_for_subscriber": True,
+                                "allow_publish_for_anonymous": True,
+                                "allow_history_for_subscriber": True,
+                                "allow_history_for_anonymous": True,
+                                "history_size": 5,
+                                "history_ttl": 60,
+                            }
+                        ]
+                    },
+                }
+            )
+            await node.start()
+            try:
+                publisher, reader = Client(node), Client(node)
+                for client in (publisher, reader):
+                    await client.connect()
+                    await client.subscribe("big:1")
+                # Raw frames from here on: the harness's own json.loads would hit the limit.
+                sent, seen = len(publisher.transport.frames), len(reader.transport.frames)
+                publisher.send_raw(
+                    b'{"id":9,"publish":{"channel":"big:1","data":' + data + b"}}\n"
+                    b'{"id":10,"history":{"channel":"big:1","limit":5}}'
+                )
+
+                def output(client: Client, since: int, marker: bytes) -> bytes:
+                    frames = b"".join(client.transport.frames[since:])
+                    return frames if marker in frames or client.transport.closes else b""
+
+                out = await until(lambda: output(publisher, sent, b'{"id":10,'))
+                assert publisher.transport.closes == []
+                assert b'{"id":9,"publish":{}}\n' in out
+                assert b'{"id":10,"history":{"publications":[{"data":' + data in out
+                pushed = await until(lambda: output(reader, seen, b'"pub":'))
+                assert b'"pub":{"data":' + data + b"," in pushed
+            finally:
+                await node.close()
+
+        run(scenario())
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -44,9 +45,12 @@ from rtcore.protocol.types import StreamPosition
 
 
 __all__ = [
+    "HugeInt",
+    "check_json_text",
     "decode_command_frame",
     "decode_connect_request",
     "decode_emulation_request",
+    "scan_json_value",
 ]
 
 T = TypeVar("T")
@@ -57,12 +61,89 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class HugeInt:
+    """A JSON integer with more digits than ``int()`` converts (``sys.get_int_max_str_digits``).
+
+    The digit limit guards against int parsing that is quadratic in the
+    number of digits. Such an integer is valid JSON, so raw-JSON payloads
+    holding one pass unchanged; it is never converted, and no protocol field
+    can hold one.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"HugeInt(digits={self.digits})"
+
+
+def _parse_int_bounded(text: str) -> int | HugeInt:
+    digits = len(text) - (text[0] == "-")
+    limit = sys.get_int_max_str_digits()
+    if limit and digits > limit:
+        return HugeInt(digits)
+    return int(text)
+
+
 # NaN / Infinity are not JSON; Python's decoder accepts them unless told not to.
+# _DECODER converts integers in C and fails on one past the digit limit;
+# _LENIENT_DECODER, used only after such a failure, keeps those as HugeInt
+# (a Python call per integer makes it slower).
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_loads: Final = _DECODER.decode
+_LENIENT_DECODER: Final = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_parse_int_bounded
+)
 _scan_once: Final = _DECODER.scan_once  # type: ignore[attr-defined]
+_scan_once_lenient: Final = _LENIENT_DECODER.scan_once  # type: ignore[attr-defined]
 _scanstring: Final = json.decoder.scanstring  # type: ignore[attr-defined]
 _skip_ws: Final = re.compile(r"[ \t\n\r]*").match
+
+
+def _loads(s: str) -> Any:
+    """One JSON text (whitespace around it allowed); a ValueError if invalid."""
+    try:
+        return _DECODER.decode(s)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # The digit limit or a NaN/Infinity; the latter fails again here.
+        return _LENIENT_DECODER.decode(s)
+
+
+def scan_json_value(s: str, i: int) -> tuple[Any, int]:
+    """Parse the JSON value starting exactly at ``s[i]``; return it and its end index.
+
+    Integers past the interpreter's digit limit come back as :class:`HugeInt`.
+    Raises ``ValueError`` (``json.JSONDecodeError`` for syntax) if there is no
+    valid value at ``i``, ``RecursionError`` if it is nested too deeply.
+    """
+    try:
+        return _scan_once(s, i)  # type: ignore[no-any-return]
+    except StopIteration:
+        raise json.JSONDecodeError("Expecting value", s, i) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        pass
+    try:
+        return _scan_once_lenient(s, i)  # type: ignore[no-any-return]
+    except StopIteration:  # pragma: no cover - the strict scan found a value here
+        raise json.JSONDecodeError("Expecting value", s, i) from None
+
+
+def check_json_text(text: str) -> None:
+    """Check that ``text`` is one JSON value, whitespace around it allowed; ValueError if not.
+
+    Integers of any length are accepted and none is converted to ``int``
+    past the interpreter's digit limit.
+    """
+    i = _skip_ws(text).end()  # type: ignore[union-attr]
+    end = scan_json_value(text, i)[1]
+    end = _skip_ws(text, end).end()  # type: ignore[union-attr]
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
 
 
 class _Invalid(Exception):
@@ -99,6 +180,8 @@ def _kind(value: Any) -> str:
         return "an object"
     if type(value) is bytes:
         return "a raw JSON value"
+    if type(value) is HugeInt:
+        return f"an integer of {value.digits} digits"
     return type(value).__name__
 
 
@@ -129,13 +212,6 @@ _COMMAND_SPEC: Final[dict[str, Any]] = {
 }
 
 
-def _scan_value(s: str, i: int) -> tuple[Any, int]:
-    try:
-        return _scan_once(s, i)  # type: ignore[no-any-return]
-    except StopIteration:
-        raise json.JSONDecodeError("Expecting value", s, i) from None
-
-
 def _walk_object(
     s: str, i: int, spec: dict[str, Any] | None, every: dict[str, Any] | None
 ) -> tuple[dict[str, Any], int]:
@@ -154,9 +230,9 @@ def _walk_object(
         i = _skip_ws(s, i + 1).end()  # type: ignore[union-attr]
         kind = every if every is not None else (spec.get(key) if spec is not None else None)
         if kind is None:
-            value, i = _scan_value(s, i)
+            value, i = scan_json_value(s, i)
         elif kind is _RAW:
-            value, end = _scan_value(s, i)
+            value, end = scan_json_value(s, i)
             value = None if value is None else s[i:end].encode("utf-8")
             i = end
         elif s[i : i + 1] == "{":
@@ -165,7 +241,7 @@ def _walk_object(
             else:
                 value, i = _walk_object(s, i, kind, None)
         else:
-            value, i = _scan_value(s, i)
+            value, i = scan_json_value(s, i)
         out[key] = value
         i = _skip_ws(s, i).end()  # type: ignore[union-attr]
         c = s[i : i + 1]
@@ -223,6 +299,8 @@ def _int(lo: int, hi: int, what: str) -> Callable[[Any], int]:
             if lo <= v <= hi:
                 return v
             raise _Invalid(f"{v} is out of range for {what}")
+        if type(v) is HugeInt:
+            raise _Invalid(f"an integer of {v.digits} digits is out of range for {what}")
         raise _Invalid(f"expected an integer, got {_kind(v)}")
 
     return conv

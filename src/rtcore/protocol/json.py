@@ -61,11 +61,7 @@ from rtcore.protocol.types import ClientInfo, Publication
 __all__ = ["JsonCodec"]
 
 _quote: Final = json.encoder.encode_basestring_ascii
-_VALIDATOR: Final = json.JSONDecoder(
-    parse_constant=lambda name: _raise_value_error(f"{name} is not valid JSON")
-)
-_validate: Final = _VALIDATOR.decode
-_scan_once: Final = _VALIDATOR.scan_once  # type: ignore[attr-defined]
+_check_json_text: Final = _json_decode.check_json_text
 
 _U32_MAX: Final = 0xFFFF_FFFF
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
@@ -73,10 +69,6 @@ _I64_MIN: Final = -0x8000_0000_0000_0000
 _I64_MAX: Final = 0x7FFF_FFFF_FFFF_FFFF
 _I32_MIN: Final = -0x8000_0000
 _I32_MAX: Final = 0x7FFF_FFFF
-
-
-def _raise_value_error(message: str) -> Any:
-    raise ValueError(message)
 
 
 # ---------------------------------------------------------------------------
@@ -120,16 +112,7 @@ def _raw(v: bytes, name: str) -> bytes:
             raise ProtocolEncodeError(f"{name}: expected bytes, got {type(v).__name__}")
         v = bytes(v)
     try:
-        text = v.decode("utf-8")
-        try:
-            # The C scanner alone: one value starting at index 0.
-            end = _scan_once(text, 0)[1]
-        except StopIteration:
-            # Leading whitespace or no value at all: the full decoder decides.
-            _validate(text)
-            end = len(text)
-        if end != len(text) and text[end:].strip(" \t\n\r"):
-            raise ValueError(f"extra data after the JSON value at index {end}")
+        _check_json_text(v.decode("utf-8"))
     except (ValueError, RecursionError) as e:
         # UnicodeDecodeError and JSONDecodeError are ValueErrors.
         raise InappropriateProtocol(
