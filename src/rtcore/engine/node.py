@@ -2,8 +2,11 @@
 
 A :class:`Node` owns the hub (local sessions and subscribers), the broker,
 history and presence backends (memory by default), the token verifier, the
-timer wheel and the write flusher, and it runs the protocol's subscribe and
-recovery algorithm. Applications embed it::
+timer wheel and the write flusher. It composes the subscribe algorithm
+(:mod:`rtcore.engine.subscriptions`, with positioning and recovery in
+:mod:`rtcore.engine.recovery`) and the control messages that carry the server
+API's operations to every node (:mod:`rtcore.engine.control`). Applications
+embed it::
 
     node = Node(config)
     node.on_connecting = my_auth          # sync or async hooks, see rtcore.engine.events
@@ -23,16 +26,14 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from rtcore._version import __version__
-from rtcore.auth import TokenError, TokenOp, TokenVerifier
+from rtcore.auth import TokenVerifier
 from rtcore.config import ChannelOptions, Config
 from rtcore.engine.broker import Broker, BrokerEventHandler, Closer
 from rtcore.engine.channels import ChannelRules
+from rtcore.engine.control import ControlMessages
 from rtcore.engine.events import (
     HOOKS,
     ChannelEvent,
@@ -42,29 +43,18 @@ from rtcore.engine.events import (
     MessageEvent,
     PublishEvent,
     RPCEvent,
-    SubscribeEvent,
-    SubscribeReply,
     SubscriptionGrant,
 )
 from rtcore.engine.history import HistoryOptions, HistoryResult
 from rtcore.engine.hub import Hub
 from rtcore.engine.memory import MemoryBroker, MemoryPresenceManager
 from rtcore.engine.presence import PresenceManager
-from rtcore.engine.session import CLOSED, ClientSession, SubscriptionState
+from rtcore.engine.session import ClientSession
+from rtcore.engine.subscriptions import Subscriptions
 from rtcore.engine.timers import TimerWheel
 from rtcore.fanout import ACTION_INSUFFICIENT_STATE, Flusher, Subscriber
-from rtcore.protocol import (
-    ConnectRequest,
-    Push,
-    Reply,
-    Subscribe,
-    SubscribeRequest,
-    SubscribeResult,
-    Unsubscribe,
-    codes,
-    get_codec,
-)
-from rtcore.protocol.codes import ClientError, DisconnectError
+from rtcore.protocol import ConnectRequest, SubscribeRequest, SubscribeResult, codes, get_codec
+from rtcore.protocol.codes import ClientError
 from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 from rtcore.protocol.uni_json import UNI_JSON
 
@@ -76,8 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["Node"]
 
 logger = logging.getLogger("rtcore.engine.node")
-
-_CONTROL_VERSION = 1
 
 _MESSAGE_TYPES = ("publication", "join", "leave", "control")
 
@@ -128,8 +116,9 @@ class Node(BrokerEventHandler):
         self.token_verifier = TokenVerifier(cfg.token, cfg.subscription_token)
         self._hooks: dict[str, Callable[..., Any]] = {}
         self._history_options: dict[int, HistoryOptions] = {}
-        self._broker_subs: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._subscriptions = Subscriptions(self)
+        self._control = ControlMessages(self)
         self._started = False
         self.closing = False
         # Counters for info/metrics, read at scrape time by rtcore.server.metrics.
@@ -360,66 +349,17 @@ class Node(BrokerEventHandler):
 
     def on_control(self, data: bytes) -> None:
         self.messages_received["control"] += 1
-        try:
-            msg = msgpack.unpackb(data)
-            if msg.get("v") != _CONTROL_VERSION:
-                logger.warning("control message of unknown version %r ignored", msg.get("v"))
-                return
-            self._apply_control(msg)
-        except Exception:  # noqa: BLE001
-            logger.exception("bad control message")
+        self._control.receive(data)
 
     def handle_fanout_action(self, sub: Subscriber, action: int) -> None:
-        session: ClientSession = sub.session
+        """The hub's callback for a subscriber that fan-out could not serve."""
         if action == ACTION_INSUFFICIENT_STATE:
-            state = session.subscriptions.get(sub.channel)
-            if state is not None and not state.server_side:
-                self.spawn(
-                    self.unsubscribe_session(
-                        session, sub.channel, codes.UNSUBSCRIBE_INSUFFICIENT_STATE
-                    )
-                )
-            else:
-                session.disconnect(codes.INSUFFICIENT_STATE)
+            self._subscriptions.lost_state(sub)
         else:
+            session: ClientSession = sub.session
             session.disconnect(codes.INAPPROPRIATE_PROTOCOL)
 
-    # -- subscriptions -------------------------------------------------------
-
-    async def _broker_subscribe(self, channel: str) -> None:
-        fut = self._broker_subs.get(channel)
-        if fut is not None:
-            await asyncio.shield(fut)
-            return
-        fut = self._broker_subs[channel] = asyncio.get_running_loop().create_future()
-        try:
-            await self.broker.subscribe(channel)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                self.count_broker_error("subscribe")
-            self._broker_subs.pop(channel, None)
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved
-            raise
-        fut.set_result(None)
-
-    async def _broker_unsubscribe(self, channel: str) -> None:
-        if self.hub.num_subscribers(channel):
-            return
-        fut = self._broker_subs.pop(channel, None)
-        if fut is None:
-            return
-        if not fut.done():
-            await asyncio.shield(fut)
-        if self.hub.num_subscribers(channel):
-            # Someone subscribed again meanwhile: keep the broker subscription.
-            self._broker_subs[channel] = fut
-            return
-        try:
-            await self.broker.unsubscribe(channel)
-        except Exception:  # noqa: BLE001
-            self.count_broker_error("unsubscribe")
-            logger.exception("broker unsubscribe of %s failed", channel)
+    # -- subscriptions (rtcore.engine.subscriptions) -------------------------
 
     async def subscribe_session(
         self,
@@ -441,300 +381,26 @@ class Node(BrokerEventHandler):
         connect) the result is returned and :meth:`finish_deferred_subscriptions`
         flushes later, after the connect reply.
         """
-        channel = req.channel
-        if not channel:
-            raise DisconnectError(codes.BAD_REQUEST)
-        opts = self._channel_options(channel)
-        if req.type != 0:
-            raise codes.ERROR_NOT_AVAILABLE
-        if req.tf is not None:
-            raise codes.ERROR_BAD_REQUEST
-        if channel in session.subscriptions:
-            raise codes.ERROR_ALREADY_SUBSCRIBED
-        limit = self.config.client.channel_limit
-        if limit and len(session.subscriptions) >= limit:
-            raise codes.ERROR_LIMIT_EXCEEDED
-        wall = self.wall_clock()
-        if not server_side:
-            # A user-limited channel ("dialog#42,43") grants itself to the users it
-            # lists and to nobody else (a subscription token still grants).
-            user_limited = (
-                opts.allow_user_limited_channels
-                and self.channels.allowed_users(channel) is not None
-            )
-            if req.token:
-                try:
-                    claims = await self.token_verifier.verify_subscribe(req.token)
-                    claims.check(channel=channel, user=session.user, client=session.client_id)
-                except TokenError as exc:
-                    outcome = exc.outcome(TokenOp.SUBSCRIBE)
-                    if outcome.disconnect:
-                        raise DisconnectError(
-                            codes.Disconnect(outcome.code, outcome.message)
-                        ) from None
-                    raise ClientError(outcome.code, outcome.message, outcome.temporary) from None
-                chan_info, data, override, expire_at = (
-                    claims.info,
-                    claims.data,
-                    claims.override,
-                    claims.expire_at,
-                )
-                if expire_at and expire_at <= wall:
-                    raise codes.ERROR_TOKEN_EXPIRED
-            elif self.channels.is_private(channel):
-                raise codes.ERROR_PERMISSION_DENIED
-            elif user_limited:
-                if not self.channels.user_allowed(channel, opts, session.user):
-                    raise codes.ERROR_PERMISSION_DENIED
-            elif self.has_hook("on_subscribe"):
-                result = await self.call_hook(
-                    "on_subscribe", SubscribeEvent(client=session, channel=channel, data=req.data)
-                )
-                if result is False:
-                    raise codes.ERROR_PERMISSION_DENIED
-                if isinstance(result, SubscribeReply):
-                    chan_info, data, expire_at = result.info, result.data, result.expire_at
-                    override = result.override
-            else:
-                allowed = opts.allow_subscribe_for_client and (
-                    session.user != "" or opts.allow_subscribe_for_anonymous
-                )
-                if not allowed:
-                    raise codes.ERROR_PERMISSION_DENIED
-            if session.state == CLOSED:
-                return None
-
-        def flag(name: str) -> bool:
-            value = getattr(override, name, None) if override is not None else None
-            return bool(getattr(opts, name)) if value is None else bool(value)
-
-        presence = flag("presence")
-        emit_join_leave = (
-            opts.join_leave
-            if getattr(override, "join_leave", None) is None
-            else bool(override.join_leave)
-        )
-        authenticated = session.user != ""
-        # Centrifugo: a client may ask for join/leave pushes when it may see presence,
-        # and for positioning/recovery when it may read history (or the namespace allows it).
-        sees_presence = (opts.allow_presence_for_client or opts.allow_presence_for_subscriber) and (
-            authenticated or opts.allow_presence_for_anonymous
-        )
-        reads_history = (opts.allow_history_for_client or opts.allow_history_for_subscriber) and (
-            authenticated or opts.allow_history_for_anonymous
-        )
-        push_join_leave = flag("force_push_join_leave") or (
-            req.join_leave and opts.join_leave and sees_presence
-        )
-        recoverable = flag("force_recovery") or (
-            req.recoverable and (opts.allow_recovery or reads_history)
-        )
-        positioned = (
-            recoverable
-            or flag("force_positioning")
-            or (req.positioned and (opts.allow_positioning or reads_history))
-        )
-        if not opts.history_enabled:
-            recoverable = positioned = False
-
-        sub = Subscriber(session.writer, session.codec_index, session, channel)
-        sub.join_leave = push_join_leave
-        sub.positioned = positioned
-        sub.buffer = []
-        state = SubscriptionState(
-            channel=channel,
-            options=opts,
-            subscriber=sub,
-            chan_info=chan_info,
-            presence=presence,
-            emit_join_leave=emit_join_leave,
-            expire_at=expire_at,
+        return await self._subscriptions.subscribe(
+            session,
+            req,
+            command_id=command_id,
             server_side=server_side,
+            chan_info=chan_info,
+            data=data,
+            override=override,
+            expire_at=expire_at,
+            defer_reply=defer_reply,
         )
-        session.subscriptions[channel] = state
-        self.hub.add_subscriber(sub)
-        try:
-            await self._broker_subscribe(channel)
-            result = SubscribeResult()
-            if positioned:
-                await self._position(state, req, result, recoverable)
-            if data:
-                result.data = data
-            if expire_at and not server_side:
-                result.expires = True
-                result.ttl = max(1, int(expire_at - wall))
-            if presence:
-                await self.presence_manager.add(
-                    channel, session.client_id, session.channel_info(channel)
-                )
-        except BaseException as exc:
-            if session.subscriptions.get(channel) is state:
-                del session.subscriptions[channel]
-                self.hub.remove_subscriber(channel, session.client_id)
-                self.spawn(self._broker_unsubscribe(channel))
-            if isinstance(exc, ClientError | DisconnectError | asyncio.CancelledError):
-                raise
-            logger.exception("subscribe to %s failed", channel)
-            raise codes.ERROR_INTERNAL from exc
-        if session.subscriptions.get(channel) is not state or session.state == CLOSED:
-            return None  # unsubscribed or disconnected meanwhile
-        if emit_join_leave:
-            self.spawn(self._publish_join(channel, session.channel_info(channel)))
-        state.flush_from = (
-            result.offset
-            if not result.recovered
-            else (result.publications[-1].offset if result.publications else req.offset)
-        )
-        state.epoch = result.epoch
-        if expire_at:
-            # Arm the expiry check for this subscription (unsubscribe 2501 / disconnect 3006).
-            session.schedule_expiry_check()
-        if defer_reply:
-            return result
-        if command_id:
-            session.send_reply(Reply(id=command_id, subscribe=result))
-        else:
-            # Server-side subscription after connect (API subscribe): a push.
-            session.send_push(
-                Push(
-                    channel=channel,
-                    subscribe=Subscribe(
-                        recoverable=result.recoverable,
-                        epoch=result.epoch,
-                        offset=result.offset,
-                        positioned=result.positioned,
-                        data=result.data,
-                    ),
-                )
-            )
-        self._flush_buffer(session, state)
-        return result
-
-    async def _position(
-        self,
-        state: SubscriptionState,
-        req: SubscribeRequest,
-        result: SubscribeResult,
-        recoverable: bool,
-    ) -> None:
-        """Read the stream top and, when asked, recover missed publications."""
-        opts = state.options
-        channel = state.channel
-        result.positioned = True
-        result.recoverable = recoverable
-        recover = recoverable and req.recover
-        meta_ttl = opts.history_meta_ttl
-        pubs: list[Publication] = []
-        recovered = False
-        if recover and opts.force_recovery_mode == "stream":
-            cap = self.config.client.recovery_max_publication_limit
-            hr: HistoryResult = await self.broker.history(
-                channel,
-                since=StreamPosition(req.offset, req.epoch),
-                limit=cap if cap else -1,
-                meta_ttl=meta_ttl,
-            )
-            top = hr.position
-            pubs = list(hr.publications)
-            if req.epoch and req.epoch != top.epoch:
-                recovered = False
-            elif not pubs:
-                recovered = top.offset == req.offset
-            else:
-                recovered = pubs[0].offset == req.offset + 1 and pubs[-1].offset == top.offset
-        elif recover:
-            hr = await self.broker.history(channel, limit=1, reverse=True, meta_ttl=meta_ttl)
-            top = hr.position
-            at_top = req.offset > 0 and req.offset == top.offset and req.epoch == top.epoch
-            if at_top:
-                recovered = True
-            elif hr.publications and hr.publications[0].offset == top.offset:
-                recovered = True
-                pubs = [hr.publications[0]]
-            else:
-                recovered = top.offset == 0 or at_top
-        else:
-            top = (await self.broker.history(channel, limit=0, meta_ttl=meta_ttl)).position
-        if not recovered:
-            pubs = []
-            if recover and req.flag & 2:
-                raise codes.ERROR_UNRECOVERABLE_POSITION
-        result.epoch = top.epoch
-        result.offset = top.offset
-        result.was_recovering = bool(recover)
-        result.recovered = recovered
-        if recovered:
-            result.publications = pubs
-            result.offset = req.offset if pubs else top.offset
-        state.subscriber.epoch = top.epoch
-        state.subscriber.offset = top.offset
-
-    def _flush_buffer(self, session: ClientSession, state: SubscriptionState) -> None:
-        """Deliver publications held during subscribe, after the reply (§4.3 step 10)."""
-        sub = state.subscriber
-        buffered = sub.buffer or []
-        sub.buffer = None
-        state.pending = False
-        if not buffered:
-            return
-        channel = state.channel
-        codec = session.codec
-        last = state.flush_from
-        for pub, offset, epoch in buffered:
-            if sub.positioned and offset > 0:
-                if epoch != state.epoch:
-                    self.handle_fanout_action(sub, ACTION_INSUFFICIENT_STATE)
-                    return
-                if offset <= last:
-                    continue  # already in the reply (or older than the position)
-                if offset != last + 1:
-                    self.handle_fanout_action(sub, ACTION_INSUFFICIENT_STATE)
-                    return
-                last = offset
-            try:
-                payload = codec.encode_publication(channel, pub)
-            except ValueError:
-                session.disconnect(codes.INAPPROPRIATE_PROTOCOL)
-                return
-            sub.writer.enqueue(payload)
-        if sub.positioned:
-            sub.offset = max(sub.offset, last)
 
     def finish_deferred_subscriptions(self, session: ClientSession) -> None:
-        for state in list(session.subscriptions.values()):
-            if state.pending:
-                self._flush_buffer(session, state)
+        self._subscriptions.finish_deferred(session)
 
     async def unsubscribe_session(
         self, session: ClientSession, channel: str, unsubscribe: codes.Unsubscribe | None
     ) -> None:
         """Remove a subscription; with ``unsubscribe`` the client gets an unsubscribe push."""
-        state = session.subscriptions.pop(channel, None)
-        if state is None:
-            return
-        self.hub.remove_subscriber(channel, session.client_id)
-        if unsubscribe is not None:
-            session.send_push(
-                Push(
-                    channel=channel,
-                    unsubscribe=Unsubscribe(code=unsubscribe.code, reason=unsubscribe.reason),
-                )
-            )
-        await self._leave_channel(session, state)
-        await self.call_hook("on_unsubscribe", ChannelEvent(client=session, channel=channel))
-
-    async def _leave_channel(self, session: ClientSession, state: SubscriptionState) -> None:
-        channel = state.channel
-        await self._broker_unsubscribe(channel)
-        try:
-            if state.presence:
-                await self.presence_manager.remove(channel, session.client_id, session.user)
-            if state.emit_join_leave and not state.pending:
-                await self.broker.publish_leave(channel, session.channel_info(channel))
-                self.messages_sent["leave"] += 1
-        except Exception:  # noqa: BLE001
-            self.count_broker_error("leave")
-            logger.exception("cleanup of %s in %s failed", session.client_id, channel)
+        await self._subscriptions.unsubscribe(session, channel, unsubscribe)
 
     def session_closed(
         self, session: ClientSession, was_connected: bool, disconnect: codes.Disconnect
@@ -753,7 +419,7 @@ class Node(BrokerEventHandler):
 
         async def cleanup() -> None:
             for state in states:
-                await self._leave_channel(session, state)
+                await self._subscriptions.leave(session, state)
             if was_connected:
                 await self.call_hook(
                     "on_disconnect",
@@ -762,33 +428,7 @@ class Node(BrokerEventHandler):
 
         self.spawn(cleanup())
 
-    # -- server API operations (cluster-wide through control messages) --------
-
-    async def _control(self, msg: dict[str, Any]) -> None:
-        msg["v"] = _CONTROL_VERSION
-        try:
-            await self.broker.publish_control(msgpack.packb(msg))
-        except Exception:
-            self.count_broker_error("control")
-            raise
-        self.messages_sent["control"] += 1
-
-    async def _publish_join(self, channel: str, info: ClientInfo) -> None:
-        try:
-            await self.broker.publish_join(channel, info)
-        except Exception:
-            self.count_broker_error("join")
-            raise
-        self.messages_sent["join"] += 1
-
-    def _targets(self, user: str, client: str = "", session: str = "") -> list[ClientSession]:
-        if client:
-            s = self.hub.session(client)
-            return [s] if s is not None and (not user or s.user == user) else []
-        targets = self.hub.user_sessions(user)
-        if session:
-            targets = [s for s in targets if s.session_id == session]
-        return targets
+    # -- server API operations (cluster-wide: rtcore.engine.control) ----------
 
     @property
     def clustered(self) -> bool:
@@ -805,104 +445,7 @@ class Node(BrokerEventHandler):
         or, with ``limited``, disconnects it with 3013 (over its request rate).
         Raises when the broker cannot publish it.
         """
-        msg: dict[str, Any] = {"op": "emulation", "node": node, "session": session, "format": fmt}
-        if limited:
-            msg["limited"] = True
-        else:
-            msg["data"] = data
-        await self._control(msg)
-
-    def _apply_control(self, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
-        if op == "emulation":
-            # Addressed to one node; every other node drops it.
-            if msg.get("node") == self.id:
-                handler = self.control_handlers.get("emulation")
-                if handler is not None:
-                    handler(msg)
-            return
-        user, client, session_id = (
-            msg.get("user", ""),
-            msg.get("client", ""),
-            msg.get("session", ""),
-        )
-        targets = self._targets(user, client, session_id)
-        if op == "disconnect":
-            whitelist = set(msg.get("whitelist") or ())
-            d = codes.Disconnect(int(msg["code"]), str(msg["reason"]))
-            for s in targets:
-                if s.client_id not in whitelist:
-                    s.disconnect(d)
-        elif op == "unsubscribe":
-            for s in targets:
-                # An empty channel unsubscribes from every channel.
-                channels = [msg["channel"]] if msg["channel"] else list(s.subscriptions)
-                for channel in channels:
-                    self.spawn(self.unsubscribe_session(s, channel, codes.UNSUBSCRIBE_SERVER))
-        elif op == "subscribe":
-            for s in targets:
-                req = SubscribeRequest(channel=msg["channel"])
-                if msg.get("recover_since"):
-                    req.recover = True
-                    req.offset, req.epoch = msg["recover_since"]
-                override = msg.get("override")
-                self.spawn(
-                    self._server_subscribe(
-                        s,
-                        req,
-                        msg.get("info"),
-                        msg.get("data"),
-                        SimpleNamespace(**override) if override else None,
-                        int(msg.get("expire_at") or 0),
-                    )
-                )
-        elif op == "refresh":
-            for s in targets:
-                if msg.get("expired"):
-                    s.disconnect(codes.CONNECTION_EXPIRED)
-                    continue
-                if msg.get("expire_at") is not None:
-                    s.expire_at = int(msg["expire_at"])
-                if msg.get("info") is not None:
-                    s.info = msg["info"]
-                from rtcore.protocol import Refresh
-
-                wall = self.wall_clock()
-                s.send_push(
-                    Push(
-                        refresh=Refresh(
-                            expires=bool(s.expire_at),
-                            ttl=max(0, int(s.expire_at - wall)) if s.expire_at else 0,
-                        )
-                    )
-                )
-                s.schedule_expiry_check()
-        else:
-            logger.warning("unknown control operation %r", op)
-
-    async def _server_subscribe(
-        self,
-        session: ClientSession,
-        req: SubscribeRequest,
-        info: Any,
-        data: Any,
-        override: Any = None,
-        expire_at: int = 0,
-    ) -> None:
-        try:
-            await self.subscribe_session(
-                session,
-                req,
-                server_side=True,
-                chan_info=info,
-                data=data,
-                override=override,
-                expire_at=expire_at,
-            )
-        except (ClientError, DisconnectError) as exc:
-            logger.info(
-                "server-side subscribe of %s to %s refused: %r", session.client_id, req.channel, exc
-            )
+        await self._control.emulation(node, session, data, fmt, limited=limited)
 
     async def disconnect(
         self,
@@ -915,16 +458,8 @@ class Node(BrokerEventHandler):
         whitelist: list[str] | None = None,
     ) -> None:
         """Disconnect a user's connections (all nodes); ``client`` narrows it to one."""
-        await self._control(
-            {
-                "op": "disconnect",
-                "user": user,
-                "client": client,
-                "session": session,
-                "code": code,
-                "reason": reason,
-                "whitelist": whitelist or [],
-            }
+        await self._control.disconnect(
+            user, code=code, reason=reason, client=client, session=session, whitelist=whitelist
         )
 
     async def unsubscribe(
@@ -934,15 +469,7 @@ class Node(BrokerEventHandler):
 
         An empty ``channel`` unsubscribes them from every channel.
         """
-        await self._control(
-            {
-                "op": "unsubscribe",
-                "user": user,
-                "channel": channel,
-                "client": client,
-                "session": session,
-            }
-        )
+        await self._control.unsubscribe(user, channel, client=client, session=session)
 
     async def subscribe(
         self,
@@ -965,21 +492,16 @@ class Node(BrokerEventHandler):
         disconnect 3006 unless refreshed.
         """
         self._channel_options(channel)
-        await self._control(
-            {
-                "op": "subscribe",
-                "user": user,
-                "channel": channel,
-                "client": client,
-                "session": session,
-                "info": info,
-                "data": data,
-                "recover_since": [recover_since.offset, recover_since.epoch]
-                if recover_since
-                else None,
-                "override": dict(override) if override else None,
-                "expire_at": expire_at,
-            }
+        await self._control.subscribe(
+            user,
+            channel,
+            client=client,
+            session=session,
+            info=info,
+            data=data,
+            recover_since=recover_since,
+            override=override,
+            expire_at=expire_at,
         )
 
     async def refresh(
@@ -993,17 +515,11 @@ class Node(BrokerEventHandler):
         info: bytes | None = None,
     ) -> None:
         """Refresh a user's connections (refresh push), or expire them (3005)."""
-        await self._control(
-            {
-                "op": "refresh",
-                "user": user,
-                "client": client,
-                "session": session,
-                "expired": expired,
-                "expire_at": expire_at,
-                "info": info,
-            }
+        await self._control.refresh(
+            user, client=client, session=session, expired=expired, expire_at=expire_at, info=info
         )
+
+    # -- presence and history ------------------------------------------------
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         opts = self._channel_options(channel)

@@ -1,0 +1,364 @@
+"""Subscribing sessions to channels and unsubscribing them (PROTOCOL.md §4.3).
+
+:class:`Subscriptions` runs a node's subscribe algorithm: who may subscribe
+(a subscription token, private and user-limited channels, the
+``on_subscribe`` hook, the namespace's options), what the subscription gets
+(presence, join/leave, positioning, recovery), the reply or push, and the
+broker subscription that every subscriber of a channel on this node shares.
+It also ends subscriptions: unsubscribe push, leave, presence removal, and
+the broker unsubscribe after the last subscriber. Positioning, recovery and
+the delivery of publications held during subscribe are in
+:mod:`rtcore.engine.recovery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from rtcore.auth import TokenError, TokenOp
+from rtcore.engine.events import ChannelEvent, SubscribeEvent, SubscribeReply
+from rtcore.engine.recovery import flush_buffer, position
+from rtcore.engine.session import CLOSED, SubscriptionState
+from rtcore.fanout import Subscriber
+from rtcore.protocol import (
+    Push,
+    Reply,
+    Subscribe,
+    SubscribeRequest,
+    SubscribeResult,
+    Unsubscribe,
+    codes,
+)
+from rtcore.protocol.codes import ClientError, DisconnectError
+
+
+if TYPE_CHECKING:
+    from rtcore.config import ChannelOptions
+    from rtcore.engine.node import Node
+    from rtcore.engine.session import ClientSession
+    from rtcore.protocol.types import ClientInfo
+
+
+__all__ = ["Subscriptions"]
+
+logger = logging.getLogger("rtcore.engine.subscriptions")
+
+
+class _Grant(NamedTuple):
+    """What a subscription token or the ``on_subscribe`` hook granted."""
+
+    chan_info: bytes | None
+    data: bytes | None
+    override: Any
+    expire_at: int
+
+
+class Subscriptions:
+    """A node's subscribe and unsubscribe of its sessions."""
+
+    __slots__ = ("node", "_broker_subs")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        # Broker subscriptions by channel, done once the broker subscribed.
+        self._broker_subs: dict[str, asyncio.Future[None]] = {}
+
+    # -- subscribe -----------------------------------------------------------
+
+    async def subscribe(
+        self,
+        session: ClientSession,
+        req: SubscribeRequest,
+        *,
+        command_id: int,
+        server_side: bool,
+        chan_info: bytes | None,
+        data: bytes | None,
+        override: Any,
+        expire_at: int,
+        defer_reply: bool,
+    ) -> SubscribeResult | None:
+        """See :meth:`rtcore.engine.node.Node.subscribe_session`."""
+        node = self.node
+        channel = req.channel
+        if not channel:
+            raise DisconnectError(codes.BAD_REQUEST)
+        opts = node._channel_options(channel)
+        if req.type != 0:
+            raise codes.ERROR_NOT_AVAILABLE
+        if req.tf is not None:
+            raise codes.ERROR_BAD_REQUEST
+        if channel in session.subscriptions:
+            raise codes.ERROR_ALREADY_SUBSCRIBED
+        limit = node.config.client.channel_limit
+        if limit and len(session.subscriptions) >= limit:
+            raise codes.ERROR_LIMIT_EXCEEDED
+        wall = node.wall_clock()
+        if not server_side:
+            grant = await self._authorize(session, req, opts, wall)
+            if grant is not None:
+                chan_info, data, override, expire_at = grant
+            if session.state == CLOSED:
+                return None
+
+        def flag(name: str) -> bool:
+            value = getattr(override, name, None) if override is not None else None
+            return bool(getattr(opts, name)) if value is None else bool(value)
+
+        presence = flag("presence")
+        emit_join_leave = (
+            opts.join_leave
+            if getattr(override, "join_leave", None) is None
+            else bool(override.join_leave)
+        )
+        authenticated = session.user != ""
+        # Centrifugo: a client may ask for join/leave pushes when it may see presence,
+        # and for positioning/recovery when it may read history (or the namespace allows it).
+        sees_presence = (opts.allow_presence_for_client or opts.allow_presence_for_subscriber) and (
+            authenticated or opts.allow_presence_for_anonymous
+        )
+        reads_history = (opts.allow_history_for_client or opts.allow_history_for_subscriber) and (
+            authenticated or opts.allow_history_for_anonymous
+        )
+        push_join_leave = flag("force_push_join_leave") or (
+            req.join_leave and opts.join_leave and sees_presence
+        )
+        recoverable = flag("force_recovery") or (
+            req.recoverable and (opts.allow_recovery or reads_history)
+        )
+        positioned = (
+            recoverable
+            or flag("force_positioning")
+            or (req.positioned and (opts.allow_positioning or reads_history))
+        )
+        if not opts.history_enabled:
+            recoverable = positioned = False
+
+        sub = Subscriber(session.writer, session.codec_index, session, channel)
+        sub.join_leave = push_join_leave
+        sub.positioned = positioned
+        sub.buffer = []
+        state = SubscriptionState(
+            channel=channel,
+            options=opts,
+            subscriber=sub,
+            chan_info=chan_info,
+            presence=presence,
+            emit_join_leave=emit_join_leave,
+            expire_at=expire_at,
+            server_side=server_side,
+        )
+        session.subscriptions[channel] = state
+        node.hub.add_subscriber(sub)
+        try:
+            await self._broker_subscribe(channel)
+            result = SubscribeResult()
+            if positioned:
+                await position(
+                    node.broker,
+                    state,
+                    req,
+                    result,
+                    recoverable,
+                    node.config.client.recovery_max_publication_limit,
+                )
+            if data:
+                result.data = data
+            if expire_at and not server_side:
+                result.expires = True
+                result.ttl = max(1, int(expire_at - wall))
+            if presence:
+                await node.presence_manager.add(
+                    channel, session.client_id, session.channel_info(channel)
+                )
+        except BaseException as exc:
+            if session.subscriptions.get(channel) is state:
+                del session.subscriptions[channel]
+                node.hub.remove_subscriber(channel, session.client_id)
+                node.spawn(self._broker_unsubscribe(channel))
+            if isinstance(exc, ClientError | DisconnectError | asyncio.CancelledError):
+                raise
+            logger.exception("subscribe to %s failed", channel)
+            raise codes.ERROR_INTERNAL from exc
+        if session.subscriptions.get(channel) is not state or session.state == CLOSED:
+            return None  # unsubscribed or disconnected meanwhile
+        if emit_join_leave:
+            node.spawn(self._publish_join(channel, session.channel_info(channel)))
+        state.flush_from = (
+            result.offset
+            if not result.recovered
+            else (result.publications[-1].offset if result.publications else req.offset)
+        )
+        state.epoch = result.epoch
+        if expire_at:
+            # Arm the expiry check for this subscription (unsubscribe 2501 / disconnect 3006).
+            session.schedule_expiry_check()
+        if defer_reply:
+            return result
+        if command_id:
+            session.send_reply(Reply(id=command_id, subscribe=result))
+        else:
+            # Server-side subscription after connect (API subscribe): a push.
+            session.send_push(
+                Push(
+                    channel=channel,
+                    subscribe=Subscribe(
+                        recoverable=result.recoverable,
+                        epoch=result.epoch,
+                        offset=result.offset,
+                        positioned=result.positioned,
+                        data=result.data,
+                    ),
+                )
+            )
+        flush_buffer(session, state, self.lost_state)
+        return result
+
+    async def _authorize(
+        self, session: ClientSession, req: SubscribeRequest, opts: ChannelOptions, wall: float
+    ) -> _Grant | None:
+        """Refuse a client-side subscribe that is not allowed (raises ClientError 103,
+        109 or the token's error); returns what a token or the hook granted, if any."""
+        node = self.node
+        channel = req.channel
+        # A user-limited channel ("dialog#42,43") grants itself to the users it
+        # lists and to nobody else (a subscription token still grants).
+        user_limited = (
+            opts.allow_user_limited_channels and node.channels.allowed_users(channel) is not None
+        )
+        if req.token:
+            try:
+                claims = await node.token_verifier.verify_subscribe(req.token)
+                claims.check(channel=channel, user=session.user, client=session.client_id)
+            except TokenError as exc:
+                outcome = exc.outcome(TokenOp.SUBSCRIBE)
+                if outcome.disconnect:
+                    raise DisconnectError(codes.Disconnect(outcome.code, outcome.message)) from None
+                raise ClientError(outcome.code, outcome.message, outcome.temporary) from None
+            if claims.expire_at and claims.expire_at <= wall:
+                raise codes.ERROR_TOKEN_EXPIRED
+            return _Grant(claims.info, claims.data, claims.override, claims.expire_at)
+        if node.channels.is_private(channel):
+            raise codes.ERROR_PERMISSION_DENIED
+        if user_limited:
+            if not node.channels.user_allowed(channel, opts, session.user):
+                raise codes.ERROR_PERMISSION_DENIED
+            return None
+        if node.has_hook("on_subscribe"):
+            result = await node.call_hook(
+                "on_subscribe", SubscribeEvent(client=session, channel=channel, data=req.data)
+            )
+            if result is False:
+                raise codes.ERROR_PERMISSION_DENIED
+            if isinstance(result, SubscribeReply):
+                return _Grant(result.info, result.data, result.override, result.expire_at)
+            return None
+        allowed = opts.allow_subscribe_for_client and (
+            session.user != "" or opts.allow_subscribe_for_anonymous
+        )
+        if not allowed:
+            raise codes.ERROR_PERMISSION_DENIED
+        return None
+
+    def finish_deferred(self, session: ClientSession) -> None:
+        """Deliver what deferred subscriptions held, now that the connect reply is out."""
+        for state in list(session.subscriptions.values()):
+            if state.pending:
+                flush_buffer(session, state, self.lost_state)
+
+    async def _publish_join(self, channel: str, info: ClientInfo) -> None:
+        node = self.node
+        try:
+            await node.broker.publish_join(channel, info)
+        except Exception:
+            node.count_broker_error("join")
+            raise
+        node.messages_sent["join"] += 1
+
+    # -- unsubscribe ---------------------------------------------------------
+
+    def lost_state(self, sub: Subscriber) -> None:
+        """A subscriber missed publications: a client-side subscription is
+        unsubscribed (2500, the client resubscribes and recovers), a server-side
+        one disconnects its session (3010)."""
+        session: ClientSession = sub.session
+        state = session.subscriptions.get(sub.channel)
+        if state is not None and not state.server_side:
+            self.node.spawn(
+                self.unsubscribe(session, sub.channel, codes.UNSUBSCRIBE_INSUFFICIENT_STATE)
+            )
+        else:
+            session.disconnect(codes.INSUFFICIENT_STATE)
+
+    async def unsubscribe(
+        self, session: ClientSession, channel: str, unsubscribe: codes.Unsubscribe | None
+    ) -> None:
+        """See :meth:`rtcore.engine.node.Node.unsubscribe_session`."""
+        state = session.subscriptions.pop(channel, None)
+        if state is None:
+            return
+        self.node.hub.remove_subscriber(channel, session.client_id)
+        if unsubscribe is not None:
+            session.send_push(
+                Push(
+                    channel=channel,
+                    unsubscribe=Unsubscribe(code=unsubscribe.code, reason=unsubscribe.reason),
+                )
+            )
+        await self.leave(session, state)
+        await self.node.call_hook("on_unsubscribe", ChannelEvent(client=session, channel=channel))
+
+    async def leave(self, session: ClientSession, state: SubscriptionState) -> None:
+        """After a subscription ended: broker unsubscribe, presence removal, leave."""
+        node = self.node
+        channel = state.channel
+        await self._broker_unsubscribe(channel)
+        try:
+            if state.presence:
+                await node.presence_manager.remove(channel, session.client_id, session.user)
+            if state.emit_join_leave and not state.pending:
+                await node.broker.publish_leave(channel, session.channel_info(channel))
+                node.messages_sent["leave"] += 1
+        except Exception:  # noqa: BLE001
+            node.count_broker_error("leave")
+            logger.exception("cleanup of %s in %s failed", session.client_id, channel)
+
+    # -- the broker subscription of a channel --------------------------------
+
+    async def _broker_subscribe(self, channel: str) -> None:
+        fut = self._broker_subs.get(channel)
+        if fut is not None:
+            await asyncio.shield(fut)
+            return
+        fut = self._broker_subs[channel] = asyncio.get_running_loop().create_future()
+        try:
+            await self.node.broker.subscribe(channel)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.node.count_broker_error("subscribe")
+            self._broker_subs.pop(channel, None)
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        fut.set_result(None)
+
+    async def _broker_unsubscribe(self, channel: str) -> None:
+        node = self.node
+        if node.hub.num_subscribers(channel):
+            return
+        fut = self._broker_subs.pop(channel, None)
+        if fut is None:
+            return
+        if not fut.done():
+            await asyncio.shield(fut)
+        if node.hub.num_subscribers(channel):
+            # Someone subscribed again meanwhile: keep the broker subscription.
+            self._broker_subs[channel] = fut
+            return
+        try:
+            await node.broker.unsubscribe(channel)
+        except Exception:  # noqa: BLE001
+            node.count_broker_error("unsubscribe")
+            logger.exception("broker unsubscribe of %s failed", channel)
