@@ -45,14 +45,21 @@ import time
 from pathlib import Path
 
 import rtcore
-from rtcore.config import config_from_mapping
-from rtcore.engine.events import ConnectEvent, Credentials, PublishEvent, RPCEvent, SubscribeEvent
-from rtcore.engine.node import Node
-from rtcore.protocol import codes
-from rtcore.protocol.codes import ClientError, DisconnectError
-from rtcore.server.app import NodeApp
-from rtcore.transports.http_server import HttpResponseWriter
-from rtcore.wire.http import Request
+from rtcore import (
+    ClientError,
+    ConnectEvent,
+    Credentials,
+    DisconnectError,
+    HttpResponseWriter,
+    Node,
+    NodeApp,
+    PublishEvent,
+    Request,
+    RPCEvent,
+    SubscribeEvent,
+    codes,
+    config_from_mapping,
+)
 
 
 HERE = Path(__file__).resolve().parent

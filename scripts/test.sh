@@ -83,7 +83,7 @@ log "pytest"
 # Run from a directory where ./src is not importable, so the installed
 # (compiled) package is what the tests import.
 set +e
-$PY -m pytest -n "${RTCORE_TEST_WORKERS:-2}" -p no:cacheprovider "$@"
+$PY -m pytest -n "${RTCORE_TEST_WORKERS:-2}" --dist worksteal -p no:cacheprovider "$@"
 status=$?
 set -e
 if [ $status -ne 0 ]; then exit $status; fi

@@ -1,6 +1,6 @@
 """A browser chat over any transport, with rooms, a presence list and history on join.
 
-One Python program embeds rtcore's :class:`~rtcore.engine.node.Node` and serves, on
+One Python program embeds rtcore's :class:`rtcore.Node` and serves, on
 one port, the chat page (``static/``), the centrifuge-js browser build and
 every client transport: WebSocket, and the HTTP-streaming and SSE fallbacks
 (``/connection/http_stream``, ``/connection/sse``, ``/emulation``). Each
@@ -41,13 +41,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rtcore.config import config_from_mapping
-from rtcore.engine.events import ConnectEvent, Credentials, PublishEvent, SubscribeEvent
-from rtcore.engine.node import Node
-from rtcore.protocol.codes import ClientError, Disconnect, DisconnectError
-from rtcore.server.app import NodeApp, serve_node
-from rtcore.transports.http_server import HttpResponseWriter, run
-from rtcore.wire.http import Request
+from rtcore import (
+    ClientError,
+    ConnectEvent,
+    Credentials,
+    Disconnect,
+    DisconnectError,
+    HttpResponseWriter,
+    Node,
+    NodeApp,
+    PublishEvent,
+    Request,
+    SubscribeEvent,
+    config_from_mapping,
+    run,
+    serve,
+)
 
 
 HERE = Path(__file__).resolve().parent
@@ -195,7 +204,7 @@ async def serve_chat(host: str, port: int, origins: list[str], sdk: Path) -> Non
     app = NodeApp(node)
     mount_static(app, sdk)
     await node.start()
-    server = await serve_node(node, host, port, app=app)
+    server = await serve(node, host, port, app=app)
     print(f"chat listening on http://{host}:{server.port}/", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from rtcore.protocol import codes
     from rtcore.protocol.codes import ClientError, Disconnect, DisconnectError
     from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
-    from rtcore.server.app import serve_node as serve
+    from rtcore.server.app import NodeApp, serve_node as serve
+    from rtcore.transports.http_server import HttpResponseWriter, run
+    from rtcore.wire.http import Request
 
 
 # public name -> (module, attribute); None: the module itself
@@ -63,6 +65,11 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Publication": ("rtcore.protocol.types", "Publication"),
     "PresenceStats": ("rtcore.protocol.types", "PresenceStats"),
     "StreamPosition": ("rtcore.protocol.types", "StreamPosition"),
+    # mounting the application's own HTTP routes beside the protocol endpoints
+    "NodeApp": ("rtcore.server.app", "NodeApp"),
+    "Request": ("rtcore.wire.http", "Request"),
+    "HttpResponseWriter": ("rtcore.transports.http_server", "HttpResponseWriter"),
+    "run": ("rtcore.transports.http_server", "run"),
     **{
         name: ("rtcore.engine.events", name)
         for name in (
@@ -98,6 +105,10 @@ __all__ = [
     "Publication",
     "PresenceStats",
     "StreamPosition",
+    "NodeApp",
+    "Request",
+    "HttpResponseWriter",
+    "run",
     "Credentials",
     "SubscriptionGrant",
     "ConnectEvent",
