@@ -1,0 +1,177 @@
+"""The ``/api`` HTTP handler: key check, method routing, error modes and draining at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import TYPE_CHECKING, Final
+
+from rtcore.errors import HttpError
+from rtcore.server.api.batch import run_batch, run_legacy
+from rtcore.server.api.errors import ApiError
+from rtcore.server.api.methods import Executor, RpcHandler
+from rtcore.server.api.rawjson import decode_text, dump, parse_json
+from rtcore.server.api.schema import FIELDS, RAW_SPECS, request_params
+
+
+if TYPE_CHECKING:
+    from rtcore.engine.node import Node
+    from rtcore.transports.http_server import HttpResponseWriter
+    from rtcore.wire.http import Request
+
+
+__all__ = ["JSON_HEADERS", "METHODS", "TEXT_HEADERS", "ServerApi"]
+
+logger = logging.getLogger("rtcore.server.api")
+
+JSON_HEADERS: Final = [("Content-Type", "application/json")]
+TEXT_HEADERS: Final = [("Content-Type", "text/plain; charset=utf-8")]
+
+#: Methods served at ``/api/<method>`` (``batch`` included).
+METHODS: Final = (*FIELDS, "batch")
+
+# Error-object code -> HTTP status in the "transport" error mode.
+_TRANSPORT_STATUS: Final = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
+
+
+class ServerApi:
+    """The ``/api`` HTTP handler of a node (mounted by :class:`~rtcore.server.app.NodeApp`).
+
+    Args:
+        node: the node the methods act on.
+
+    Attributes:
+        closing: set at shutdown; new requests get 503 while in-flight ones finish.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config.api
+        self.executor = Executor(node)
+        self.closing = False
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
+        if not self.config.insecure and not self.config.key:
+            logger.warning("api.key is empty: every server API request gets 401 (set api.key)")
+
+    # -- extension and lifecycle ------------------------------------------------
+
+    def add_rpc(self, method: str, handler: RpcHandler) -> None:
+        """Serve the ``rpc`` method ``method``: ``handler(params_json_or_None)`` returns
+        the result ``data`` (JSON bytes or a JSON-serialisable value) or raises
+        :class:`ApiError`."""
+        if not method:
+            raise ValueError("rpc method name must not be empty")
+        self.executor.rpc_handlers[method] = handler
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being executed now."""
+        return self._in_flight
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new requests (503) and wait up to ``timeout`` s for in-flight ones.
+
+        Returns:
+            True when nothing is in flight any more.
+        """
+        self.closing = True
+        if not self._in_flight:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- request handling ---------------------------------------------------------
+
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries the configured API key (or the API is insecure)."""
+        if self.config.insecure:
+            return True
+        key = self.config.key
+        if not key:
+            return False
+        given = request.header("x-api-key")
+        if given is None:
+            auth = request.header("authorization")
+            if auth is not None:
+                scheme, _, value = auth.partition(" ")
+                if scheme.lower() == "apikey":
+                    given = value.strip()
+        if given is None:
+            try:
+                values = request.query_params().get("api_key")
+            except HttpError:
+                values = None
+            given = values[0] if values else None
+        return given is not None and hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
+
+    async def __call__(self, request: Request, response: HttpResponseWriter) -> None:
+        if request.path == "/api":
+            method = ""
+        elif request.path.startswith("/api/") and len(request.path) > 5:
+            method = request.path[5:]
+        else:
+            response.send(404, TEXT_HEADERS, b"not found\n")
+            return
+        if not self.authorized(request):
+            response.send(401, TEXT_HEADERS, b"unauthorized: missing or wrong API key\n")
+            return
+        if request.method != "POST":
+            response.send(
+                405,
+                [*TEXT_HEADERS, ("Allow", "POST")],
+                f"method {request.method} not allowed: the server API takes POST\n".encode(),
+            )
+            return
+        if method and method not in METHODS:
+            shown = method if len(method) <= 64 and method.isprintable() else method[:64] + "..."
+            response.send(
+                404,
+                TEXT_HEADERS,
+                f"unknown API method {shown!r}; methods: {', '.join(METHODS)}\n".encode(),
+            )
+            return
+        if self.closing:
+            response.send(503, [*TEXT_HEADERS, ("Retry-After", "1")], b"server is shutting down\n")
+            return
+        self._in_flight += 1
+        try:
+            status, body = await self._execute(method, request)
+        except HttpError as exc:
+            status, body = exc.status, (exc.message + "\n").encode()
+            if status == 400:
+                logger.debug("API request refused: %s", exc.message)
+            response.send(status, TEXT_HEADERS, body)
+            return
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._idle is not None:
+                self._idle.set()
+        response.send(status, JSON_HEADERS, body)
+
+    async def _execute(self, method: str, request: Request) -> tuple[int, bytes]:
+        text = decode_text(request.body)
+        if not method:
+            return 200, await run_legacy(self.executor, text)
+        if method == "batch":
+            return 200, dump(await run_batch(self.executor, text))
+        value = parse_json(text, RAW_SPECS[method]) if text.strip() else {}
+        params = request_params(method, value, "")
+        try:
+            result = await self.executor.call(method, params)
+        except ApiError as exc:
+            if self._transport_errors(request):
+                return _TRANSPORT_STATUS.get(exc.code, 500), dump(exc.to_json())
+            return 200, dump({"error": exc.to_json()})
+        return 200, dump({"result": result})
+
+    def _transport_errors(self, request: Request) -> bool:
+        if self.config.error_mode == "transport":
+            return True
+        mode = request.header("x-centrifugo-error-mode")
+        return mode is not None and mode.strip().lower() == "transport"
