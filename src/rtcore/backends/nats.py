@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from rtcore.backends.redis import (
+from rtcore.backends.redis.codec import (
     FORMAT_VERSION,
     KIND_JOIN,
     KIND_LEAVE,

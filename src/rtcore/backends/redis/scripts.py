@@ -7,7 +7,7 @@ server's ``TIME``, so nodes with skewed clocks agree on presence expiry. Any
 script that writes after calling ``TIME`` first switches to effects
 replication, which Redis 5 and 6 need (Redis 7 always does it).
 
-Binary formats are described in :mod:`rtcore.backends.redis`: ``ARGV`` carries
+Binary formats are described in :mod:`rtcore.backends.redis.codec`: ``ARGV`` carries
 the msgpack body of a publication (without the format byte). The scripts add
 the format byte ``\\1`` when they store an entry, and they splice the body,
 the new offset and the epoch into a pub/sub message without decoding
