@@ -48,9 +48,17 @@ class OptionalBuildExt(build_ext):
     def _fail(self, exc: BaseException) -> None:
         if REQUIRE_EXTENSIONS:
             raise exc
+        # Loud on purpose: the twins work, but fan-out and framing cost several
+        # times more CPU, which an operator must not discover in production.
+        bar = "!" * 78
         sys.stderr.write(
-            f"WARNING: rtcore's compiled modules were not built ({exc!r}); "
-            "the pure-Python implementation will be used.\n"
+            f"\n{bar}\n"
+            f"WARNING: rtcore's compiled modules were NOT built ({exc!r}).\n"
+            "rtcore will run on its pure-Python twins: correct, but several times slower\n"
+            "at framing and fan-out. Install a C compiler and Python headers (Debian:\n"
+            "apt-get install build-essential python3-dev) and reinstall, or set\n"
+            "RTCORE_REQUIRE_EXTENSIONS=1 to make this an error.\n"
+            f"{bar}\n\n"
         )
 
 
@@ -67,12 +75,15 @@ def _extensions() -> list[Extension]:
         sys.stderr.write("WARNING: Cython is not installed; building without extensions.\n")
         return []
     cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
+    # Release builds ship stripped modules (no symbol tables: a fraction of the size).
+    ldflags = [] if DEBUG or TRACE else ["-s"]
     macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
     exts = [
         Extension(
             f"rtcore.{m}",
             [sources[m]],
             extra_compile_args=cflags,
+            extra_link_args=ldflags,
             define_macros=macros,
         )
         for m in present
