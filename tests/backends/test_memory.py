@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import string
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ class TestArguments:
             lambda: MemoryHistoryStore(meta_ttl=0),
             lambda: MemoryHistoryStore(sweep_interval=0),
             lambda: MemoryHistoryStore(sweep_batch=0),
+            lambda: MemoryHistoryStore(max_streams=0),
+            lambda: MemoryHistoryStore(max_streams=2.5),  # type: ignore[arg-type]
+            lambda: MemoryHistoryStore(max_streams=True),
             lambda: MemoryBroker(sweep_interval=-1),
             lambda: MemoryPresenceManager(0),
             lambda: MemoryPresenceManager(1.0, sweep_batch=0),
@@ -156,10 +160,16 @@ class TestArguments:
 
 
 class TestMemoryBehaviour:
-    def test_epochs_are_eight_ascii_letters_and_differ_per_stream(self) -> None:
+    def test_epochs_are_eight_ascii_letters_and_differ_per_incarnation(self) -> None:
+        clock = FakeClock()
+        store = MemoryHistoryStore(clock=clock)
+
         async def main() -> set[str]:
-            store = MemoryHistoryStore(clock=FakeClock())
-            return {(await store.position(f"c{i}")).epoch for i in range(50)}
+            epochs = set()
+            for _ in range(50):
+                epochs.add((await store.add("a", pub("x"), OPTS)).epoch)
+                clock.advance(2.0)  # meta_ttl: the stream is lost
+            return epochs
 
         epochs = asyncio.run(main())
         assert len(epochs) == 50
@@ -284,19 +294,40 @@ class TestMemoryIsReclaimed:
 
         asyncio.run(main())
 
-    def test_data_is_freed_on_time_when_a_read_created_the_stream(self) -> None:
-        # The read schedules the stream at its (30-day) meta deadline; the add
-        # must bring the deadline forward to the data ttl.
+    def test_data_is_freed_on_time_after_a_read_refreshed_the_meta(self) -> None:
+        # The read moves the meta deadline (30 days) past the data deadline;
+        # the data must still go at the data ttl.
         clock = FakeClock()
         store = MemoryHistoryStore(clock=clock)
 
         async def main() -> None:
-            await store.position("a")
             await store.add("a", pub("x"), OPTS)
+            await store.position("a")
             clock.advance(1.5)
             await store.remove("unrelated")
             assert store.publication_count == 0
             assert store.channel_count == 1
+
+        asyncio.run(main())
+
+    def test_reads_of_channels_without_a_stream_keep_nothing(self) -> None:
+        # Subscribing to many distinct history channels reads their positions:
+        # that must not leave state behind (it used to, for history_meta_ttl).
+        clock = FakeClock()
+        store = MemoryHistoryStore(clock=clock)
+
+        async def main() -> None:
+            vacant = await store.position("c0")
+            for i in range(20_000):
+                channel = f"c{i}"
+                assert await store.position(channel) == vacant
+                result = await store.get(channel, since=StreamPosition(3, "x"), limit=-1)
+                assert result == HistoryResult([], vacant)
+                await store.remove(channel)
+            assert store.channel_count == 0
+            assert store._expiry.heap == []
+            # The first add continues the epoch those reads saw.
+            assert await store.add("c7", pub("x"), OPTS) == StreamPosition(1, vacant.epoch)
 
         asyncio.run(main())
 
@@ -363,6 +394,141 @@ class TestMemoryIsReclaimed:
         asyncio.run(main())
 
 
+class TestStreamBound:
+    def test_the_number_of_streams_is_bounded(self) -> None:
+        clock = FakeClock()
+        store = MemoryHistoryStore(clock=clock, max_streams=100)
+
+        async def main() -> None:
+            for i in range(20_000):
+                await store.add(f"c{i}", pub("x"), OPTS)
+                assert store.channel_count <= 100
+            assert store.channel_count == 100
+            assert store.evicted_count == 19_900
+            assert store.publication_count == 100
+            # Evicted streams' heap entries do not pile up either.
+            assert len(store._expiry.heap) <= 2 * 100 + 64 + 1
+            # The newest survive.
+            assert offsets_of(await store.get("c19999", limit=-1)) == [1]
+
+        asyncio.run(main())
+
+    def test_streams_without_publications_are_evicted_first(self) -> None:
+        clock = FakeClock()
+        store = MemoryHistoryStore(clock=clock, max_streams=3)
+        long = HistoryOptions(size=10, ttl=100.0, meta_ttl=200.0)
+
+        async def main() -> None:
+            await store.add("short", pub("x"), OPTS)  # data ttl 1 s
+            await store.add("kept1", pub("x"), long)
+            await store.add("kept2", pub("x"), long)
+            clock.advance(1.5)  # "short" keeps its meta but no publication
+            await store.position("short")  # most recently used, still the first to go
+            await store.add("new", pub("x"), long)
+            assert store.evicted_count == 1
+            for channel in ("kept1", "kept2", "new"):
+                assert offsets_of(await store.get(channel, limit=-1)) == [1]
+            assert (await store.position("short")).offset == 0
+
+        asyncio.run(main())
+
+    def test_least_recently_used_goes_when_all_have_publications(self) -> None:
+        clock = FakeClock()
+        store = MemoryHistoryStore(clock=clock, max_streams=3)
+
+        async def main() -> None:
+            for channel in ("a", "b", "c"):
+                await store.add(channel, pub("x"), OPTS)
+            await store.get("a", limit=-1)  # a read is a use: "b" is now the oldest
+            await store.add("d", pub("x"), OPTS)
+            assert (await store.position("b")).offset == 0
+            await store.add("c", pub("y"), OPTS)  # an add is a use: "a" is now the oldest
+            await store.add("e", pub("x"), OPTS)
+            assert (await store.position("a")).offset == 0
+            assert [(await store.position(c)).offset for c in ("c", "d", "e")] == [2, 1, 1]
+
+        asyncio.run(main())
+
+    def test_an_evicted_stream_comes_back_with_another_epoch(self) -> None:
+        clock = FakeClock()
+        store = MemoryHistoryStore(clock=clock, max_streams=1)
+
+        async def main() -> None:
+            vacant = await store.position("a")
+            # "a" takes the vacant epoch a subscriber saw before its first publication.
+            first = await store.add("a", pub("a1"), OPTS)
+            assert first == StreamPosition(1, vacant.epoch)
+            await store.add("a", pub("a2"), OPTS)
+            await store.add("b", pub("b1"), OPTS)  # evicts "a"
+            # A client at a1 comes back: another epoch, nothing from it, no
+            # publication of the new stream passed off as the one it missed.
+            again = await store.get("a", since=first, limit=-1)
+            assert again.publications == [] and again.position.offset == 0
+            assert again.position.epoch != vacant.epoch
+            renewed = await store.add("a", pub("a3"), OPTS)  # evicts "b"
+            assert renewed.offset == 1 and renewed.epoch not in (vacant.epoch, first.epoch)
+            stale = await store.get("a", since=StreamPosition(0, vacant.epoch), limit=-1)
+            assert stale.publications == []
+
+        asyncio.run(main())
+
+    def test_streams_without_publications_are_small(self) -> None:
+        # They can be max_streams many; an empty deque alone is ~760 bytes.
+        clock = FakeClock()
+        store = MemoryHistoryStore(clock=clock, sweep_batch=10_000)
+        channels = [f"chan:{i}" for i in range(2000)]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for channel in channels:
+                store.append(channel, pub("x"), OPTS, clock(), False)
+            clock.advance(1.5)
+            store.read("unrelated", None, 0, False, None)  # the sweep drops every publication
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert store.publication_count == 0
+        assert store.channel_count == 2000
+        assert (after - before) / 2000 < 400
+
+
+def test_subscribing_to_many_history_channels_leaves_no_streams() -> None:
+    """One connection subscribing to and leaving many distinct history channels."""
+    from protocol.helpers import Client, make_node, run
+
+    namespace = {
+        "name": "h",
+        "allow_subscribe_for_anonymous": True,
+        "allow_subscribe_for_client": True,
+        "history_size": 10,
+        "history_ttl": 60,
+        "force_recovery": True,
+    }
+    node = make_node(
+        {
+            "client": {"allow_anonymous_connect_without_token": True},
+            "channel": {"namespaces": [namespace]},
+        }
+    )
+    store = node.broker.history_store  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        await node.start()
+        try:
+            client = Client(node)
+            await client.connect()
+            for i in range(300):
+                recover = {"recover": True, "offset": 5, "epoch": "abc"} if i % 2 else {}
+                result = await client.subscribe(f"h:{i}", **recover)
+                assert result["recoverable"] is True
+                await client.ok("unsubscribe", {"channel": f"h:{i}"})
+            assert store.channel_count == 0
+        finally:
+            await node.close()
+
+    run(main())
+
+
 # ---------------------------------------------------------------------------
 # Model-based checks: random operation sequences against naive models
 # ---------------------------------------------------------------------------
@@ -370,7 +536,7 @@ class TestMemoryIsReclaimed:
 
 @dataclass
 class ModelStream:
-    epoch_id: int
+    epoch: str
     top: int = 0
     pubs: list[tuple[int, str]] = field(default_factory=list)
     data_expire_at: float = float("inf")
@@ -378,11 +544,18 @@ class ModelStream:
 
 
 class HistoryModel:
-    """The HistoryStore rules written as plainly as possible."""
+    """The HistoryStore rules written as plainly as possible.
 
-    def __init__(self) -> None:
+    Which epoch a new stream takes is the store's vacant epoch at that moment
+    (when it changes depends on sweeps), so the model reads it from the store
+    and checks the rule that makes it safe instead: a channel never gets back
+    an epoch one of its earlier streams had.
+    """
+
+    def __init__(self, store: MemoryHistoryStore) -> None:
+        self.store = store
         self.streams: dict[str, ModelStream] = {}
-        self.epochs = 0
+        self.past_epochs: dict[str, set[str]] = {}
 
     def live(self, channel: str, now: float, create: bool) -> ModelStream | None:
         s = self.streams.get(channel)
@@ -392,47 +565,51 @@ class HistoryModel:
         if s is not None and now >= s.data_expire_at:
             s.pubs = []
         if s is None and create:
-            self.epochs += 1
-            s = self.streams[channel] = ModelStream(self.epochs)
+            epoch = self.store._vacant_epoch
+            past = self.past_epochs.setdefault(channel, set())
+            assert epoch not in past, f"{channel} got epoch {epoch} back"
+            past.add(epoch)
+            s = self.streams[channel] = ModelStream(epoch)
         return s
 
-    def add(self, channel: str, payload: str, opts: HistoryOptions, now: float) -> tuple[int, int]:
+    def add(self, channel: str, payload: str, opts: HistoryOptions, now: float) -> StreamPosition:
         s = self.live(channel, now, True)
         assert s is not None
         s.top += 1
         s.pubs = (s.pubs + [(s.top, payload)])[-opts.size :]
         s.data_expire_at = now + opts.ttl
         s.meta_expire_at = now + opts.meta_ttl
-        return s.top, s.epoch_id
+        return StreamPosition(s.top, s.epoch)
 
     def get(
         self,
         channel: str,
-        since: tuple[int, int | None] | None,
+        since: StreamPosition | None,
         limit: int,
         reverse: bool,
         meta_ttl: float,
         now: float,
-    ) -> tuple[list[tuple[int, str]], int, int]:
-        s = self.live(channel, now, True)
-        assert s is not None
+    ) -> tuple[list[tuple[int, str]], StreamPosition]:
+        s = self.live(channel, now, False)
+        if s is None:
+            # No stream and none created: offset 0 in the vacant epoch.
+            return [], StreamPosition(0, self.store._vacant_epoch)
         s.meta_expire_at = now + meta_ttl
         pubs = list(s.pubs)
         if since is not None:
-            offset, epoch_id = since
-            if epoch_id is not None and epoch_id != s.epoch_id:
+            if since.epoch and since.epoch != s.epoch:
                 pubs = []
             elif reverse:
-                pubs = [p for p in pubs if p[0] < offset]
+                pubs = [p for p in pubs if p[0] < since.offset]
             else:
-                pubs = [p for p in pubs if p[0] > offset]
+                pubs = [p for p in pubs if p[0] > since.offset]
         if reverse:
             pubs.reverse()
         if limit == 0:
             pubs = []
         elif limit > 0:
             pubs = pubs[:limit]
-        return pubs, s.top, s.epoch_id
+        return pubs, StreamPosition(s.top, s.epoch)
 
     def remove(self, channel: str, now: float) -> None:
         s = self.live(channel, now, False)
@@ -449,14 +626,8 @@ def test_history_store_matches_the_model(seed: int) -> None:
     store = MemoryHistoryStore(
         clock=clock, meta_ttl=3.0, sweep_interval=interval, sweep_batch=rng.choice([1, 3, 100])
     )
-    model = HistoryModel()
+    model = HistoryModel(store)
     channels = ["a", "b", "c", "d"]
-    # model epoch id <-> store epoch string, learned as they appear; must stay a bijection
-    names: dict[int, str] = {}
-
-    def learn(epoch_id: int, epoch: str) -> None:
-        assert names.setdefault(epoch_id, epoch) == epoch
-        assert list(names.values()).count(epoch) == 1
 
     async def main() -> None:
         for step in range(600):
@@ -469,36 +640,29 @@ def test_history_store_matches_the_model(seed: int) -> None:
                 )
                 payload = f"p{step}"
                 position = await store.add(channel, pub(payload), opts)
-                top, epoch_id = model.add(channel, payload, opts, clock.now)
-                assert position.offset == top
-                learn(epoch_id, position.epoch)
+                assert position == model.add(channel, payload, opts, clock.now)
             elif op < 0.75:
                 limit = rng.choice([-1, 0, 1, 2, 5])
                 reverse = rng.random() < 0.5
                 meta_ttl = rng.choice([1.0, 3.0])
                 since: StreamPosition | None = None
-                model_since: tuple[int, int | None] | None = None
                 if rng.random() < 0.6:
                     offset = rng.randint(1 if reverse else 0, 12)
                     known = model.streams.get(channel)
-                    kind = rng.choice(["current", "empty", "other"])
-                    if kind == "current" and known is not None and known.epoch_id in names:
-                        since = StreamPosition(offset, names[known.epoch_id])
-                        model_since = (offset, known.epoch_id)
+                    kind = rng.choice(["current", "vacant", "empty", "other"])
+                    if kind == "current" and known is not None:
+                        since = StreamPosition(offset, known.epoch)
+                    elif kind == "vacant":
+                        since = StreamPosition(offset, store._vacant_epoch)
                     elif kind == "other":
                         since = StreamPosition(offset, "not-an-epoch")
-                        model_since = (offset, -1)
                     else:
                         since = StreamPosition(offset, "")
-                        model_since = (offset, None)
                 result = await store.get(
                     channel, since=since, limit=limit, reverse=reverse, meta_ttl=meta_ttl
                 )
-                pubs, top, epoch_id = model.get(
-                    channel, model_since, limit, reverse, meta_ttl, clock.now
-                )
-                learn(epoch_id, result.position.epoch)
-                assert result.position.offset == top
+                pubs, position = model.get(channel, since, limit, reverse, meta_ttl, clock.now)
+                assert result.position == position
                 assert [(p.offset, p.data.decode()) for p in result.publications] == pubs
             elif op < 0.85:
                 await store.remove(channel)
@@ -520,6 +684,60 @@ def test_history_store_matches_the_model(seed: int) -> None:
             await store.remove("unrelated")
         assert store.channel_count == 0
         assert store.publication_count == 0
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_eviction_never_serves_wrong_publications(seed: int) -> None:
+    """Random adds, reads and expiry over more channels than ``max_streams``.
+
+    Whatever was evicted or expired, a read in a given epoch returns only
+    publications that were added to that channel in that epoch, at their
+    offsets; a channel never gets back an epoch it had; the bound holds.
+    """
+    rng = random.Random(seed)
+    clock = FakeClock()
+    store = MemoryHistoryStore(
+        clock=clock,
+        meta_ttl=3.0,
+        sweep_interval=rng.choice([0.25, 1e9]),
+        max_streams=rng.choice([1, 2, 3]),
+    )
+    channels = [f"c{i}" for i in range(rng.choice([4, 8]))]
+    added: dict[tuple[str, str], dict[int, str]] = {}
+    epochs: dict[str, list[str]] = {c: [] for c in channels}
+    saved: dict[str, StreamPosition] = {}
+
+    async def main() -> None:
+        for step in range(800):
+            channel = rng.choice(channels)
+            op = rng.random()
+            if op < 0.4:
+                opts = HistoryOptions(size=rng.randint(1, 4), ttl=rng.choice([0.5, 2.0]))
+                payload = f"p{step}"
+                position = await store.add(channel, pub(payload), opts)
+                if position.offset == 1:
+                    assert position.epoch not in epochs[channel]
+                    epochs[channel].append(position.epoch)
+                else:
+                    assert position.epoch == epochs[channel][-1]
+                added.setdefault((channel, position.epoch), {})[position.offset] = payload
+            elif op < 0.9:
+                since = saved.get(channel) if rng.random() < 0.7 else None
+                result = await store.get(channel, since=since, limit=-1)
+                stream = added.get((channel, result.position.epoch), {})
+                assert result.position.offset == max(stream, default=0)
+                if since is not None and since.epoch != result.position.epoch:
+                    assert result.publications == []
+                for p in result.publications:
+                    assert stream[p.offset] == p.data.decode()
+                    assert since is None or p.offset > since.offset
+                saved[channel] = result.position
+            else:
+                clock.advance(rng.choice([0.25, 1.0, 3.5]))
+            assert store.channel_count <= store.max_streams
+        assert store.evicted_count > 0
 
     asyncio.run(main())
 

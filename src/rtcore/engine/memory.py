@@ -17,6 +17,11 @@ what expired and a single call never stalls on a mass expiry. On top of that,
 every access checks its own channel lazily, so results are exact even before
 a sweep runs. An idle store keeps its memory until the next call, but an idle
 store also does not grow.
+
+Nothing grows without bound either: reading a channel's history creates no
+state, and the history store keeps at most ``max_streams`` streams (see
+:class:`MemoryHistoryStore` for which one is evicted and what recovery sees).
+Presence entries and idempotency results live only as long as their leases.
 """
 
 from __future__ import annotations
@@ -50,7 +55,12 @@ if TYPE_CHECKING:
     from rtcore.engine.presence import PresenceManager
 
 
-__all__ = ["MemoryBroker", "MemoryHistoryStore", "MemoryPresenceManager"]
+__all__ = [
+    "DEFAULT_MAX_STREAMS",
+    "MemoryBroker",
+    "MemoryHistoryStore",
+    "MemoryPresenceManager",
+]
 
 
 logger = logging.getLogger(__name__)
@@ -123,7 +133,9 @@ class _Stream:
         # Offset of the last publication ever added in this epoch.
         self.top = 0
         # Retained publications; offsets are consecutive, pubs[0] the oldest.
-        self.pubs: deque[Publication] = deque()
+        # None while none is retained: an empty deque costs ~760 bytes, and
+        # streams without publications (meta only) can be many.
+        self.pubs: deque[Publication] | None = None
         self.data_expire_at = _INF
         self.meta_expire_at = _INF
         # Deadline of this stream's live heap entry (inf: none).
@@ -144,18 +156,44 @@ def _window(pubs: deque[Publication], lo: int, hi: int, newest_first: bool) -> l
     return out
 
 
+#: Default bound on the streams one :class:`MemoryHistoryStore` keeps.
+DEFAULT_MAX_STREAMS = 100_000
+
+
 class MemoryHistoryStore:
-    """:class:`~rtcore.engine.history.HistoryStore` in process memory.
+    """:class:`~rtcore.engine.history.HistoryStore` in process memory, with a bounded stream count.
 
     Adds cost O(1). Reads cost O(returned publications), plus the distance from
-    the nearer end of the stream. Epochs are random per stream, so a process
-    restart invalidates every saved client position, as it must.
+    the nearer end of the stream. Epochs are random, so a process restart
+    invalidates every saved client position, as it must.
+
+    **Reads create nothing.** A channel gets a stream only from its first add.
+    Reading a channel without one answers offset 0 and the store's *vacant
+    epoch*, a random epoch that the next stream created takes, so a client
+    that saw ``(0, vacant epoch)`` before the first publication recovers it.
+    When a stream that carries the current vacant epoch is dropped (its meta
+    expired, or it was evicted), the vacant epoch is replaced by a new one: a
+    channel therefore never gets back an epoch one of its earlier streams had,
+    and a client holding a position in a lost stream gets ``recovered: false``
+    rather than publications of another stream. The price is that clients
+    holding ``(0, old vacant epoch)`` of a channel that was still empty do not
+    recover either.
+
+    **Bounded.** At most ``max_streams`` streams are kept. An add that needs a
+    new stream when that many exist first evicts one: the least recently used
+    stream that retains no publication (all expired or removed: only its epoch
+    and top offset are lost), ordered by last add or read or by when it lost
+    its last publication; if every stream retains publications, the least
+    recently used one, whose history is lost. Reads and adds count as use. An
+    evicted stream comes back, on its next add, with another epoch (see
+    above), so its subscribers fail recovery instead of getting wrong data.
 
     Args:
         meta_ttl: meta lifetime set by reads that pass no ``meta_ttl``.
         clock: monotonic seconds; all TTLs are measured on it.
         sweep_interval: seconds between expiry sweeps (see the module docstring).
         sweep_batch: most deadlines processed by one sweep.
+        max_streams: most streams kept (see above); at least 1.
     """
 
     def __init__(
@@ -165,26 +203,45 @@ class MemoryHistoryStore:
         clock: Clock = time.monotonic,
         sweep_interval: float = 1.0,
         sweep_batch: int = 1000,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         if not meta_ttl > 0:
             raise ValueError(f"meta_ttl must be > 0 seconds, got {meta_ttl}")
         _check_sweep_args(sweep_interval, sweep_batch)
+        if type(max_streams) is not int or max_streams < 1:
+            raise ValueError(f"max_streams must be an integer >= 1, got {max_streams!r}")
         self._meta_ttl = meta_ttl
         self._clock = clock
-        self._streams: dict[str, _Stream] = {}
+        self._max_streams = max_streams
+        # Every stream is in exactly one of these, each ordered from least to
+        # most recently used (re-inserted on use): the eviction candidates.
+        self._with_pubs: dict[str, _Stream] = {}
+        self._without_pubs: dict[str, _Stream] = {}
+        self._vacant_epoch = _new_epoch()
         self._expiry: _ExpiryQueue[str] = _ExpiryQueue(sweep_interval, sweep_batch)
         # Publications retained over all streams (for introspection and tests).
         self._num_pubs = 0
+        self._num_evicted = 0
 
     @property
     def channel_count(self) -> int:
         """Streams currently held, with or without publications (meta only)."""
-        return len(self._streams)
+        return len(self._with_pubs) + len(self._without_pubs)
 
     @property
     def publication_count(self) -> int:
         """Publications currently retained over all streams."""
         return self._num_pubs
+
+    @property
+    def max_streams(self) -> int:
+        """The bound on :attr:`channel_count`."""
+        return self._max_streams
+
+    @property
+    def evicted_count(self) -> int:
+        """Streams evicted so far to stay within ``max_streams``."""
+        return self._num_evicted
 
     # -- HistoryStore -------------------------------------------------------
 
@@ -210,9 +267,8 @@ class MemoryHistoryStore:
         if now >= self._expiry.next_sweep:
             self._expiry.sweep(now, self._on_due)
         stream = self._live(channel, now)
-        if stream is not None and stream.pubs:
-            self._num_pubs -= len(stream.pubs)
-            stream.pubs.clear()
+        if stream is not None and stream.pubs is not None:
+            self._clear(channel, stream)
 
     # -- synchronous core (used directly by MemoryBroker) --------------------
 
@@ -224,8 +280,17 @@ class MemoryHistoryStore:
             self._expiry.sweep(now, self._on_due)
         stream = self._live(channel, now)
         if stream is None:
-            stream = self._streams[channel] = _Stream(_new_epoch())
-        pubs = stream.pubs
+            if self.channel_count >= self._max_streams:
+                self._evict()
+            stream = _Stream(self._vacant_epoch)
+            pubs = stream.pubs = deque()
+        elif stream.pubs is None:
+            del self._without_pubs[channel]
+            pubs = stream.pubs = deque()
+        else:
+            pubs = stream.pubs
+            del self._with_pubs[channel]
+        self._with_pubs[channel] = stream
         prev = pubs[-1] if want_prev and pubs else None
         offset = stream.top = stream.top + 1
         pub.offset = offset
@@ -269,12 +334,18 @@ class MemoryHistoryStore:
             self._expiry.sweep(now, self._on_due)
         stream = self._live(channel, now)
         if stream is None:
-            stream = self._streams[channel] = _Stream(_new_epoch())
+            return HistoryResult([], StreamPosition(0, self._vacant_epoch))
         stream.meta_expire_at = now + meta_ttl
         self._schedule(channel, stream)
         position = StreamPosition(stream.top, stream.epoch)
         pubs = stream.pubs
-        if limit == 0 or not pubs:
+        if pubs is None:
+            del self._without_pubs[channel]
+            self._without_pubs[channel] = stream
+            return HistoryResult([], position)
+        del self._with_pubs[channel]
+        self._with_pubs[channel] = stream
+        if limit == 0:
             return HistoryResult([], position)
         n = len(pubs)
         if since is None:
@@ -296,25 +367,60 @@ class MemoryHistoryStore:
                 hi = lo + limit
         return HistoryResult(_window(pubs, lo, hi, reverse), position)
 
-    # -- expiry ---------------------------------------------------------------
+    # -- expiry and eviction ----------------------------------------------------
 
     def _live(self, channel: str, now: float) -> _Stream | None:
         """The channel's stream with expired parts dropped, or None."""
-        stream = self._streams.get(channel)
+        stream = self._with_pubs.get(channel) or self._without_pubs.get(channel)
         if stream is None:
             return None
         if now >= stream.meta_expire_at:
-            del self._streams[channel]
-            self._num_pubs -= len(stream.pubs)
+            self._drop(channel, stream)
             return None
-        if stream.pubs and now >= stream.data_expire_at:
-            self._num_pubs -= len(stream.pubs)
-            stream.pubs.clear()
+        if stream.pubs is not None and now >= stream.data_expire_at:
+            self._clear(channel, stream)
         return stream
+
+    def _clear(self, channel: str, stream: _Stream) -> None:
+        """Drop the publications of a stream that has some; meta stays."""
+        assert stream.pubs is not None
+        self._num_pubs -= len(stream.pubs)
+        stream.pubs = None
+        del self._with_pubs[channel]
+        self._without_pubs[channel] = stream
+
+    def _drop(self, channel: str, stream: _Stream) -> None:
+        """Forget a stream entirely (its heap entry goes stale)."""
+        if stream.pubs is None:
+            del self._without_pubs[channel]
+        else:
+            del self._with_pubs[channel]
+            self._num_pubs -= len(stream.pubs)
+        if stream.epoch == self._vacant_epoch:
+            # The channel's next stream would take this epoch again, and
+            # positions in the lost stream would look valid in the new one.
+            self._vacant_epoch = _new_epoch()
+
+    def _evict(self) -> None:
+        victims = self._without_pubs or self._with_pubs
+        channel = next(iter(victims))
+        self._drop(channel, victims[channel])
+        self._num_evicted += 1
+        # An evicted stream's heap entry stays until due (up to meta_ttl):
+        # rebuild the heap once stale entries outnumber the live ones.
+        heap = self._expiry.heap
+        if len(heap) > 2 * self.channel_count + 64:
+            heap[:] = [
+                (stream.scheduled, name)
+                for streams in (self._with_pubs, self._without_pubs)
+                for name, stream in streams.items()
+                if stream.scheduled != _INF
+            ]
+            heapq.heapify(heap)
 
     def _schedule(self, channel: str, stream: _Stream) -> None:
         deadline = stream.meta_expire_at
-        if stream.pubs and stream.data_expire_at < deadline:
+        if stream.pubs is not None and stream.data_expire_at < deadline:
             deadline = stream.data_expire_at
         # A later deadline needs no new entry: the earlier one reschedules when due.
         if deadline < stream.scheduled:
@@ -322,7 +428,7 @@ class MemoryHistoryStore:
             self._expiry.push(deadline, channel)
 
     def _on_due(self, deadline: float, channel: str, now: float) -> None:
-        stream = self._streams.get(channel)
+        stream = self._with_pubs.get(channel) or self._without_pubs.get(channel)
         if stream is None or stream.scheduled != deadline:
             return  # stale entry: the stream is gone or has an earlier entry
         stream.scheduled = _INF
