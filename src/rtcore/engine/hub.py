@@ -6,6 +6,11 @@ per codec that has subscribers in the channel (never per subscriber), then
 subscriber's writer. ``add_subscriber``/``remove_subscriber`` report the
 first/last subscriber of a channel so that the node subscribes the broker to
 a channel only while someone here listens.
+
+Every operation on one session or subscriber costs O(1), whatever the number
+of subscribers in the channel: a join or leave is delivered through a second
+index holding only the subscribers that asked for join/leave pushes, so it
+costs O(those subscribers), and nothing when nobody asked.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Hub:
         "_users",
         "_channels",
         "_codec_counts",
+        "_join_leave",
         "encodes",
     )
 
@@ -58,6 +64,9 @@ class Hub:
         self._channels: dict[str, dict[str, Subscriber]] = {}
         # channel -> subscribers per codec index (decides which encodings to make).
         self._codec_counts: dict[str, list[int]] = {}
+        # channel -> {client id -> Subscriber} of the subscribers with
+        # ``join_leave`` set; a channel without any has no entry.
+        self._join_leave: dict[str, dict[str, Subscriber]] = {}
         # Publications encoded, per codec index (observability: encode-once check).
         self.encodes = [0] * len(self.codecs)
 
@@ -98,7 +107,10 @@ class Hub:
     # -- subscribers ---------------------------------------------------------
 
     def add_subscriber(self, sub: Subscriber) -> bool:
-        """Index ``sub``; True when it is the channel's first subscriber here."""
+        """Index ``sub``; True when it is the channel's first subscriber here.
+
+        ``sub.join_leave`` is read here: set it before adding the subscriber.
+        """
         channel = sub.channel
         subs = self._channels.get(channel)
         first = subs is None
@@ -109,8 +121,14 @@ class Hub:
         old = subs.get(client_id)
         if old is not None:
             self._codec_counts[channel][old.codec] -= 1
+            self._drop_listener(channel, client_id)
         subs[client_id] = sub
         self._codec_counts[channel][sub.codec] += 1
+        if sub.join_leave:
+            listeners = self._join_leave.get(channel)
+            if listeners is None:
+                listeners = self._join_leave[channel] = {}
+            listeners[client_id] = sub
         return first
 
     def remove_subscriber(self, channel: str, client_id: str) -> bool:
@@ -121,12 +139,20 @@ class Hub:
         sub = subs.pop(client_id, None)
         if sub is None:
             return False
+        self._drop_listener(channel, client_id)
         if not subs:
             del self._channels[channel]
             del self._codec_counts[channel]
             return True
         self._codec_counts[channel][sub.codec] -= 1
         return False
+
+    def _drop_listener(self, channel: str, client_id: str) -> None:
+        listeners = self._join_leave.get(channel)
+        if listeners is not None:
+            listeners.pop(client_id, None)
+            if not listeners:
+                del self._join_leave[channel]
 
     def subscriber(self, channel: str, client_id: str) -> Subscriber | None:
         subs = self._channels.get(channel)
@@ -184,17 +210,38 @@ class Hub:
     def broadcast_leave(self, channel: str, info: ClientInfo) -> None:
         self._broadcast_presence(channel, lambda c: c.encode_leave(channel, info))
 
+    def num_join_leave_listeners(self, channel: str) -> int:
+        """Subscribers of ``channel`` here that asked for join/leave pushes."""
+        return len(self._join_leave.get(channel, ()))
+
     def _broadcast_presence(self, channel: str, encode: Callable[[Codec], bytes]) -> None:
-        subs = self._channels.get(channel)
-        if not subs:
+        listeners = self._join_leave.get(channel)
+        if not listeners:
             return
-        targets = [s for s in subs.values() if s.join_leave and s.buffer is None]
-        if not targets:
-            return
-        payloads = self._encode(channel, encode)
-        for sub in targets:
-            payload = payloads[sub.codec]
+        # Encoded lazily, once per codec that a listener uses: the channel's
+        # other subscribers do not count.
+        payloads: list[bytes | None] = [None] * len(self.codecs)
+        encoded = [False] * len(self.codecs)
+        actions: list[Subscriber] | None = None
+        for sub in listeners.values():
+            if sub.buffer is not None:
+                continue  # still subscribing: joins/leaves before its reply are not its own
+            index = sub.codec
+            if not encoded[index]:
+                encoded[index] = True
+                self.encodes[index] += 1
+                try:
+                    payloads[index] = encode(self.codecs[index])
+                except InappropriateProtocol:
+                    pass  # not representable for this codec: 3506 for its listeners
+            payload = payloads[index]
             if payload is None:
-                self.on_action(sub, ACTION_INAPPROPRIATE_PROTOCOL)
+                if actions is None:
+                    actions = []
+                actions.append(sub)
             else:
                 sub.writer.enqueue(payload)
+        if actions is not None:
+            # After the loop: the action may disconnect and change the index.
+            for sub in actions:
+                self.on_action(sub, ACTION_INAPPROPRIATE_PROTOCOL)
