@@ -177,6 +177,13 @@ def render() -> str:
     hints = typing.get_type_hints(cfg.Config)
     for field in dataclasses.fields(cfg.Config):
         section = hints[field.name]
+        if typing.get_origin(section) is list:
+            # A top-level list of tables (``consumers``): its items' keys, set as one JSON array.
+            title = field.metadata.get("doc") or ""
+            if not title:
+                missing.append(field.name)
+            _walk(typing.get_args(section)[0], field.name + "[]", title, False, cfg, missing, out)
+            continue
         # The section's class docstring says what it is; the field doc is the fallback.
         title = (section.__doc__ or "").strip().splitlines()[0] if section.__doc__ else ""
         title = title or field.metadata.get("doc") or ""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rtcore.auth.config import TokenConfig
+from rtcore.config.consumers import ConsumerConfig, consumer_problems
 from rtcore.config.fields import ConfigErrors, _duration, _err, _f, _problems_tree
 from rtcore.config.proxy import (
     ChannelProxyConfig,
@@ -313,8 +314,30 @@ class EngineConfig:
     """Broker, history and presence backend."""
 
     type: str = _f("memory", "'memory' (single process) or 'redis'.")
-    redis_address: list[str] = _f(["redis://127.0.0.1:6379/0"], "Redis URLs (several: sharding).")
+    redis_address: list[str] = _f(
+        ["redis://127.0.0.1:6379/0"],
+        "Redis URLs (several: sharding). With Sentinel: one URL whose credentials, database "
+        "and TLS options apply to the master (its host and port are not used).",
+    )
     redis_prefix: str = _f("rtcore", "Prefix of every Redis key and channel.")
+    redis_sentinel_address: list[str] = _f(
+        [], "Sentinels (host:port or redis:// URLs); set: find the master through Sentinel."
+    )
+    redis_sentinel_master_name: str = _f("", "Name of the master the Sentinels monitor.")
+    redis_sentinel_user: str = _f("", "User for the Sentinels (ACL), if they need one.")
+    redis_sentinel_password: str = _f("", "Password for the Sentinels (requirepass / ACL).")
+    redis_sentinel_tls: bool = _f(False, "Connect to the Sentinels over TLS.")
+    redis_sentinel_tls_server_ca_pem_file: str = _f(
+        "", "CA bundle verifying the Sentinels (empty: the system's)."
+    )
+    redis_sentinel_tls_cert_pem_file: str = _f("", "Client certificate for the Sentinels.")
+    redis_sentinel_tls_key_pem_file: str = _f("", "Key of the client certificate.")
+    redis_sentinel_tls_server_name: str = _f(
+        "", "Name expected in the Sentinels' certificates (empty: the host)."
+    )
+    redis_sentinel_tls_insecure_skip_verify: bool = _f(
+        False, "Do not verify the Sentinels' certificates (tests only)."
+    )
     presence_ttl: float = _duration(
         60.0, "Presence entries expire unless refreshed within this time."
     )
@@ -324,6 +347,42 @@ class EngineConfig:
             yield _err(path, "type", "must be 'memory' or 'redis'")
         if self.presence_ttl <= 0:
             yield _err(path, "presence_ttl", "must be > 0")
+        if self.redis_sentinel_address:
+            if self.type != "redis":
+                yield _err(path, "redis_sentinel_address", "needs type = 'redis'")
+            if not self.redis_sentinel_master_name:
+                yield _err(path, "redis_sentinel_master_name", "is required with Sentinel")
+            if len(self.redis_address) > 1:
+                yield _err(
+                    path,
+                    "redis_address",
+                    "with Sentinel, at most one URL (the master's credentials and options)",
+                )
+        elif self.redis_sentinel_master_name:
+            yield _err(path, "redis_sentinel_address", "is required with a master name")
+
+
+@dataclass(slots=True)
+class BrokerConfig:
+    """A broker other than the engine's: publications between nodes (docs/nats.md)."""
+
+    type: str = _f("", "Empty: the engine's own broker; 'nats': NATS core carries publications.")
+    nats_url: list[str] = _f(["nats://127.0.0.1:4222"], "NATS server URLs (nats:// or tls://).")
+    nats_prefix: str = _f("rtcore", "Prefix of every NATS subject.")
+    nats_dial_timeout: float = _duration(1.0, "Timeout of one connection attempt.")
+    nats_write_timeout: float = _duration(
+        1.0, "How long a publish or subscribe waits for the server's confirmation."
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.type not in ("", "nats"):
+            yield _err(path, "type", "must be empty (the engine's broker) or 'nats'")
+        if self.type == "nats" and not self.nats_url:
+            yield _err(path, "nats_url", "is required")
+        if self.nats_dial_timeout <= 0:
+            yield _err(path, "nats_dial_timeout", "must be > 0")
+        if self.nats_write_timeout <= 0:
+            yield _err(path, "nats_write_timeout", "must be > 0")
 
 
 @dataclass(slots=True)
@@ -419,6 +478,9 @@ class Config:
         default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics."}
     )
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"doc": "Engine backend."})
+    broker: BrokerConfig = field(
+        default_factory=BrokerConfig, metadata={"doc": "Broker other than the engine's."}
+    )
     log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "Logging."})
     http_stream: HttpStreamSettings = field(
         default_factory=HttpStreamSettings, metadata={"doc": "HTTP-streaming transport."}
@@ -440,6 +502,9 @@ class Config:
         default_factory=ProxyConfig, metadata={"doc": "Named proxies to the application backend."}
     )
     rpc: RpcConfig = field(default_factory=RpcConfig, metadata={"doc": "Client RPC."})
+    consumers: list[ConsumerConfig] = _f(
+        [], "Server API commands read from durable sources (docs/consumers.md)."
+    )
 
     def validate(self) -> Config:
         """Check cross-field rules; raises ConfigError (ConfigErrors if several) naming the keys."""
@@ -458,6 +523,27 @@ class Config:
                 "api.port", "must differ from http.port (0: serve the API on http.port)"
             )
         yield from _proxy_reference_problems(self)
+        yield from consumer_problems(self.consumers)
+        yield from _broker_problems(self)
+
+
+def _broker_problems(config: Config) -> Iterator[ConfigError]:
+    """NATS carries no history: channels with history need the Redis engine to keep it."""
+    if config.broker.type != "nats" or config.engine.type == "redis":
+        return
+    channel = config.channel
+    scopes: list[tuple[str, ChannelOptions]] = [
+        ("channel.without_namespace", channel.without_namespace)
+    ]
+    scopes += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(channel.namespaces)]
+    for path, opts in scopes:
+        if opts.history_enabled:
+            yield _err(
+                path,
+                "history_size",
+                "history with broker.type = 'nats' needs engine.type = 'redis' to keep it "
+                "(NATS keeps no history and the memory engine's is per process)",
+            )
 
 
 def _proxy_reference_problems(config: Config) -> Iterator[ConfigError]:
