@@ -97,10 +97,12 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
         if claims.user == "" and cfg.disallow_anonymous_connection_tokens:
             raise DisconnectError(codes.PERMISSION_DENIED)
         credentials = node.credentials_from_claims(claims)
-    event = node.connect_event(session, req, credentials)
-    hook_result = await node.call_hook("on_connecting", event)
-    if hook_result is not None:
-        credentials = node.hook_credentials(hook_result)
+    if node.has_hook("on_connecting"):
+        # The event copies the request's headers: built only for a hook.
+        event = node.connect_event(session, req, credentials)
+        hook_result = await node.call_hook("on_connecting", event)
+        if hook_result is not None:
+            credentials = node.hook_credentials(hook_result)
     if credentials is None:
         if not cfg.allow_anonymous_connect_without_token:
             raise DisconnectError(codes.BAD_REQUEST)
@@ -166,7 +168,8 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
     session.mark_connected()
     node.finish_deferred_subscriptions(session)
     session.schedule_expiry_check()
-    await node.call_hook("on_connect", session)
+    if node.has_hook("on_connect"):
+        await node.call_hook("on_connect", session)
 
 
 async def handle_refresh(session: ClientSession, cmd: Command) -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -50,6 +50,15 @@ logger = logging.getLogger("rtcore.engine.session")
 CONNECTING = 0
 CONNECTED = 1
 CLOSED = 2
+
+
+def new_client_id() -> str:
+    """A random (version 4) UUID string, without building a ``uuid.UUID``."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Transport(Protocol):
@@ -124,11 +133,11 @@ class ClientSession:
         self.codec = transport.codec
         # Index of the codec in node.codecs (selects the fan-out payload).
         self.codec_index = node.codec_index(self.codec)
-        self.client_id = str(uuid.uuid4())
+        self.client_id = new_client_id()
         # Identifies this session for the emulation endpoint. Emulated
         # transports get a separate random id: the client id is public
         # (presence, join/leave) and must not let others send commands.
-        self.session_id = str(uuid.uuid4()) if transport.emulation else self.client_id
+        self.session_id = new_client_id() if transport.emulation else self.client_id
         self.state = CONNECTING
         self.user = ""
         self.info: bytes | None = None
@@ -307,7 +316,10 @@ class ClientSession:
     def schedule_expiry_check(self) -> None:
         """Re-arm the check of connection/subscription expiry (after connect/refresh)."""
         delay = self._expiry_delay()
-        self._expire_check_at = self.node.timers.now() + delay if delay is not None else 0.0
+        at = self.node.timers.now() + delay if delay is not None else 0.0
+        if at == self._expire_check_at == 0.0:
+            return  # nothing expires and nothing was armed
+        self._expire_check_at = at
         self._schedule()
 
     def _expiry_delay(self) -> float | None:
@@ -324,22 +336,22 @@ class ClientSession:
         return max(0.0, min(deadlines) - wall)
 
     def _schedule(self) -> None:
-        times = [
-            t
-            for t in (
-                self._stale_at,
-                self._next_ping_at,
-                self._pong_deadline,
-                self._expire_check_at,
-                self._presence_at,
-            )
-            if t
-        ]
+        # The earliest armed deadline (0 means not armed); no list per call.
+        when = 0.0
+        for t in (
+            self._stale_at,
+            self._next_ping_at,
+            self._pong_deadline,
+            self._expire_check_at,
+            self._presence_at,
+        ):
+            if t and (not when or t < when):
+                when = t
         timers = self.node.timers
-        if self.state == CLOSED or not times:
+        if self.state == CLOSED or not when:
             timers.cancel(self)
         else:
-            timers.schedule(self, min(times))
+            timers.schedule(self, when)
 
     def on_timer(self, now: float) -> None:
         """Called by the node's timer wheel at the earliest armed deadline."""
