@@ -131,6 +131,11 @@ class Node(BrokerEventHandler):
         self.messages_received: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
         # Failed broker / presence operations, by operation.
         self.broker_errors: dict[str, int] = {}
+        # Failed cleanup after a session or subscription ended, by operation;
+        # logged in summary lines (cleanup_failed).
+        self.cleanup_failures: dict[str, int] = {}
+        self._cleanup_unlogged = 0
+        self._cleanup_logged_at = -1e9
         # Messages and frames written to clients by sessions already closed
         # (live sessions' writers are summed at scrape time).
         self.client_messages_sent = 0
@@ -192,14 +197,21 @@ class Node(BrokerEventHandler):
         await self.broker.start(self)
         self.timers.start()
 
-    async def close(self, disconnect: codes.Disconnect = codes.SHUTDOWN) -> None:
-        """Disconnect every client and stop the backends."""
+    async def close(
+        self, disconnect: codes.Disconnect = codes.SHUTDOWN, *, timeout: float = 5.0
+    ) -> None:
+        """Disconnect every client and stop the backends.
+
+        Cleanup still pending (presence removals, leave publications, hooks of
+        sessions that ended) gets ``timeout`` seconds; what is left then is
+        abandoned (presence entries expire with their lease) and reported in
+        one log line, as are the cleanup operations that failed meanwhile.
+        """
         self.closing = True
         for session in self.hub.sessions():
             session.disconnect(disconnect)
         self.flusher.flush()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        await self._finish_tasks(timeout)
         self.timers.stop()
         if self.proxies is not None:
             await self.proxies.close()
@@ -209,6 +221,29 @@ class Node(BrokerEventHandler):
             if isinstance(presence, Closer) and presence is not self.broker:
                 await presence.close()
         self._started = False
+
+    async def _finish_tasks(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for background tasks; cancel the rest; log one summary."""
+        started = time.monotonic()
+        abandoned = 0
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=max(0.0, timeout))
+            abandoned = len(pending)
+            for task in pending:
+                task.cancel()
+            if pending:
+                # Let the cancellations unwind (finally blocks), without waiting on I/O.
+                await asyncio.wait(pending, timeout=1.0)
+        failures = self.cleanup_failures
+        if abandoned or failures:
+            failed = ", ".join(f"{op} {n}" for op, n in sorted(failures.items())) or "none"
+            logger.warning(
+                "shutdown: %d background task(s) abandoned after %.1fs (presence entries "
+                "left expire with their lease); cleanup operations failed: %s",
+                abandoned,
+                time.monotonic() - started,
+                failed,
+            )
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run a background coroutine, keeping a reference and logging its failure."""
@@ -220,7 +255,35 @@ class Node(BrokerEventHandler):
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            if self.closing:
+                # Shutting down: counted and summed up by close(), not one traceback each.
+                self.cleanup_failed("task", task.exception())
+                return
             logger.error("background task failed", exc_info=task.exception())
+
+    def cleanup_failed(self, op: str, exc: BaseException | None) -> None:
+        """Count a failed cleanup operation (presence removal, leave, broker unsubscribe).
+
+        While the node is closing they are only counted (``close`` logs the
+        total); otherwise at most one line per second is logged, with the
+        number of failures since the last line, never one traceback per client.
+        """
+        self.cleanup_failures[op] = self.cleanup_failures.get(op, 0) + 1
+        if self.closing:
+            return
+        self._cleanup_unlogged += 1
+        now = self.timers.now()
+        if now - self._cleanup_logged_at < 1.0:
+            return
+        logger.warning(
+            "%d cleanup operation(s) failed (last: %s: %s); presence entries left expire "
+            "with their lease",
+            self._cleanup_unlogged,
+            op,
+            exc,
+        )
+        self._cleanup_logged_at = now
+        self._cleanup_unlogged = 0
 
     def codec_index(self, codec: Codec) -> int:
         return self.codecs.index(codec)
@@ -414,13 +477,14 @@ class Node(BrokerEventHandler):
         session.subscriptions.clear()
         for state in states:
             self.hub.remove_subscriber(state.channel, session.client_id)
-        if not states and not was_connected:
-            return
+        hook = was_connected and self.has_hook("on_disconnect")
+        if not states and not hook:
+            return  # nothing to await: no task
 
         async def cleanup() -> None:
             for state in states:
                 await self._subscriptions.leave(session, state)
-            if was_connected:
+            if hook:
                 await self.call_hook(
                     "on_disconnect",
                     DisconnectEvent(client=session, code=disconnect.code, reason=disconnect.reason),

@@ -152,6 +152,7 @@ class Subscriptions:
         )
         session.subscriptions[channel] = state
         node.hub.add_subscriber(sub)
+        info: ClientInfo | None = None
         try:
             await self._broker_subscribe(channel)
             result = SubscribeResult()
@@ -170,9 +171,8 @@ class Subscriptions:
                 result.expires = True
                 result.ttl = max(1, int(expire_at - wall))
             if presence:
-                await node.presence_manager.add(
-                    channel, session.client_id, session.channel_info(channel)
-                )
+                info = session.channel_info(channel)
+                await node.presence_manager.add(channel, session.client_id, info)
         except BaseException as exc:
             if session.subscriptions.get(channel) is state:
                 del session.subscriptions[channel]
@@ -185,7 +185,7 @@ class Subscriptions:
         if session.subscriptions.get(channel) is not state or session.state == CLOSED:
             return None  # unsubscribed or disconnected meanwhile
         if emit_join_leave:
-            node.spawn(self._publish_join(channel, session.channel_info(channel)))
+            node.spawn(self._publish_join(channel, info or session.channel_info(channel)))
         state.flush_from = (
             result.offset
             if not result.recovered
@@ -315,21 +315,33 @@ class Subscriptions:
         node = self.node
         channel = state.channel
         await self._broker_unsubscribe(channel)
+        op = "presence_remove"
         try:
             if state.presence:
                 await node.presence_manager.remove(channel, session.client_id, session.user)
+            op = "leave"
             if state.emit_join_leave and not state.pending:
                 await node.broker.publish_leave(channel, session.channel_info(channel))
                 node.messages_sent["leave"] += 1
-        except Exception:  # noqa: BLE001
-            node.count_broker_error("leave")
-            logger.exception("cleanup of %s in %s failed", session.client_id, channel)
+        except Exception as exc:  # noqa: BLE001
+            node.count_broker_error(op)
+            self._cleanup_failed(op, exc, session.client_id, channel)
+
+    def _cleanup_failed(self, op: str, exc: Exception, client_id: str, channel: str) -> None:
+        """An engine outage (or a shutdown) is summed up; anything else is a bug: a traceback."""
+        node = self.node
+        if node.closing or isinstance(exc, OSError | TimeoutError):
+            node.cleanup_failed(op, exc)
+        else:
+            logger.error("cleanup (%s) of %s in %s failed", op, client_id, channel, exc_info=exc)
 
     # -- the broker subscription of a channel --------------------------------
 
     async def _broker_subscribe(self, channel: str) -> None:
         fut = self._broker_subs.get(channel)
         if fut is not None:
+            if fut.done():
+                return  # the usual case: subscribed long ago (a failure pops the entry)
             await asyncio.shield(fut)
             return
         fut = self._broker_subs[channel] = asyncio.get_running_loop().create_future()
@@ -359,6 +371,6 @@ class Subscriptions:
             return
         try:
             await node.broker.unsubscribe(channel)
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             node.count_broker_error("unsubscribe")
-            logger.exception("broker unsubscribe of %s failed", channel)
+            self._cleanup_failed("unsubscribe", exc, "", channel)
