@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from rtcore.protocol.codes import ClientError, Disconnect, DisconnectError
     from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
     from rtcore.server.app import NodeApp, serve_node as serve
+    from rtcore.server.asgi import AsgiApp
     from rtcore.transports.http_server import HttpResponseWriter, run
     from rtcore.wire.http import Request
 
@@ -70,6 +71,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Request": ("rtcore.wire.http", "Request"),
     "HttpResponseWriter": ("rtcore.transports.http_server", "HttpResponseWriter"),
     "run": ("rtcore.transports.http_server", "run"),
+    # serving a node from an ASGI application (uvicorn, Starlette, FastAPI, Channels)
+    "AsgiApp": ("rtcore.server.asgi", "AsgiApp"),
     **{
         name: ("rtcore.engine.events", name)
         for name in (
@@ -109,6 +112,7 @@ __all__ = [
     "Request",
     "HttpResponseWriter",
     "run",
+    "AsgiApp",
     "Credentials",
     "SubscriptionGrant",
     "ConnectEvent",
