@@ -62,6 +62,8 @@ _EC_CURVE_ALGORITHM: Final[dict[str, str]] = {
 }
 
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
+# A \u escape of a UTF-16 surrogate (paired or not).
+_SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 # RFC 7515 §4.1.11: a token naming a critical extension we do not implement
 # must be rejected. We implement none.
@@ -83,9 +85,32 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _replace_lone_surrogates(value: Any) -> Any:
+    """``value`` with every unpaired surrogate in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            _replace_lone_surrogates(key): _replace_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+        if _SURROGATE_ESCAPE_RE.search(text):
+            # "\ud800" alone is valid JSON but no UTF-8 text: every string
+            # claim must encode (user ids, channels, raw info re-serialised).
+            # Go's decoder, and so Centrifugo, replaces it with U+FFFD.
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                value = _replace_lone_surrogates(value)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidToken(f"malformed token: {what} is not valid JSON") from exc
     if not isinstance(value, dict):
