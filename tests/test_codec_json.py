@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -425,6 +426,57 @@ class TestHugeIntegers:
         J.decode_commands('{"id":1,"publish":{"data":' + HUGE + "}}")
         with pytest.raises(ValueError, match="digits"):
             int(HUGE)
+
+    def test_server_api_publish_and_history_keep_them(self) -> None:
+        import aiohttp
+
+        import rtcore
+        from rtcore.config import config_from_mapping
+        from rtcore.engine.node import Node
+
+        data = ('{"n":-' + HUGE + "}").encode()
+        key = "huge-int-api-key-0123456789"
+        config = config_from_mapping(
+            {
+                "api": {"key": key},
+                "channel": {"namespaces": [{"name": "h", "history_size": 5, "history_ttl": 60}]},
+            }
+        )
+
+        async def scenario() -> None:
+            node = Node(config)
+            server = await rtcore.serve(node, "127.0.0.1", 0)
+            base = f"http://127.0.0.1:{server.port}/api"
+
+            async def post(method: str, body: bytes) -> tuple[int, bytes]:
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.post(f"{base}/{method}", data=body, headers={"X-API-Key": key}) as r,
+                ):
+                    return r.status, await r.read()
+
+            try:
+                status, body = await post("publish", b'{"channel":"h:1","data":' + data + b"}")
+                assert status == 200, body
+                stored = await node.history("h:1", limit=-1)
+                assert [p.data for p in stored.publications] == [data]
+                # Read back as raw JSON, not as base64 of "binary" data.
+                status, body = await post("history", b'{"channel":"h:1","limit":-1}')
+                assert status == 200 and b'"data":' + data in body, body[:200]
+                # A typed field cannot hold one: a clear 400.
+                status, body = await post(
+                    "history", b'{"channel":"h:1","limit":' + HUGE.encode() + b"}"
+                )
+                assert status == 400 and f"an integer of {len(HUGE)} digits".encode() in body, body
+                # NaN is no JSON: such a payload (from a Protobuf client) goes out as b64data.
+                await node.publish("h:1", b"NaN")
+                status, body = await post("history", b'{"channel":"h:1","limit":-1,"reverse":true}')
+                assert status == 200 and b'"b64data":"TmFO"' in body, body[:200]
+            finally:
+                await server.close(timeout=1)
+                await node.close()
+
+        asyncio.run(scenario())
 
     def test_client_publish_reaches_subscribers_and_history(self) -> None:
         from protocol.helpers import Client, make_node, run, until

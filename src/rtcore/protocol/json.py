@@ -58,10 +58,15 @@ from rtcore.protocol.messages import (
 from rtcore.protocol.types import ClientInfo, Publication
 
 
-__all__ = ["JsonCodec"]
+__all__ = ["HugeInt", "JsonCodec", "check_json_text", "scan_json_value"]
+
+# JSON text checks that never convert an integer past Python's digit limit
+# (raw payloads pass whatever their integers); the server API uses them too.
+HugeInt = _json_decode.HugeInt
+check_json_text: Final = _json_decode.check_json_text
+scan_json_value: Final = _json_decode.scan_json_value
 
 _quote: Final = json.encoder.encode_basestring_ascii
-_check_json_text: Final = _json_decode.check_json_text
 
 _U32_MAX: Final = 0xFFFF_FFFF
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
@@ -112,7 +117,7 @@ def _raw(v: bytes, name: str) -> bytes:
             raise ProtocolEncodeError(f"{name}: expected bytes, got {type(v).__name__}")
         v = bytes(v)
     try:
-        _check_json_text(v.decode("utf-8"))
+        check_json_text(v.decode("utf-8"))
     except (ValueError, RecursionError) as e:
         # UnicodeDecodeError and JSONDecodeError are ValueErrors.
         raise InappropriateProtocol(

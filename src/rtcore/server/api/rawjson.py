@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from rtcore.errors import HttpError
+from rtcore.protocol.json import check_json_text, scan_json_value
 
 
 __all__ = [
@@ -32,12 +33,6 @@ class Raw(bytes):
     __slots__ = ()
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_scan_once: Final = _DECODER.scan_once  # type: ignore[attr-defined]
 _scanstring: Final = json.decoder.scanstring  # type: ignore[attr-defined]
 _WS: Final = re.compile(r"[ \t\n\r]*")
 
@@ -63,10 +58,9 @@ class ListOf:
 
 
 def _scan(s: str, i: int) -> tuple[Any, int]:
-    try:
-        return _scan_once(s, i)  # type: ignore[no-any-return]
-    except StopIteration:
-        raise json.JSONDecodeError("Expecting value", s, i) from None
+    # NaN/Infinity are refused; an integer past Python's digit limit is valid
+    # JSON (kept as HugeInt, never converted), so raw fields may hold one.
+    return scan_json_value(s, i)
 
 
 def _parse_value(s: str, i: int, spec: Any) -> tuple[Any, int]:
@@ -173,9 +167,9 @@ def dump(value: Any) -> bytes:
 
 
 def is_json(data: bytes) -> bool:
-    """Whether ``data`` is one JSON text."""
+    """Whether ``data`` is one JSON text (UTF-8, no NaN/Infinity, integers of any length)."""
     try:
-        json.loads(data)
-    except (ValueError, RecursionError):
+        check_json_text(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return False
     return True

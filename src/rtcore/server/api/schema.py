@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from rtcore.errors import HttpError
+from rtcore.protocol.json import HugeInt
 from rtcore.server.api.rawjson import RAW, ListOf, Raw
 
 
@@ -37,6 +38,8 @@ def kind_of(value: Any) -> str:
         return "a boolean"
     if isinstance(value, Raw):
         return "a JSON value"
+    if isinstance(value, HugeInt):
+        return f"an integer of {value.digits} digits"
     if isinstance(value, int):
         return "an integer"
     if isinstance(value, float):
