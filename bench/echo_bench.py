@@ -45,7 +45,6 @@ import argparse
 import base64
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -59,9 +58,13 @@ from typing import IO, Any
 
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from procstat import machine_busy, proc_cpu, proc_cpu_split, raise_nofile_limit  # noqa: E402
+
+
 SERVERS_DIR = HERE / "echo_servers"
 PY = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # name -> (command without the port arguments, extra environment, event loop / notes)
 CONTENDERS: dict[str, tuple[list[str], dict[str, str], str]] = {
@@ -89,12 +92,6 @@ DEFAULT_SIZES = [64, 1024, 65536]
 
 # The issue's goals: rtcore (compiled) msgs/s over each contender's.
 GOALS = {"picows": 1.0, "aiohttp": 2.0, "websockets": 4.0}
-
-
-def raise_nofile_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -330,29 +327,6 @@ def client_main(argv: list[str]) -> None:
 # ---------------------------------------------------------------------------
 # Orchestrator
 # ---------------------------------------------------------------------------
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (from /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_cpu_split(pid: int) -> tuple[float, float]:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def machine_busy() -> float:
-    """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        parts = f.readline().split()[1:]
-    vals = [int(x) for x in parts]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return (sum(vals[:8]) - idle) / CLK_TCK
 
 
 def free_port() -> int:

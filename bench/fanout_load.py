@@ -53,15 +53,21 @@ from typing import IO, Any
 
 
 HERE = Path(__file__).resolve().parent
-SERVERS = {
-    "rtcore": (HERE / "fanout_load_server.py", "centrifuge"),
-    "websockets": (HERE / "compare_servers" / "websockets_server.py", "raw"),
-    "picows": (HERE / "compare_servers" / "picows_server.py", "raw"),
-    "socketio": (HERE / "compare_servers" / "socketio_server.py", "socketio"),
+sys.path.insert(0, str(HERE))
+
+from histogram import percentiles  # noqa: E402
+from procstat import proc_cpu_split  # noqa: E402
+
+
+# name -> (script, client protocol, extra server arguments)
+SERVERS: dict[str, tuple[Path, str, list[str]]] = {
+    "rtcore": (HERE / "fanout_load_server.py", "centrifuge", []),
+    "websockets": (HERE / "compare_servers" / "websockets_server.py", "raw", []),
+    "picows": (HERE / "compare_servers" / "picows_server.py", "raw", []),
+    "picows-uvloop": (HERE / "compare_servers" / "picows_server.py", "raw", ["--no-aiofastnet"]),
+    "socketio": (HERE / "compare_servers" / "socketio_server.py", "socketio", []),
 }
 CLIENT = HERE / "fanout_load_client.py"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-SUB_BITS = 6
 
 
 class LoadError(RuntimeError):
@@ -120,18 +126,10 @@ def send(proc: subprocess.Popen[bytes], obj: dict[str, Any]) -> None:
     proc.stdin.flush()
 
 
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    """(utime, stime) of ``pid`` in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]), int(fields[12])
-
-
-def total_ticks(pids: list[int]) -> tuple[int, int]:
-    """(utime, stime) summed over ``pids`` (every worker process of a server)."""
-    ticks = [cpu_ticks(pid) for pid in pids]
-    return sum(t[0] for t in ticks), sum(t[1] for t in ticks)
+def total_cpu(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds summed over ``pids`` (every worker process of a server)."""
+    times = [proc_cpu_split(pid) for pid in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -158,31 +156,6 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 # -- results --------------------------------------------------------------------------
-
-
-def bucket_value(idx: int) -> float:
-    """Representative microseconds of a client histogram bucket."""
-    shift, mantissa = idx >> SUB_BITS, idx & ((1 << SUB_BITS) - 1)
-    if shift == 0:
-        return float(mantissa)
-    return (mantissa << shift) + (1 << shift) / 2
-
-
-def percentiles(hist: dict[int, int], points: list[float]) -> list[float]:
-    total = sum(hist.values())
-    if not total:
-        return [math.nan for _ in points]
-    out = []
-    items = sorted(hist.items())
-    for p in points:
-        rank = max(1, math.ceil(total * p))
-        seen = 0
-        for idx, n in items:
-            seen += n
-            if seen >= rank:
-                out.append(bucket_value(idx))
-                break
-    return out
 
 
 @dataclass
@@ -239,7 +212,7 @@ def server_env(impl: str, secret: str) -> dict[str, str]:
 def run_once(
     args: argparse.Namespace, server: str, impl: str, subscribers: int, payload: int, run: int
 ) -> Result:
-    script, protocol = SERVERS[server]
+    script, protocol, extra = SERVERS[server]
     host = "127.0.0.1"
     port = free_port(host)
     secret = secrets.token_hex(16)
@@ -255,6 +228,7 @@ def run_once(
         str(port),
         "--channel",
         args.channel,
+        *extra,
     ]
     workers = args.workers if server == "rtcore" else 1
     if server == "rtcore":
@@ -379,10 +353,10 @@ def run_once(
             )
             time.sleep(1.0)  # let py-spy attach before the clock starts
         pids = [proc.pid for proc in srvs]
-        i0 = total_ticks(pids)
+        i0 = total_cpu(pids)
         time.sleep(args.idle_sample)
-        result.idle_cpu_pct = (sum(total_ticks(pids)) - sum(i0)) / CLK_TCK / args.idle_sample * 100
-        u0, s0 = total_ticks(pids)
+        result.idle_cpu_pct = (sum(total_cpu(pids)) - sum(i0)) / args.idle_sample * 100
+        u0, s0 = total_cpu(pids)
         send(
             srv,
             {
@@ -405,7 +379,7 @@ def run_once(
         for c in clients:
             send(c, {"finish": published, "timeout": args.drain_timeout})
         reports = [read_json(c, args.drain_timeout + 30, "client results") for c in clients]
-        u1, s1 = total_ticks(pids)
+        u1, s1 = total_cpu(pids)
         after: dict[str, int] = {}
         for proc in srvs:
             send(proc, {"stats": True})
@@ -445,8 +419,8 @@ def run_once(
     result.deliveries_per_s = result.deliveries / result.seconds if result.seconds else 0.0
     p50, p99, pmax = percentiles(hist, [0.5, 0.99, 1.0])
     result.p50_ms, result.p99_ms, result.max_ms = p50 / 1000, p99 / 1000, pmax / 1000
-    result.server_user_s = (u1 - u0) / CLK_TCK
-    result.server_sys_s = (s1 - s0) / CLK_TCK
+    result.server_user_s = u1 - u0
+    result.server_sys_s = s1 - s0
     if result.deliveries:
         result.user_us_per_delivery = result.server_user_s / result.deliveries * 1e6
         result.sys_us_per_delivery = result.server_sys_s / result.deliveries * 1e6

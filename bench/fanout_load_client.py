@@ -30,10 +30,12 @@ import base64
 import json
 import os
 import re
-import resource
 import sys
 import time
 from typing import Any
+
+from histogram import bucket_index
+from procstat import raise_nofile_limit
 
 from rtcore.frames import OP_TEXT
 from rtcore.wire.websocket import WebSocketConnection
@@ -41,24 +43,6 @@ from rtcore.wire.websocket import WebSocketConnection
 
 # Publication fields (all protocols): publish time and sequence number.
 PUB_RE = re.compile(rb'"t": ?(\d+), ?"s": ?(\d+)')
-
-# Latency histogram: log-linear buckets with 64 sub-buckets per power of two
-# (about 1.6% resolution), on microseconds. Index -> lower bound: see bucket_value.
-SUB_BITS = 6
-
-
-def bucket_index(us: int) -> int:
-    if us < (1 << SUB_BITS):
-        return max(us, 0)
-    shift = us.bit_length() - SUB_BITS
-    return (shift << SUB_BITS) + (us >> shift)
-
-
-def raise_nofile_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class Stats:

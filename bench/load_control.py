@@ -26,21 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from procstat import raise_nofile_limit
+
 
 __all__ = ["emit", "make_data", "serve_control", "raise_nofile_limit", "sampled_max"]
-
-
-def raise_nofile_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def make_data(seq: int, size: int) -> bytes:

@@ -59,15 +59,12 @@ from echo_bench import (  # noqa: E402
     _affinity,
     emit,
     free_port,
-    machine_busy,
-    proc_cpu,
-    proc_cpu_split,
-    raise_nofile_limit,
     read_json_line,
     stop_process,
     versions,
     wait_port,
 )
+from procstat import machine_busy, proc_cpu, proc_cpu_split, raise_nofile_limit  # noqa: E402
 
 
 CHANNEL = "bench"
