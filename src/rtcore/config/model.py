@@ -294,6 +294,11 @@ class ApiConfig:
         "default",
         "'default': errors in a 200 body; 'transport': errors as HTTP status codes.",
     )
+    access_log: bool = _f(
+        False,
+        "Log every server API request at info level (logger rtcore.server.api.access): "
+        "method, status, duration and remote address.",
+    )
 
     def _problems(self, path: str) -> Iterator[ConfigError]:
         if not 0 <= self.port <= 65535:
@@ -332,9 +337,6 @@ class EngineConfig:
     )
     redis_sentinel_tls_cert_pem_file: str = _f("", "Client certificate for the Sentinels.")
     redis_sentinel_tls_key_pem_file: str = _f("", "Key of the client certificate.")
-    redis_sentinel_tls_server_name: str = _f(
-        "", "Name expected in the Sentinels' certificates (empty: the host)."
-    )
     redis_sentinel_tls_insecure_skip_verify: bool = _f(
         False, "Do not verify the Sentinels' certificates (tests only)."
     )

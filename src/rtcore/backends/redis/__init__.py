@@ -10,6 +10,8 @@ guide; the modules of this package are the reference:
 * :mod:`~rtcore.backends.redis.pubsub`: one pub/sub connection to one server;
 * :mod:`~rtcore.backends.redis.routing`: which pub/sub connection a channel
   is subscribed on, standalone and under Cluster;
+* :mod:`~rtcore.backends.redis.sentinel`: the master behind Redis Sentinel
+  (:class:`SentinelSettings`);
 * :mod:`~rtcore.backends.redis.broker`, :mod:`~rtcore.backends.redis.history`,
   :mod:`~rtcore.backends.redis.presence`: the three seams;
 * :mod:`~rtcore.backends.redis.keys`: the key layout (:class:`RedisKeys`);
@@ -40,6 +42,7 @@ from rtcore.backends.redis.errors import RedisEngineError, RedisUnavailableError
 from rtcore.backends.redis.history import RedisHistoryStore
 from rtcore.backends.redis.keys import DEFAULT_PREFIX, RedisKeys
 from rtcore.backends.redis.presence import RedisPresenceManager
+from rtcore.backends.redis.sentinel import SentinelSettings
 from rtcore.engine.presence import DEFAULT_PRESENCE_TTL
 
 
@@ -57,6 +60,7 @@ __all__ = [
     "RedisKeys",
     "RedisPresenceManager",
     "RedisUnavailableError",
+    "SentinelSettings",
     "create_redis_engine",
     "decode_entry",
     "decode_message",
@@ -73,14 +77,17 @@ def create_redis_engine(
     *,
     cluster: bool = False,
     presence_ttl: float = DEFAULT_PRESENCE_TTL,
+    sentinel: SentinelSettings | None = None,
 ) -> tuple[RedisBroker, RedisPresenceManager]:
     """A broker and a presence manager sharing one set of Redis connections.
 
-    ``urls`` are the shards (or, with ``cluster=True``, Cluster seed nodes).
-    The connections close when both components are closed. Nothing connects
-    before ``broker.start()`` and the first presence call.
+    ``urls`` are the shards (or, with ``cluster=True``, Cluster seed nodes;
+    with ``sentinel``, at most one URL holding the master's credentials,
+    database and TLS options). The connections close when both components
+    are closed. Nothing connects before ``broker.start()`` and the first
+    presence call.
     """
-    conns = RedisConnections(urls, cluster=cluster)
+    conns = RedisConnections(urls, cluster=cluster, sentinel=sentinel)
     broker = RedisBroker(conns, prefix=prefix, cluster=cluster)
     presence = RedisPresenceManager(conns, prefix=prefix, cluster=cluster, ttl=presence_ttl)
     return broker, presence

@@ -28,7 +28,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import hiredis
@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover - older redis-py
 from rtcore.backends.redis import scripts
 from rtcore.backends.redis.errors import RedisEngineError, RedisUnavailableError, translate
 from rtcore.backends.redis.keys import RedisKeys
+from rtcore.backends.redis.sentinel import SentinelMaster, SentinelSettings
 from rtcore.backends.sharding import shard_index
 
 
@@ -73,7 +74,11 @@ DEFAULT_URL: Final = "redis://127.0.0.1:6379"
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where and how a pub/sub connection connects."""
+    """Where and how a pub/sub connection connects.
+
+    ``locate``, when set, finds the address at each connect (the master
+    behind Sentinel); ``host`` and ``port`` are then not used.
+    """
 
     host: str
     port: int
@@ -81,9 +86,13 @@ class Endpoint:
     ssl: ssl.SSLContext | None = None
     username: str | None = None
     password: str | None = None
+    locate: Callable[[], Awaitable[tuple[str, int]]] | None = None
+    label: str = ""
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         return self.path if self.path else f"{self.host}:{self.port}"
 
 
@@ -322,6 +331,14 @@ class RedisConnections:
             with :class:`RedisUnavailableError`.
         connect_timeout: seconds to wait for a TCP (and TLS) connection.
         max_connections: command connections per server.
+        sentinel: find the (one) master through Redis Sentinel. ``urls`` is
+            then at most one URL, whose credentials, database and TLS options
+            apply to the master (its host and port are not used).
+
+        lineage: bind every stream to the master's replication id, so that
+            a failover (a replica promoted) starts new epochs (docs/redis.md).
+            On by default under Sentinel; turn it on for any other setup
+            where a replica can take over the master's address.
 
     Backends built from the same instance share it. It closes when the last
     of them closes (or when :meth:`close` is called directly).
@@ -335,8 +352,16 @@ class RedisConnections:
         socket_timeout: float = 5.0,
         connect_timeout: float = 3.0,
         max_connections: int = 32,
+        sentinel: SentinelSettings | None = None,
+        lineage: bool | None = None,
     ) -> None:
         url_list = [urls] if isinstance(urls, str) else list(urls)
+        if sentinel is not None:
+            if cluster:
+                raise ValueError("Redis Sentinel and Redis Cluster exclude each other")
+            if len(url_list) > 1:
+                raise ValueError("with Redis Sentinel, give at most one URL (the master's options)")
+            url_list = url_list or [DEFAULT_URL]
         if not url_list:
             raise ValueError("at least one Redis URL is required")
         if not socket_timeout > 0 or not connect_timeout > 0:
@@ -347,6 +372,8 @@ class RedisConnections:
         self.cluster = cluster
         self.connect_timeout = connect_timeout
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoint_from_url(u) for u in url_list)
+        self.lineage = sentinel is not None if lineage is None else lineage
+        self._sentinel: SentinelMaster | None = None
         self._health = _Health()
         self._users = 0
         self._closed = False
@@ -392,6 +419,30 @@ class RedisConnections:
                 # out a pooled connection, so the first command after a Redis
                 # restart would fail. rtcore does not use them.
                 extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+            if sentinel is not None:
+                self._sentinel = SentinelMaster(sentinel, socket_timeout, connect_timeout)
+                options = _master_options(url_list[0])
+                pool = self._sentinel.pool(
+                    {
+                        **extra,
+                        **options,
+                        "socket_timeout": socket_timeout,
+                        "socket_connect_timeout": connect_timeout,
+                        "retry": no_retry,
+                    },
+                    max_connections,
+                )
+                client = Redis(connection_pool=pool)
+                self._clients.append(client)
+                self._batchers.append(_Batcher(client, self._health))
+                self.endpoints = (
+                    replace(
+                        self.endpoints[0],
+                        locate=self._sentinel.locate,
+                        label=self._sentinel.name,
+                    ),
+                )
+                return
             for url in url_list:
                 pool = BlockingConnectionPool.from_url(
                     url,
@@ -450,6 +501,8 @@ class RedisConnections:
             await client.connection_pool.disconnect()
         if self._cluster is not None:
             await self._cluster.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.close()
 
     # -- routing ------------------------------------------------------------------
 
@@ -573,6 +626,19 @@ class RedisConnections:
             except Exception as exc:
                 logger.warning("cannot load the Lua scripts on Redis shard %d: %s", i, exc)
                 self._failed(exc, "SCRIPT LOAD")
+
+
+def _master_options(url: str) -> dict[str, Any]:
+    """redis-py connection options of ``url`` except where it points (for a Sentinel master)."""
+    options = dict(parse_url(url))
+    if options.pop("path", None):
+        raise ValueError("with Redis Sentinel the Redis URL must be redis:// or rediss://")
+    options.pop("host", None)
+    options.pop("port", None)
+    connection_class = options.pop("connection_class", None)
+    if connection_class is not None and connection_class.__name__ == "SSLConnection":
+        options["ssl"] = True
+    return options
 
 
 def resolve_connections(

@@ -118,6 +118,7 @@ class RedisHistoryStore(RedisStore):
             command,
             name,
             "1" if use_delta else "0",
+            "1" if self._conns.lineage else "0",
         ]
         if idempotency_key:
             key_list.append(keys.result(channel, idempotency_key))
@@ -163,7 +164,15 @@ class RedisHistoryStore(RedisStore):
             channel,
             scripts.HISTORY_READ,
             [keys.stream(channel), keys.meta(channel)],
-            [new_epoch(), ms(meta_ttl), limit, "1" if reverse else "0", start, expect_epoch],
+            [
+                new_epoch(),
+                ms(meta_ttl),
+                limit,
+                "1" if reverse else "0",
+                start,
+                expect_epoch,
+                "1" if self._conns.lineage else "0",
+            ],
         )
         position = StreamPosition(int(result[0]), result[1].decode())
         if len(result) < 3:

@@ -156,6 +156,8 @@ class Link:
         self.last_error: BaseException | None = None
         self.last_error_time = 0.0
         self.reconnects = 0
+        # The (host, port) of the latest connection (the master's, behind Sentinel).
+        self.address: tuple[str, int] | None = None
         if self.sharded:
             self._sub_word, self._unsub_word = b"SSUBSCRIBE", b"SUNSUBSCRIBE"
         else:
@@ -387,15 +389,20 @@ class Link:
         self._proto = proto
         self._inflight.clear()
         try:
+            host, port = ep.host, ep.port
+            if ep.locate is not None:
+                # Behind Sentinel: wherever the master is now.
+                host, port = await asyncio.wait_for(ep.locate(), self._connect_timeout)
+            self.address = (host, port)
             if ep.path:
                 connecting = loop.create_unix_connection(lambda: proto, ep.path, ssl=ep.ssl)
             else:
                 connecting = loop.create_connection(
                     lambda: proto,
-                    ep.host,
-                    ep.port,
+                    host,
+                    port,
                     ssl=ep.ssl,
-                    server_hostname=ep.host if ep.ssl is not None else None,
+                    server_hostname=host if ep.ssl is not None else None,
                 )
             await asyncio.wait_for(connecting, self._connect_timeout)
             if ep.password is not None:
@@ -447,6 +454,30 @@ class Link:
             self._flush()
             await self._supervise(proto)
 
+    async def _master_moved(self) -> bool:
+        """Behind Sentinel: True when the master is no longer where we are connected.
+
+        A demoted master keeps its pub/sub clients and, as a replica, still
+        relays what the new master publishes, but a node's own publishes go
+        to the new master: ask the Sentinels once per health-check interval.
+        """
+        locate = self.endpoint.locate
+        if locate is None:
+            return False
+        try:
+            address = await asyncio.wait_for(locate(), self._health_interval)
+        except Exception as exc:  # no answer: keep the connection we have
+            logger.debug("Redis Sentinel did not answer: %s", exc)
+            return False
+        if address == self.address:
+            return False
+        logger.warning(
+            "Redis master moved from %s to %s: reconnecting pub/sub",
+            ":".join(map(str, self.address or ("?",))),
+            ":".join(map(str, address)),
+        )
+        return True
+
     async def _supervise(self, proto: _RespProtocol) -> None:
         """Wait until the connection is lost; ping it to notice a dead peer."""
         interval = self._health_interval
@@ -454,6 +485,11 @@ class Link:
         while True:
             done, _ = await asyncio.wait([proto.lost], timeout=interval)
             if done:
+                return
+            if await self._master_moved():
+                if proto.transport is not None:
+                    proto.transport.abort()
+                await proto.lost
                 return
             if ping_sent and proto.last_data < ping_sent:
                 logger.warning(

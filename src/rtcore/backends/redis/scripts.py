@@ -45,6 +45,35 @@ class Script:
         return f"Script({self.name!r}, sha={self.sha[:12]})"
 
 
+# Shared by the history scripts: the stream's epoch, started anew when the
+# stream has none or, with lineage on, when it was last written under another
+# replication id than the current master's. Replication is asynchronous: a
+# promoted replica may lack the last writes the old master acknowledged, and
+# would then hand their offsets out again under the same epoch. A new epoch
+# makes clients see "not recovered" instead (docs/redis.md, "Sentinel").
+#
+# KEYS[1] stream, KEYS[2] meta hash (e epoch, s top offset, r replication id)
+_LINEAGE_PRELUDE = r"""
+local function current_lineage(wanted)
+  if wanted ~= '1' then return '' end
+  -- INFO is not deterministic: replicate effects (always so on Redis 7).
+  if redis.replicate_commands then redis.replicate_commands() end
+  return string.match(redis.call('info', 'replication'), 'master_replid:(%w+)') or ''
+end
+
+local function open_stream(lineage, new_epoch)
+  local meta = redis.call('hmget', KEYS[2], 'e', 'r')
+  local epoch = meta[1]
+  if epoch and (lineage == '' or meta[2] == lineage) then return epoch end
+  -- A new incarnation: data of a lost one must not be served under it.
+  redis.call('del', KEYS[2], KEYS[1])
+  redis.call('hset', KEYS[2], 'e', new_epoch)
+  if lineage ~= '' then redis.call('hset', KEYS[2], 'r', lineage) end
+  return new_epoch
+end
+"""
+
+
 # Append a publication to the channel's stream and, when asked, publish it.
 #
 # KEYS[1] stream, KEYS[2] meta hash, KEYS[3] idempotency result (optional)
@@ -53,25 +82,21 @@ class Script:
 # ARGV[4] meta ttl (ms)         ARGV[5] epoch to use if the stream has none
 # ARGV[6] "publish", "spublish" or "" (store only)
 # ARGV[7] pub/sub channel       ARGV[8] "1": send the previous publication too
-# ARGV[9] idempotency result ttl (ms), with KEYS[3]
+# ARGV[9] "1": bind the stream to the master's replication id (Sentinel)
+# ARGV[10] idempotency result ttl (ms), with KEYS[3]
 #
 # Returns {offset, epoch, ""} for a new publication, or {0, "", cached} with
 # the cached "<offset>:<epoch>" of the first publish under the same key.
 PUBLISH_HISTORY = Script(
     "publish_history",
-    r"""
+    _LINEAGE_PRELUDE
+    + r"""
+local lineage = current_lineage(ARGV[9])
 if KEYS[3] then
   local cached = redis.call('get', KEYS[3])
   if cached then return {0, '', cached} end
 end
-local epoch = redis.call('hget', KEYS[2], 'e')
-if not epoch then
-  -- No meta: a new incarnation. Data left over from a lost one must not be
-  -- served under the new epoch.
-  epoch = ARGV[5]
-  redis.call('hset', KEYS[2], 'e', epoch)
-  redis.call('del', KEYS[1])
-end
+local epoch = open_stream(lineage, ARGV[5])
 local offset = redis.call('hincrby', KEYS[2], 's', 1)
 redis.call('pexpire', KEYS[2], ARGV[4])
 local prev = '\192'
@@ -91,7 +116,7 @@ if ARGV[6] ~= '' then
     .. ARGV[1] .. prev)
 end
 if KEYS[3] then
-  redis.call('set', KEYS[3], offset .. ':' .. epoch, 'PX', ARGV[9], 'NX')
+  redis.call('set', KEYS[3], offset .. ':' .. epoch, 'PX', ARGV[10], 'NX')
 end
 return {offset, epoch, ''}
 """,
@@ -101,7 +126,8 @@ return {offset, epoch, ''}
 # Publish a message without history under an idempotency key.
 #
 # KEYS[1] idempotency result
-# ARGV[1] message   ARGV[2] "publish" or "spublish"   ARGV[3] pub/sub channel
+# ARGV[1] message   ARGV[2] "publish", "spublish" or "" (record the key only)
+# ARGV[3] pub/sub channel
 # ARGV[4] idempotency result ttl (ms)
 #
 # Returns nil when it published, or the cached "<offset>:<epoch>".
@@ -110,7 +136,7 @@ PUBLISH_IDEMPOTENT = Script(
     r"""
 local cached = redis.call('get', KEYS[1])
 if cached then return cached end
-redis.call(ARGV[2], ARGV[3], ARGV[1])
+if ARGV[2] ~= '' then redis.call(ARGV[2], ARGV[3], ARGV[1]) end
 redis.call('set', KEYS[1], '0:', 'PX', ARGV[4], 'NX')
 return false
 """,
@@ -124,20 +150,16 @@ return false
 # ARGV[3] limit: 0 (top only), -1 (all) or N    ARGV[4] "1": newest first
 # ARGV[5] first entry id to read ("-" / "+" for the end of the stream)
 # ARGV[6] epoch the reader expects ("" for any)
+# ARGV[7] "1": bind the stream to the master's replication id (Sentinel)
 #
 # Returns {top, epoch} or {top, epoch, entries}.
 HISTORY_READ = Script(
     "history_read",
-    r"""
-local meta = redis.call('hmget', KEYS[2], 'e', 's')
-local epoch = meta[1]
-local top = meta[2] or 0
-if not epoch then
-  epoch = ARGV[1]
-  top = 0
-  redis.call('hset', KEYS[2], 'e', epoch)
-  redis.call('del', KEYS[1])
-end
+    _LINEAGE_PRELUDE
+    + r"""
+local lineage = current_lineage(ARGV[7])
+local epoch = open_stream(lineage, ARGV[1])
+local top = redis.call('hget', KEYS[2], 's') or 0
 redis.call('pexpire', KEYS[2], ARGV[2])
 local limit = tonumber(ARGV[3])
 if limit == 0 or (ARGV[6] ~= '' and ARGV[6] ~= epoch) then

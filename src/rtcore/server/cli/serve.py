@@ -157,6 +157,26 @@ class _StartupError(Exception):
     pass
 
 
+def _sentinel_settings(config: Config) -> Any:
+    """The engine's Redis Sentinel settings, or None without Sentinel."""
+    engine = config.engine
+    if not engine.redis_sentinel_address:
+        return None
+    from rtcore.backends.redis import SentinelSettings
+
+    return SentinelSettings(
+        tuple(engine.redis_sentinel_address),
+        engine.redis_sentinel_master_name,
+        username=engine.redis_sentinel_user or None,
+        password=engine.redis_sentinel_password or None,
+        tls=engine.redis_sentinel_tls,
+        tls_ca_file=engine.redis_sentinel_tls_server_ca_pem_file or None,
+        tls_cert_file=engine.redis_sentinel_tls_cert_pem_file or None,
+        tls_key_file=engine.redis_sentinel_tls_key_pem_file or None,
+        tls_insecure_skip_verify=engine.redis_sentinel_tls_insecure_skip_verify,
+    )
+
+
 def _make_node(config: Config) -> Node:
     """A node with the configured engine (memory, or Redis broker + presence)."""
     from rtcore.engine.node import Node
@@ -168,6 +188,7 @@ def _make_node(config: Config) -> Node:
             list(config.engine.redis_address),
             config.engine.redis_prefix,
             presence_ttl=config.engine.presence_ttl,
+            sentinel=_sentinel_settings(config),
         )
         return Node(config, broker=broker, presence_manager=presence)
     return Node(config)
@@ -192,7 +213,9 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
         await start_node(node)
     except Exception as exc:  # noqa: BLE001 - reported to the operator, not raised
         engine = config.engine
-        where = ", ".join(engine.redis_address) if engine.type == "redis" else "in process"
+        where = "in process"
+        if engine.type == "redis":
+            where = ", ".join(engine.redis_sentinel_address or engine.redis_address)
         logger.error("cannot start the %s engine (%s): %s", engine.type, where, exc)
         await node.close()
         return EXIT_ERROR
