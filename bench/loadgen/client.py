@@ -1,0 +1,630 @@
+"""One client process of the load generator: many connections on one uvloop loop.
+
+Each connection is a :class:`Conn`, an ``asyncio.Protocol`` with
+``__slots__`` over rtcore's sans-I/O ``WebSocketConnection`` (client side):
+no task, no buffer and no per-connection closure once it is connected, so a
+process holds ~15,000 of them in a few tens of MiB. A task exists only while
+a TCP connect is in flight.
+
+The orchestrator drives the process over a ``multiprocessing`` pipe with
+small dicts (``{"op": ...}``); every op gets one reply with the same ``op``,
+and the process sends ``{"op": "progress", ...}`` four times a second:
+
+* ``connect`` ``{rate}``: open every connection at ``rate`` connects/s
+  (0: as fast as ``concurrency`` handshakes in flight allow), each one a
+  WebSocket handshake, then ``connect`` with an HS256 token and ``subscribe``
+  in one frame; ready on the subscribe reply.
+* ``stats``: pings answered, connections lost (by close code), publications.
+* ``drop``: abort every connection at once (RST, no close frame).
+* ``reconnect`` ``{t0, expect, rate}``: reopen the connections that were ready
+  before the drop, subscribing with ``recover`` from their last offset and
+  epoch; judge every recovery against ``expect`` (per channel: epoch, final
+  offset, publications missed).
+* ``arm`` ``{from_ns}`` / ``collect`` ``{expected, timeout}``: the publish
+  scenario; latency is recorded for publications stamped at or after
+  ``from_ns``, ``collect`` waits until every connection saw the last
+  sequence number of its channel.
+* ``close``: close frames (1000), then exit.
+
+Every wait is bounded by ``connect_timeout`` or the op's ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from histogram import bucket_index
+from procstat import raise_nofile_limit
+
+from bench.loadgen.proto import (
+    EV_DISCONNECT,
+    EV_PING,
+    EV_PUB,
+    EV_REPLY,
+    ClientCodec,
+    Handshake,
+    Pub,
+    SubResult,
+)
+from rtcore.auth import make_connect_token
+from rtcore.frames import OP_BINARY, OP_PING, OP_TEXT
+from rtcore.wire.websocket import WebSocketConnection
+
+
+__all__ = ["Conn", "Worker", "WorkerSpec", "worker_main"]
+
+# Connection states.
+IDLE, TCP, HANDSHAKE, SETUP, READY, CLOSED = range(6)
+STATE_NAMES = ("idle", "tcp connect", "handshake", "connect/subscribe", "ready", "closed")
+PENDING = (TCP, HANDSHAKE, SETUP)
+PROGRESS_EVERY = 0.25
+
+
+@dataclass
+class WorkerSpec:
+    """What one client process does (sent to it pickled)."""
+
+    index: int
+    host: str
+    port: int
+    path: str
+    source: str
+    fmt: str
+    raw: bool
+    secret: str
+    channels: list[str]
+    first: int
+    count: int
+    recoverable: bool
+    concurrency: int
+    connect_timeout: float
+    token_ttl: float | None
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class Conn(asyncio.Protocol):
+    """One client connection (see the module doc)."""
+
+    __slots__ = (
+        "w",
+        "gid",
+        "chan",
+        "transport",
+        "ws",
+        "head",
+        "state",
+        "t0",
+        "offset",
+        "epoch",
+        "last_s",
+        "recovering",
+        "was_ready",
+    )
+
+    def __init__(self, worker: Worker, gid: int, chan: int) -> None:
+        self.w = worker
+        self.gid = gid
+        self.chan = chan
+        self.transport: Any = None
+        self.ws: WebSocketConnection | None = None
+        self.head = b""
+        self.state = IDLE
+        self.t0 = 0
+        # Stream position of the channel as this connection saw it.
+        self.offset = 0
+        self.epoch = ""
+        # The publisher's sequence number of the last publication received.
+        self.last_s = 0
+        self.recovering = False
+        self.was_ready = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.w.open += 1
+        if self.state != TCP:  # aborted while the connect was in flight
+            transport.abort()
+            return
+        self.state = HANDSHAKE
+        transport.write(self.w.hs.request)
+
+    def data_received(self, data: bytes) -> None:
+        w = self.w
+        if self.state == HANDSHAKE:
+            head = self.head + data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(head) > 16384:
+                    self.fail("handshake: response head too large")
+                else:
+                    self.head = head
+                return
+            self.head = b""
+            why = w.hs.check(head[:end])
+            if why:
+                self.fail(_label(why))
+                return
+            self.ws = WebSocketConnection(is_server=False, max_message_size=0)
+            if w.spec.raw:
+                w.on_ready(self, None)
+            else:
+                self.state = SETUP
+                self.ws.send(w.codec.opcode, w.setup_frame(self))
+                self.transport.writelines(self.ws.data_to_send())
+            data = head[end + 4 :]
+            if not data:
+                return
+        ws = self.ws
+        if ws is None or self.state == CLOSED:
+            return
+        pong = False
+        raw = w.spec.raw
+        for op, payload in ws.receive_data(data):
+            if op == OP_TEXT or op == OP_BINARY:
+                if raw:
+                    continue
+                try:
+                    events = w.codec.decode(payload)
+                except Exception as exc:  # noqa: BLE001 - a bad frame fails the connection, counted
+                    self.fail(f"undecodable frame: {type(exc).__name__}")
+                    return
+                for ev in events:
+                    kind = ev[0]
+                    if kind == EV_PUB:
+                        w.on_pub(self, ev[2])
+                    elif kind == EV_PING:
+                        pong = True
+                    elif kind == EV_REPLY:
+                        if not self.on_reply(ev[1], ev[2], ev[3], ev[4]):
+                            return
+                    elif kind == EV_DISCONNECT:
+                        w.count(w.pushed_disconnects, _label(f"disconnect push {ev[1]} {ev[2]}"))
+            elif op == OP_PING:
+                ws.pong(payload)
+        ws.receive_done()
+        if pong:
+            w.pings += 1
+            ws.send(w.codec.opcode, w.codec.pong)
+        out = ws.data_to_send()
+        if out:
+            self.transport.writelines(out)
+        if ws.should_close_transport:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        state = self.state
+        self.state = CLOSED
+        self.transport = None
+        w = self.w
+        if state in PENDING:
+            w.pending.discard(self)
+            w.count(w.failures, self.close_label(exc, state))
+        elif state == READY:
+            w.ready -= 1
+            if not w.dropping:
+                w.count(w.lost, self.close_label(exc, state))
+        self.ws = None
+        w.open -= 1
+
+    # -- protocol -------------------------------------------------------------------------
+
+    def on_reply(self, rid: int, code: int, message: str, sub: SubResult | None) -> bool:
+        """Handle a reply; False when the connection was failed by it."""
+        if code:
+            what = {1: "connect", 2: "subscribe"}.get(rid, f"reply {rid}")
+            self.fail(_label(f"{what} error {code} {message}"))
+            return False
+        if rid == 2 and self.state == SETUP:
+            self.w.on_ready(self, sub)
+        return True
+
+    def close_label(self, exc: Exception | None, state: int) -> str:
+        ws = self.ws
+        if ws is not None and ws.close_code_received not in (None, 1005, 1006):
+            reason = ws.close_reason_received
+            return _label(f"close {ws.close_code_received} {reason}".rstrip())
+        if exc is not None:
+            return _label(f"lost in {STATE_NAMES[state]}: {type(exc).__name__}")
+        return f"closed without close frame in {STATE_NAMES[state]}"
+
+    def start(self) -> None:
+        """Open the TCP connection (the state machine does the rest)."""
+        w = self.w
+        self.state = TCP
+        self.t0 = time.monotonic_ns()
+        self.head = b""
+        self.ws = None
+        w.pending.add(self)
+        spec = w.spec
+        task = w.loop.create_task(
+            w.loop.create_connection(
+                lambda: self, spec.host, spec.port, local_addr=(spec.source, 0)
+            )
+        )
+        task.add_done_callback(self._tcp_done)
+
+    def _tcp_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self.fail("connect cancelled")
+            return
+        exc = task.exception()
+        if exc is not None:
+            code = getattr(exc, "errno", None)
+            name = errno.errorcode.get(code, type(exc).__name__) if code else type(exc).__name__
+            self.fail(f"tcp connect: {name}")
+
+    def fail(self, label: str) -> None:
+        """A connection that did not become ready: count why, drop it."""
+        if self.state in PENDING:
+            self.w.pending.discard(self)
+            self.w.count(self.w.failures, label)
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Worker:
+    """Every connection of one client process, and the ops of the orchestrator."""
+
+    def __init__(self, spec: WorkerSpec, pipe: Connection) -> None:
+        self.spec = spec
+        self.pipe = pipe
+        self.loop = asyncio.get_running_loop()
+        self.codec = ClientCodec(spec.fmt)
+        self.hs = Handshake(
+            spec.host, spec.port, spec.path, None if spec.raw else self.codec.subprotocol
+        )
+        nchan = len(spec.channels)
+        self.conns = [
+            Conn(self, spec.first + i, (spec.first + i) % nchan) for i in range(spec.count)
+        ]
+        self.pending: set[Conn] = set()
+        self.open = 0  # transports made and not yet lost
+        self.ready = 0
+        # Per phase: why connections failed to become ready, and a latency histogram
+        # (connect: TCP connect to subscribe reply; reconnect: storm start to the reply).
+        self.failures: dict[str, int] = {}
+        self.hist: dict[int, int] = {}
+        self.first_start = 0
+        self.last_ready = 0
+        # Ready connections closed by the other side, by close code.
+        self.lost: dict[str, int] = {}
+        self.pushed_disconnects: dict[str, int] = {}
+        self.pings = 0
+        self.dropping = False
+        # storm: per channel (epoch, final offset, publications missed); verdicts.
+        self.expect: dict[int, tuple[str, int, int]] = {}
+        self.storm_t0 = 0
+        self.verdicts: dict[str, int] = {}
+        self.last_recovered = 0
+        # publish: latency of publications stamped from measure_from on.
+        self.measure_from = 0
+        self.pub_hist: dict[int, int] = {}
+        self.received = 0
+        self.gaps = 0
+        self.duplicates = 0
+        self.first_recv = 0
+        self.last_recv = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.stopped: asyncio.Future[None] = self.loop.create_future()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def count(counter: dict[str, int], label: str) -> None:
+        counter[label] = counter.get(label, 0) + 1
+
+    def send(self, msg: dict[str, Any]) -> None:
+        try:
+            self.pipe.send(msg)
+        except (BrokenPipeError, OSError):
+            self.stop()
+
+    def stop(self) -> None:
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+
+    async def run(self) -> None:
+        self.loop.add_reader(self.pipe.fileno(), self._on_pipe)
+        self.loop.call_later(PROGRESS_EVERY, self._tick)
+        try:
+            await self.stopped
+        finally:
+            self.loop.remove_reader(self.pipe.fileno())
+            for c in self.conns:
+                if c.transport is not None:
+                    c.transport.abort()
+            await asyncio.sleep(0)
+
+    def _on_pipe(self) -> None:
+        try:
+            while self.pipe.poll():
+                msg = self.pipe.recv()
+                handler = getattr(self, "op_" + str(msg.get("op")), None)
+                if handler is None:
+                    self.send({"op": "error", "error": f"unknown op {msg.get('op')!r}"})
+                    continue
+                task = self.loop.create_task(handler(msg))
+                self.tasks.add(task)
+                task.add_done_callback(self._op_done)
+        except (EOFError, OSError):
+            self.stop()  # the orchestrator is gone
+
+    def _op_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.send({"op": "error", "error": repr(task.exception())})
+
+    def _tick(self) -> None:
+        if self.stopped.done():
+            return
+        # Connections stuck in a pending state past the connect timeout.
+        limit = time.monotonic_ns() - int(self.spec.connect_timeout * 1e9)
+        for c in [c for c in self.pending if c.t0 < limit]:
+            c.fail(f"timeout in {STATE_NAMES[c.state]}")
+        self.send(
+            {
+                "op": "progress",
+                "ready": self.ready,
+                "pending": len(self.pending),
+                "failed": sum(self.failures.values()),
+                "lost": sum(self.lost.values()),
+                "pings": self.pings,
+                "received": self.received,
+                "recovered": self.verdicts.get("ok", 0),
+            }
+        )
+        self.loop.call_later(PROGRESS_EVERY, self._tick)
+
+    # -- connection events --------------------------------------------------------------------
+
+    def setup_frame(self, conn: Conn) -> bytes:
+        spec = self.spec
+        token = make_connect_token(spec.secret, f"lg{conn.gid}", ttl=spec.token_ttl)
+        recover_from = (conn.offset, conn.epoch) if conn.recovering else None
+        return self.codec.setup(
+            token,
+            spec.channels[conn.chan],
+            recoverable=spec.recoverable,
+            recover_from=recover_from,
+        )
+
+    def on_ready(self, conn: Conn, sub: SubResult | None) -> None:
+        now = time.monotonic_ns()
+        self.pending.discard(conn)
+        conn.state = READY
+        conn.was_ready = True
+        self.ready += 1
+        self.last_ready = now
+        if conn.recovering:
+            verdict = self.judge_recovery(conn, sub)
+            self.count(self.verdicts, verdict)
+            if verdict == "ok":
+                self.last_recovered = now
+            start = self.storm_t0
+        else:
+            start = conn.t0
+            if sub is not None:
+                conn.epoch, conn.offset = sub.epoch, sub.offset
+        idx = bucket_index((now - start) // 1000)
+        self.hist[idx] = self.hist.get(idx, 0) + 1
+
+    def judge_recovery(self, conn: Conn, sub: SubResult | None) -> str:
+        """``"ok"``, or what is wrong with a recovery: the publications missed, in order, once."""
+        expect = self.expect.get(conn.chan)
+        if sub is None or not sub.was_recovering:
+            return "no recovery attempted"
+        if not sub.recovered:
+            return "not recovered"
+        if expect is None:
+            return "no expectation for the channel"
+        epoch, final, missed = expect
+        if sub.epoch != epoch:
+            return "epoch changed"
+        start = prev = conn.offset
+        prev_s = conn.last_s
+        for pub in sub.publications:
+            if pub.offset <= prev:
+                return "duplicate" if pub.offset <= start else "out of order"
+            if pub.offset != prev + 1:
+                return "gap"
+            if pub.s != prev_s + 1:
+                return "wrong data"
+            prev, prev_s = pub.offset, pub.s
+        conn.offset, conn.epoch, conn.last_s = max(prev, sub.offset), sub.epoch, prev_s
+        if prev < final:
+            return "missing publications"
+        if len(sub.publications) != missed:
+            return "wrong count"
+        return "ok"
+
+    def on_pub(self, conn: Conn, pub: Pub) -> None:
+        now = time.monotonic_ns()
+        self.received += 1
+        if not self.first_recv:
+            self.first_recv = now
+        self.last_recv = now
+        if pub.s:
+            if pub.s == conn.last_s + 1:
+                conn.last_s = pub.s
+            elif pub.s <= conn.last_s:
+                self.duplicates += 1
+                return
+            else:
+                self.gaps += pub.s - conn.last_s - 1
+                conn.last_s = pub.s
+        if pub.offset:
+            conn.offset = max(conn.offset, pub.offset)
+        if pub.t and pub.t >= self.measure_from:
+            idx = bucket_index((now - pub.t) // 1000)
+            self.pub_hist[idx] = self.pub_hist.get(idx, 0) + 1
+
+    # -- ops ----------------------------------------------------------------------------------
+
+    async def _open_all(self, conns: list[Conn], rate: float) -> None:
+        """Start ``conns`` at ``rate`` per second, then wait until none is pending (bounded)."""
+        loop = self.loop
+        n = len(conns)
+        start = loop.time()
+        spread = n / rate if rate > 0 else 0.0
+        deadline = start + spread + self.spec.connect_timeout + 5.0
+        limit = self.spec.concurrency if self.spec.concurrency > 0 else n
+        if not self.first_start:
+            self.first_start = time.monotonic_ns()
+        i = 0
+        while i < n:
+            now = loop.time()
+            due = n if rate <= 0 else min(n, int((now - start) * rate) + 1)
+            while i < due and len(self.pending) < limit:
+                conns[i].start()
+                i += 1
+            if i < n:
+                if now > deadline:
+                    label = "not started within the time limit"
+                    self.failures[label] = self.failures.get(label, 0) + n - i
+                    break
+                await asyncio.sleep(0.002)
+        while self.pending and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for c in list(self.pending):
+            c.fail(f"timeout in {STATE_NAMES[c.state]}")
+
+    def _phase_report(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "failures": self.failures,
+            "hist": self.hist,
+            "first_start": self.first_start,
+            "last_ready": self.last_ready,
+        }
+
+    async def op_connect(self, msg: dict[str, Any]) -> None:
+        self.failures, self.hist, self.first_start, self.last_ready = {}, {}, 0, 0
+        await self._open_all(self.conns, float(msg.get("rate", 0)))
+        self.send({"op": "connect", **self._phase_report()})
+
+    async def op_stats(self, msg: dict[str, Any]) -> None:
+        self.send(
+            {
+                "op": "stats",
+                "ready": self.ready,
+                "lost": self.lost,
+                "pushed_disconnects": self.pushed_disconnects,
+                "pings": self.pings,
+                "received": self.received,
+            }
+        )
+
+    async def _wait_closed(self, timeout: float) -> None:
+        deadline = self.loop.time() + timeout
+        while self.open > 0 and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def op_drop(self, msg: dict[str, Any]) -> None:
+        self.dropping = True
+        dropped = 0
+        for c in self.conns:
+            if c.transport is not None:
+                c.transport.abort()
+                dropped += 1
+            c.state = CLOSED
+        self.pending.clear()
+        self.ready = 0
+        await self._wait_closed(10.0)
+        self.send({"op": "drop", "dropped": dropped, "still_open": self.open})
+
+    async def op_reconnect(self, msg: dict[str, Any]) -> None:
+        self.expect = {int(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in msg["expect"].items()}
+        self.storm_t0 = int(msg["t0"])
+        self.dropping = False
+        self.failures, self.hist, self.verdicts = {}, {}, {}
+        self.first_start = self.last_ready = self.last_recovered = 0
+        self.ready = 0
+        conns = [c for c in self.conns if c.was_ready]
+        for c in conns:
+            c.recovering = True
+        await self._open_all(conns, float(msg.get("rate", 0)))
+        self.send(
+            {
+                "op": "reconnect",
+                "verdicts": self.verdicts,
+                "last_recovered": self.last_recovered,
+                **self._phase_report(),
+            }
+        )
+
+    async def op_arm(self, msg: dict[str, Any]) -> None:
+        self.measure_from = int(msg["from_ns"])
+        self.pub_hist = {}
+        self.received = self.gaps = self.duplicates = self.first_recv = self.last_recv = 0
+        self.send({"op": "arm"})
+
+    async def op_collect(self, msg: dict[str, Any]) -> None:
+        expected = {int(k): int(v) for k, v in msg["expected"].items()}
+        deadline = self.loop.time() + float(msg.get("timeout", 30))
+        waiting = [c for c in self.conns if c.state == READY]
+        while waiting and self.loop.time() < deadline:
+            waiting = [
+                c for c in waiting if c.state == READY and c.last_s < expected.get(c.chan, 0)
+            ]
+            if waiting:
+                await asyncio.sleep(0.05)
+        ready = [c for c in self.conns if c.state == READY]
+        complete = sum(1 for c in ready if c.last_s >= expected.get(c.chan, 0))
+        self.send(
+            {
+                "op": "collect",
+                "ready": self.ready,
+                "complete": complete,
+                "expected": sum(expected.get(c.chan, 0) for c in ready),
+                "received": self.received,
+                "gaps": self.gaps,
+                "duplicates": self.duplicates,
+                "hist": self.pub_hist,
+                "first_recv": self.first_recv,
+                "last_recv": self.last_recv,
+                "lost": self.lost,
+            }
+        )
+
+    async def op_close(self, msg: dict[str, Any]) -> None:
+        self.dropping = True
+        for c in self.conns:
+            t = c.transport
+            if t is None:
+                continue
+            if c.ws is not None and c.state == READY:
+                c.ws.close(1000)
+                t.writelines(c.ws.data_to_send())
+            c.state = CLOSED
+            t.close()
+        self.pending.clear()
+        await self._wait_closed(float(msg.get("timeout", 10)))
+        for c in self.conns:
+            if c.transport is not None:
+                c.transport.abort()
+        self.send({"op": "close", "still_open": self.open})
+        self.stop()
+
+
+def worker_main(spec: WorkerSpec, pipe: Connection) -> None:
+    """Entry point of a client process (``multiprocessing`` target)."""
+    # Ctrl-C reaches the whole process group: the orchestrator stops this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise_nofile_limit()
+    import uvloop
+
+    async def main() -> None:
+        await Worker(spec, pipe).run()
+
+    uvloop.run(main())
