@@ -1,14 +1,21 @@
-"""A PUB/SUB-only broker on NATS core (``pip install rtcore[nats]``).
+"""A broker on NATS core (``pip install rtcore[nats]``), with history in Redis or none.
 
 :class:`NatsBroker` moves publications, joins, leaves and control messages
-between nodes over a NATS server or cluster. It keeps **no history**: NATS
-core has no storage, so there are no offsets, no epochs and nothing to
-recover from. Use it for namespaces without history (``history_size`` /
-``history_ttl`` unset), where delivery is at-most-once and clients do not
-position or recover. A publish that asks for history, and every history read,
-raises :class:`FeatureNotAvailableError`; so does a publish with an
-idempotency key, which would need shared storage to be honoured across nodes.
-Deployments that need history or recovery use the Redis broker.
+between nodes over a NATS server or cluster. NATS core stores nothing, so on
+its own the broker keeps **no history**: no offsets, no epochs, nothing to
+recover from, at-most-once delivery. A publish that asks for history, every
+history read, and a publish with an idempotency key then raise
+:class:`FeatureNotAvailableError`.
+
+Given a :class:`~rtcore.backends.redis.RedisHistoryStore` (``history=``), the
+broker keeps history there: a publish first runs the Redis script that
+assigns the offset and stores the publication (and honours the idempotency
+key), then sends the message, carrying its offset and epoch, over NATS.
+Clients position and recover from the Redis stream as with the Redis broker;
+only the live delivery goes through NATS (docs/nats.md says what that
+changes). Publications of one channel leave one node in offset order;
+publications of one channel made on several nodes at once can reach a node
+out of offset order, which its subscribers treat as a gap and recover from.
 
 One NATS connection serves everything; the NATS client multiplexes one
 subscription per channel on it. Subjects are ``<prefix>.c.<channel>`` when
@@ -43,6 +50,7 @@ from rtcore.backends.redis.codec import (
     KIND_LEAVE,
     deliver_message,
     encode_info_message,
+    encode_positioned_message,
     encode_publication,
     encode_publication_message,
 )
@@ -72,6 +80,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 
 if TYPE_CHECKING:
+    from rtcore.backends.redis import RedisHistoryStore
     from rtcore.engine.broker import Broker
 
 
@@ -131,12 +140,22 @@ class _Sub:
         self.ready = ready
 
 
-class NatsBroker:
-    """:class:`~rtcore.engine.broker.Broker` over NATS core pub/sub, without history.
+class _Order:
+    """A channel's publish order on this node: the lock and how many publishes use it."""
 
-    See the module docstring for the scope. Publications go out with offset
-    0 and position ``ZERO_POSITION``; ``use_delta`` has no base to pass
-    (``prev_pub`` is always None).
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class NatsBroker:
+    """:class:`~rtcore.engine.broker.Broker` over NATS core pub/sub, with history in Redis or none.
+
+    See the module docstring for the scope. Without ``history``, publications
+    go out with offset 0 and position ``ZERO_POSITION``. ``use_delta`` has no
+    base to pass either way (``prev_pub`` is always None).
 
     Args:
         servers: NATS URL(s) (``nats://``, ``tls://``; credentials in the URL).
@@ -146,6 +165,8 @@ class NatsBroker:
         reconnect_wait: seconds between reconnection attempts.
         request_timeout: seconds ``subscribe`` waits for the server to confirm.
         options: extra keyword arguments for ``nats.connect`` (TLS, auth, ...).
+        history: where history and idempotency results are kept (None: nowhere).
+            The broker closes it when it is closed.
     """
 
     def __init__(
@@ -158,6 +179,7 @@ class NatsBroker:
         reconnect_wait: float = 0.5,
         request_timeout: float = 5.0,
         options: dict[str, Any] | None = None,
+        history: RedisHistoryStore | None = None,
     ) -> None:
         if not prefix or not prefix.isascii() or not _PLAIN_PREFIX.fullmatch(prefix):
             raise ValueError(f"invalid NATS subject prefix: {prefix!r}")
@@ -184,6 +206,10 @@ class NatsBroker:
         self._confirming: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors_logged = 0
+        self._history = history
+        # Per channel: held from the offset's assignment until the message is
+        # in the NATS client's buffer, so this node sends in offset order.
+        self._order: dict[str, _Order] = {}
 
     # -- introspection ----------------------------------------------------------
 
@@ -270,6 +296,8 @@ class NatsBroker:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._confirming = None
+        if self._history is not None:
+            await self._history.close()
 
     # -- callbacks --------------------------------------------------------------
 
@@ -371,20 +399,96 @@ class NatsBroker:
         use_delta: bool = False,
     ) -> PublishResult:
         nc = self._client()
-        if history is not None:
-            raise FeatureNotAvailableError(
-                "the NATS broker keeps no history; use the Redis broker for channels with history"
-            )
-        if idempotency_key:
-            if not idempotent_ttl > 0:
-                raise ValueError(f"idempotent_ttl must be > 0 seconds, got {idempotent_ttl}")
-            raise FeatureNotAvailableError("the NATS broker does not support idempotency keys")
+        store = self._history
+        if idempotency_key and not idempotent_ttl > 0:
+            raise ValueError(f"idempotent_ttl must be > 0 seconds, got {idempotent_ttl}")
+        if store is None:
+            if history is not None:
+                raise FeatureNotAvailableError(
+                    "the NATS broker keeps no history without a history store "
+                    "(engine.type = 'redis'); use it for channels without history"
+                )
+            if idempotency_key:
+                raise FeatureNotAvailableError(
+                    "the NATS broker honours idempotency keys only with a history store"
+                )
         if not pub.time:
             pub.time = int(time.time() * 1000)
+        subject = subject_for(self.prefix, channel)
+        if history is not None and store is not None:
+            return await self._publish_stored(
+                nc, store, channel, subject, pub, history, idempotency_key, idempotent_ttl
+            )
+        if idempotency_key and store is not None:
+            cached = await store.claim(channel, idempotency_key, idempotent_ttl)
+            if cached is not None:
+                return PublishResult(cached, True)
+            pub.offset = 0
+            try:
+                await self._send(nc, subject, encode_publication_message(encode_publication(pub)))
+            except BaseException:
+                # Not sent: a retry under the same key must not be suppressed.
+                try:
+                    await store.unclaim(channel, idempotency_key)
+                except Exception as exc:
+                    logger.warning("cannot forget idempotency key after a failed publish: %s", exc)
+                raise
+            return PublishResult(ZERO_POSITION)
         pub.offset = 0
         message = encode_publication_message(encode_publication(pub))
-        await self._send(nc, subject_for(self.prefix, channel), message)
+        await self._send(nc, subject, message)
         return PublishResult(ZERO_POSITION)
+
+    async def _publish_stored(
+        self,
+        nc: NatsClient,
+        store: RedisHistoryStore,
+        channel: str,
+        subject: str,
+        pub: Publication,
+        history: HistoryOptions,
+        idempotency_key: str | None,
+        idempotent_ttl: float,
+    ) -> PublishResult:
+        """Store in the Redis stream (which assigns the offset), then send over NATS."""
+        order = self._order.get(channel)
+        if order is None:
+            order = self._order[channel] = _Order()
+        order.users += 1
+        try:
+            async with order.lock:
+                position, suppressed = await store.append(
+                    channel, pub, history, "", "", False, idempotency_key, idempotent_ttl
+                )
+                if suppressed:
+                    return PublishResult(position, True)
+                if not nc.is_connected:
+                    # Stored but not delivered live: subscribers notice the gap
+                    # at the next publication and recover it from history.
+                    raise NatsUnavailableError("not connected to NATS")
+                message = encode_positioned_message(
+                    encode_publication(pub), position.offset, position.epoch
+                )
+                await nc.publish(subject, message)
+        except Exception as exc:
+            error = _translate(exc)
+            if error is not exc:
+                self.last_error = error
+                raise error from exc
+            raise
+        finally:
+            order.users -= 1
+            if not order.users:
+                del self._order[channel]
+        try:
+            await self._confirm(nc)
+        except Exception as exc:
+            error = _translate(exc)
+            self.last_error = error
+            if error is exc:
+                raise
+            raise error from exc
+        return PublishResult(position)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         nc = self._client()
@@ -469,13 +573,19 @@ class NatsBroker:
         meta_ttl: float | None = None,
     ) -> HistoryResult:
         self._client()
-        raise FeatureNotAvailableError(
-            "the NATS broker keeps no history; recovery and positioning need the Redis broker"
-        )
+        if self._history is None:
+            raise FeatureNotAvailableError(
+                "the NATS broker keeps no history without a history store (engine.type = 'redis')"
+            )
+        return await self._history.read(channel, since, limit, reverse, meta_ttl)
 
     async def remove_history(self, channel: str) -> None:
         self._client()
-        raise FeatureNotAvailableError("the NATS broker keeps no history")
+        if self._history is None:
+            raise FeatureNotAvailableError(
+                "the NATS broker keeps no history without a history store (engine.type = 'redis')"
+            )
+        await self._history.remove(channel)
 
 
 def _translate(exc: BaseException) -> BaseException:

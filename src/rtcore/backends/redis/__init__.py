@@ -62,6 +62,7 @@ __all__ = [
     "RedisUnavailableError",
     "SentinelSettings",
     "create_redis_engine",
+    "create_redis_stores",
     "decode_entry",
     "decode_message",
     "deliver_message",
@@ -91,3 +92,22 @@ def create_redis_engine(
     broker = RedisBroker(conns, prefix=prefix, cluster=cluster)
     presence = RedisPresenceManager(conns, prefix=prefix, cluster=cluster, ttl=presence_ttl)
     return broker, presence
+
+
+def create_redis_stores(
+    urls: list[str],
+    prefix: str,
+    *,
+    cluster: bool = False,
+    presence_ttl: float = DEFAULT_PRESENCE_TTL,
+    sentinel: SentinelSettings | None = None,
+) -> tuple[RedisHistoryStore, RedisPresenceManager]:
+    """History and presence sharing one set of Redis connections, for another broker.
+
+    The NATS broker takes the history store (``NatsBroker(history=...)``):
+    NATS carries the publications, Redis keeps history and presence.
+    """
+    conns = RedisConnections(urls, cluster=cluster, sentinel=sentinel)
+    history = RedisHistoryStore(conns, prefix=prefix, cluster=cluster)
+    presence = RedisPresenceManager(conns, prefix=prefix, cluster=cluster, ttl=presence_ttl)
+    return history, presence

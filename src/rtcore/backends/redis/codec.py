@@ -148,6 +148,15 @@ def encode_publication_message(body: bytes) -> bytes:
     return _PUB_HEAD_NO_HISTORY + body + _MSGPACK_NIL
 
 
+def encode_positioned_message(body: bytes, offset: int, epoch: str) -> bytes:
+    """The channel message of a publication stored at ``offset`` of ``epoch`` (no previous).
+
+    What the publish script sends, built in Python for brokers that carry
+    messages outside Redis (the NATS broker with Redis history).
+    """
+    return _V + b"\x95\x00" + msgpack.packb(offset) + msgpack.packb(epoch) + body + _MSGPACK_NIL
+
+
 def encode_info_message(kind: int, info: ClientInfo) -> bytes:
     """The channel message of a join (``KIND_JOIN``) or leave (``KIND_LEAVE``)."""
     return _V + msgpack.packb([kind, _info_fields(info)])  # type: ignore[no-any-return]

@@ -131,6 +131,29 @@ class RedisHistoryStore(RedisStore):
         pub.offset = offset
         return StreamPosition(offset, result[1].decode()), False
 
+    async def claim(
+        self, channel: str, idempotency_key: str, idempotent_ttl: float
+    ) -> StreamPosition | None:
+        """Record ``idempotency_key`` for a publish without history, unless it exists.
+
+        Returns None when the key is new (now recorded for ``idempotent_ttl``),
+        or the position stored by the first publish under it. For brokers that
+        publish outside Redis; :meth:`unclaim` undoes a claim whose publish failed.
+        """
+        if self._closed:
+            raise RedisEngineError("the history store is closed")
+        cached = await self._conns.script(
+            channel,
+            scripts.PUBLISH_IDEMPOTENT,
+            [self.keys.result(channel, idempotency_key)],
+            ["", "", "", ms(idempotent_ttl)],
+        )
+        return None if cached is None else parse_position(cached)
+
+    async def unclaim(self, channel: str, idempotency_key: str) -> None:
+        """Forget a claimed idempotency key (its publish failed)."""
+        await self._conns.command(channel, "DEL", self.keys.result(channel, idempotency_key))
+
     async def read(
         self,
         channel: str,

@@ -178,9 +178,36 @@ def _sentinel_settings(config: Config) -> Any:
 
 
 def _make_node(config: Config) -> Node:
-    """A node with the configured engine (memory, or Redis broker + presence)."""
+    """A node with the configured engine (memory, or Redis broker + presence).
+
+    With ``broker.type = "nats"``, NATS carries the publications and the
+    engine keeps history and presence (Redis), or only presence (memory).
+    """
     from rtcore.engine.node import Node
 
+    if config.broker.type == "nats":
+        from rtcore.backends.nats import NatsBroker
+
+        history = presence = None
+        if config.engine.type == "redis":
+            from rtcore.backends.redis import create_redis_stores
+
+            history, presence = create_redis_stores(
+                list(config.engine.redis_address),
+                config.engine.redis_prefix,
+                presence_ttl=config.engine.presence_ttl,
+                sentinel=_sentinel_settings(config),
+            )
+        nats = config.broker
+        broker = NatsBroker(
+            list(nats.nats_url),
+            prefix=nats.nats_prefix,
+            name=f"rtcore {config.client.node_name}".strip(),
+            connect_timeout=nats.nats_dial_timeout,
+            request_timeout=nats.nats_write_timeout,
+            history=history,
+        )
+        return Node(config, broker=broker, presence_manager=presence)
     if config.engine.type == "redis":
         from rtcore.backends.redis import create_redis_engine
 
@@ -216,6 +243,8 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
         where = "in process"
         if engine.type == "redis":
             where = ", ".join(engine.redis_sentinel_address or engine.redis_address)
+        if config.broker.type == "nats":
+            where += "; NATS broker at " + ", ".join(config.broker.nats_url)
         logger.error("cannot start the %s engine (%s): %s", engine.type, where, exc)
         await node.close()
         return EXIT_ERROR
