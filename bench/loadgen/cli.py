@@ -26,6 +26,7 @@ import os
 import platform
 import resource
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -276,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="reconnects per second (0: all at once)",
     )
+    storm.add_argument(
+        "--reconnect-concurrency",
+        type=_non_negative(int),
+        default=0,
+        help="reconnects in flight per client process (0: no limit, every client at once)",
+    )
 
     pub = sub.add_parser("publish", help="publish -> receive latency at a target deliveries/s")
     _common(pub)
@@ -426,6 +433,10 @@ async def _run(args: argparse.Namespace, results: dict[str, Any], ui: ProgressUI
     run: Run | None = None
     status = EXIT_OK
     channels = [f"{args.channel_prefix}{i}" for i in range(args.channels)]
+    # SIGTERM ends a run as Ctrl-C does: cancelled, then every process cleaned up.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         if args.spawn_server:
             opts = ServerOptions(
@@ -471,11 +482,22 @@ async def _run(args: argparse.Namespace, results: dict[str, Any], ui: ProgressUI
             "sources": [s.source for s in specs],
             "per_process": [s.count for s in specs],
         }
+        if server is not None and not args.server_cmd:
+            per_worker = math.ceil(args.connections / args.workers)
+            if per_worker > 18_000:
+                # SO_REUSEPORT spreads connections by hash, not evenly: keep a margin.
+                warning = (
+                    f"~{per_worker} connections per server process: above ~18,000 a worker "
+                    "runs out of files (limit 20,000); raise --workers"
+                )
+                results["warnings"].append(warning)
+                ui.log(f"warning: {warning}")
         # The client processes import while the server starts.
         fleet = Fleet(specs)
         if server is not None:
             ui.log(f"starting the server: {' '.join(server.cmd)}")
-            await asyncio.to_thread(server.start)
+            server.launch()
+            await asyncio.to_thread(server.wait_ready)
             roots = [args.server_pid] if args.server_pid else [server.pid]
         await fleet.wait_started(120.0)
         monitor = Monitor(fleet, roots, ui, args.sample_interval)
@@ -541,6 +563,7 @@ def run_scenario(args: argparse.Namespace) -> int:
         "machine": _machine(),
         "server": {},
         "problems": [],
+        "warnings": [],
     }
     ui = ProgressUI(not args.no_progress)
     t0 = time.monotonic()
@@ -548,7 +571,7 @@ def run_scenario(args: argparse.Namespace) -> int:
     with ui:
         try:
             status = uvloop.run(_run(args, results, ui))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):
             interrupted = True
             status = EXIT_INTERRUPTED
             results["problems"].append("interrupted")

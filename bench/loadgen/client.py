@@ -16,7 +16,7 @@ and the process sends ``{"op": "progress", ...}`` four times a second:
   in one frame; ready on the subscribe reply.
 * ``stats``: pings answered, connections lost (by close code), publications.
 * ``drop``: abort every connection at once (RST, no close frame).
-* ``reconnect`` ``{t0, expect, rate}``: reopen the connections that were ready
+* ``reconnect`` ``{t0, expect, rate, concurrency}``: reopen the connections that were ready
   before the drop, subscribing with ``recover`` from their last offset and
   epoch; judge every recovery against ``expect`` (per channel: epoch, final
   offset, publications missed).
@@ -471,14 +471,15 @@ class Worker:
 
     # -- ops ----------------------------------------------------------------------------------
 
-    async def _open_all(self, conns: list[Conn], rate: float) -> None:
-        """Start ``conns`` at ``rate`` per second, then wait until none is pending (bounded)."""
+    async def _open_all(self, conns: list[Conn], rate: float, concurrency: int) -> None:
+        """Start ``conns`` at ``rate`` per second (0: at once) with at most ``concurrency``
+        pending (0: no limit), then wait until none is pending (bounded)."""
         loop = self.loop
         n = len(conns)
         start = loop.time()
         spread = n / rate if rate > 0 else 0.0
         deadline = start + spread + self.spec.connect_timeout + 5.0
-        limit = self.spec.concurrency if self.spec.concurrency > 0 else n
+        limit = concurrency if concurrency > 0 else n
         if not self.first_start:
             self.first_start = time.monotonic_ns()
         i = 0
@@ -510,7 +511,7 @@ class Worker:
 
     async def op_connect(self, msg: dict[str, Any]) -> None:
         self.failures, self.hist, self.first_start, self.last_ready = {}, {}, 0, 0
-        await self._open_all(self.conns, float(msg.get("rate", 0)))
+        await self._open_all(self.conns, float(msg.get("rate", 0)), self.spec.concurrency)
         self.send({"op": "connect", **self._phase_report()})
 
     async def op_stats(self, msg: dict[str, Any]) -> None:
@@ -553,7 +554,7 @@ class Worker:
         conns = [c for c in self.conns if c.was_ready]
         for c in conns:
             c.recovering = True
-        await self._open_all(conns, float(msg.get("rate", 0)))
+        await self._open_all(conns, float(msg.get("rate", 0)), int(msg.get("concurrency", 0)))
         self.send(
             {
                 "op": "reconnect",

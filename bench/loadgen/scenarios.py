@@ -247,7 +247,8 @@ async def _restart(run: Run) -> None:
             ph["stop_seconds"] = round(
                 await asyncio.to_thread(run.server.stop, args.restart_timeout), 3
             )
-            await asyncio.to_thread(run.server.start, args.restart_timeout)
+            run.server.launch()
+            await asyncio.to_thread(run.server.wait_ready, args.restart_timeout)
             run.monitor.roots = [run.server.pid]
 
 
@@ -308,6 +309,7 @@ async def storm(run: Run) -> None:
                 t0=t0,
                 expect={c: list(v) for c, v in expect.items()},
                 rate=per_process,
+                concurrency=args.reconnect_concurrency,
             )
     finally:
         stop.set()

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import secrets
@@ -219,6 +220,20 @@ def server_config(
     return config
 
 
+def _die_with_parent() -> None:
+    """In the server's process before exec: SIGTERM when the load generator dies.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that started the process
+    exits, hence :meth:`SpawnedServer.launch` runs on the main thread. Best
+    effort: without it, a killed load generator would leave its server running.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class SpawnedServer:
     """A server process (tree) started and stopped by the load generator."""
 
@@ -264,6 +279,11 @@ class SpawnedServer:
         }
 
     def start(self, timeout: float = 60.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process (call it from the main thread: see :func:`_die_with_parent`)."""
         # RTCORE_<SECTION>__<KEY> variables would override the generated file.
         env = {k: v for k, v in os.environ.items() if not (k.startswith("RTCORE_") and "__" in k)}
         env.pop("RTCORE_CONFIG", None)
@@ -276,11 +296,16 @@ class SpawnedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
         self.starts += 1
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every worker listens; stops the server and raises if it does not."""
         proc = self.proc
+        assert proc is not None
         try:
             wait_listening(self.port, self.sockets, timeout, alive=lambda: proc.poll() is None)
         except RuntimeError as exc:
