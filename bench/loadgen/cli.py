@@ -462,7 +462,7 @@ async def _run(args: argparse.Namespace, results: dict[str, Any], ui: ProgressUI
             host, port, path = "127.0.0.1", server.port, "/connection/websocket"
             api_target = ("127.0.0.1", server.port, "/api", server.api_key)
             secret = server.secret
-            roots = []
+            roots: list[int] = []
         else:
             host, port, path = parse_ws_url(args.url)
             api_host, api_port, prefix = parse_http_url(

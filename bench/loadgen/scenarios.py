@@ -58,7 +58,7 @@ def _per_connection(phase: dict[str, Any], key: str, count: int, scale: float) -
     server = phase.get("server")
     if not server or server.get(key) is None or count <= 0:
         return None
-    return round(server[key] / count * scale, 2)
+    return round(float(server[key]) / count * scale, 2)
 
 
 def _top(counts: Mapping[str, int], n: int = 3) -> str:
