@@ -118,7 +118,7 @@ class AsgiWebSocketTransport:
         "_text",
         "_queue",
         "_queued",
-        "_wake",
+        "_waiter",
         "_open",
         "_max_size",
     )
@@ -137,7 +137,8 @@ class AsgiWebSocketTransport:
         self._text = not codec.binary
         self._queue: deque[tuple[Message, int]] = deque()
         self._queued = 0
-        self._wake = asyncio.Event()
+        # The pump's wake-up while it waits for work (a bare future: cheaper than an Event).
+        self._waiter: asyncio.Future[None] | None = None
         self._open = True
         self._max_size = max_message_size
         self.session = ClientSession(
@@ -166,7 +167,7 @@ class AsgiWebSocketTransport:
         )
         self._queue.append((message, len(data)))
         self._queued += len(data)
-        self._wake.set()
+        self._wake()
 
     def buffer_size(self) -> int:
         return self._queued
@@ -188,7 +189,14 @@ class AsgiWebSocketTransport:
             return
         self._open = False
         self._queue.append(({"type": "websocket.close", "code": code, "reason": reason}, 0))
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- the connection ----------------------------------------------------------
 
@@ -220,7 +228,7 @@ class AsgiWebSocketTransport:
     async def _pump(self) -> None:
         queue = self._queue
         send = self._send
-        wake = self._wake
+        loop = asyncio.get_running_loop()
         while True:
             while queue:
                 message, size = queue[0]
@@ -236,5 +244,5 @@ class AsgiWebSocketTransport:
                 self._queued -= size
                 if message["type"] == "websocket.close":
                     return
-            wake.clear()
-            await wake.wait()
+            waiter = self._waiter = loop.create_future()
+            await waiter
