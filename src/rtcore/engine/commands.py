@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rtcore.auth import TokenError, TokenOp
+from rtcore.engine.session import CONNECTED, CONNECTING
 from rtcore.protocol import (
     Command,
     ConnectResult,
@@ -59,8 +60,6 @@ async def dispatch(session: ClientSession, cmd: Command) -> None:
     method = methods[0]
     if method != "send" and cmd.id <= 0:
         raise DisconnectError(codes.BAD_REQUEST)
-    from rtcore.engine.session import CONNECTED
-
     if method == "connect":
         await handle_connect(session, cmd)
         return
@@ -78,8 +77,6 @@ async def dispatch(session: ClientSession, cmd: Command) -> None:
 
 
 async def handle_connect(session: ClientSession, cmd: Command) -> None:
-    from rtcore.engine.session import CONNECTING
-
     if session.state != CONNECTING:
         raise DisconnectError(codes.BAD_REQUEST)
     req = cmd.connect

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -50,6 +51,17 @@ logger = logging.getLogger("rtcore.engine.session")
 CONNECTING = 0
 CONNECTED = 1
 CLOSED = 2
+
+
+_dispatch: Callable[[ClientSession, Command], Awaitable[None]] | None = None
+
+
+def _load_dispatch() -> Callable[[ClientSession, Command], Awaitable[None]]:
+    global _dispatch
+    from rtcore.engine.commands import dispatch
+
+    _dispatch = dispatch
+    return dispatch
 
 
 def new_client_id() -> str:
@@ -263,8 +275,8 @@ class ClientSession:
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        from rtcore.engine.commands import dispatch
-
+        # commands imports this module: resolved on first use.
+        dispatch = _dispatch or _load_dispatch()
         queue = self._commands
         while queue and self.state != CLOSED:
             cmd = queue.popleft()
