@@ -49,6 +49,7 @@ from rtcore.engine.history import HistoryOptions, HistoryResult
 from rtcore.engine.hub import Hub
 from rtcore.engine.memory import MemoryBroker, MemoryPresenceManager
 from rtcore.engine.presence import PresenceManager
+from rtcore.engine.recovery import HistoryReads
 from rtcore.engine.session import ClientSession
 from rtcore.engine.subscriptions import Subscriptions
 from rtcore.engine.timers import TimerWheel
@@ -119,6 +120,10 @@ class Node(BrokerEventHandler):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscriptions = Subscriptions(self)
         self._control = ControlMessages(self)
+        # The history reads of subscribes, merged per channel (single flight).
+        self.history_reads = HistoryReads(
+            self.broker, self._subscriptions.broker_token, clock=lambda: self.timers.now()
+        )
         self._started = False
         self.closing = False
         # Counters for info/metrics, read at scrape time by rtcore.server.metrics.
@@ -387,6 +392,16 @@ class Node(BrokerEventHandler):
         self.messages_sent["publication"] += 1
         return result.position, result.suppressed
 
+    @property
+    def recovery_reads(self) -> int:
+        """History reads made for subscribes (positioning and recovery)."""
+        return self.history_reads.reads
+
+    @property
+    def recovery_reads_saved(self) -> int:
+        """Subscribes served by another subscribe's history read (single flight)."""
+        return self.history_reads.saved
+
     def count_broker_error(self, op: str) -> None:
         """Count a failed broker or presence operation (metrics)."""
         self.broker_errors[op] = self.broker_errors.get(op, 0) + 1
@@ -397,6 +412,7 @@ class Node(BrokerEventHandler):
         self, channel: str, pub: Publication, position: StreamPosition, prev_pub: Publication | None
     ) -> None:
         self.messages_received["publication"] += 1
+        self.history_reads.delivered(channel, position)
         delivered = self.hub.broadcast_publication(channel, pub, position.epoch)
         latency = self.delivery_latency
         if latency is not None and delivered and pub.time:

@@ -7,29 +7,319 @@ publication in cache mode). Publications that reach the subscriber while the
 subscribe is in progress are held; :func:`flush_buffer` delivers them after
 the reply, continuing from the position the reply gave. A gap or a new epoch
 there means the subscriber lost its state.
+
+The reads go through :class:`HistoryReads`, which merges concurrent reads of
+one channel (single flight): after a mass reconnect the history of a channel
+is read about once per burst of subscribes, not once per client, and every
+client still gets exactly what its own read would have returned.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import time
+from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rtcore.engine.history import HistoryResult
 from rtcore.protocol import SubscribeRequest, SubscribeResult, codes
 from rtcore.protocol.types import Publication, StreamPosition
 
 
 if TYPE_CHECKING:
     from rtcore.engine.broker import Broker
-    from rtcore.engine.history import HistoryResult
     from rtcore.engine.session import ClientSession, SubscriptionState
     from rtcore.fanout import Subscriber
 
 
-__all__ = ["position", "flush_buffer"]
+__all__ = ["HistoryReads", "position", "flush_buffer", "READ_TOP", "READ_LAST", "READ_SINCE"]
+
+#: The three reads of a subscribe: the stream top only (positioning), the
+#: newest publication (cache-mode recovery), the publications after an offset
+#: (stream-mode recovery).
+READ_TOP = 0
+READ_LAST = 1
+READ_SINCE = 2
+
+#: Seconds a finished read may serve later subscribes of its channel, as long
+#: as no newer publication reached this node meanwhile.
+REUSE_WINDOW = 1.0
+
+
+class _Read:
+    """One history read of a channel and the subscribes it serves."""
+
+    __slots__ = (
+        "kind",
+        "channel",
+        "meta_ttl",
+        "since",
+        "limit",
+        "token",
+        "waiters",
+        "issued",
+        "result",
+        "offsets",
+        "done_at",
+    )
+
+    def __init__(
+        self, kind: int, channel: str, meta_ttl: float, since: int, limit: int, token: object
+    ) -> None:
+        self.kind = kind
+        self.channel = channel
+        self.meta_ttl = meta_ttl
+        # READ_SINCE: the lowest offset asked for and how far past it the
+        # read goes (-1: no limit); widened while the read is pending.
+        self.since = since
+        self.limit = limit
+        # The broker subscription of the channel when the read was made: a
+        # result serves only subscribers of that same subscription.
+        self.token = token
+        self.waiters: list[asyncio.Future[HistoryResult]] = []
+        self.issued = False
+        self.result: HistoryResult | None = None
+        # Offsets of result.publications (READ_SINCE), for bisecting.
+        self.offsets: list[int] = []
+        self.done_at = 0.0
+
+    def widen(self, since: int, limit: int) -> None:
+        """Make the pending read cover ``limit`` publications after ``since`` too."""
+        if since < self.since:
+            if self.limit > 0:
+                self.limit += self.since - since
+            self.since = since
+        if self.limit == -1 or limit == -1:
+            self.limit = -1
+        else:
+            self.limit = max(self.limit, since + limit - self.since)
+
+    def covers(self, since: int, limit: int) -> bool:
+        """Whether this (issued) read returns everything a read from ``since`` would."""
+        if self.kind != READ_SINCE:
+            return True
+        if since < self.since:
+            return False
+        if self.limit == -1:
+            return True
+        result = self.result
+        if result is not None and len(result.publications) < self.limit:
+            return True  # not cut by its limit: it reaches the top
+        return limit != -1 and since + limit <= self.since + self.limit
+
+    def serve(self, since: int, epoch: str, limit: int) -> HistoryResult:
+        """What a read from ``since`` (``epoch``) with ``limit`` would have returned."""
+        result = self.result
+        assert result is not None
+        if self.kind != READ_SINCE:
+            return result
+        top = result.position
+        if epoch and epoch != top.epoch:
+            return HistoryResult([], top)  # offsets of another stream mean nothing here
+        pubs = result.publications
+        start = bisect_right(self.offsets, since)
+        end = len(pubs) if limit == -1 else min(len(pubs), start + limit)
+        if start == 0 and end == len(pubs):
+            return result
+        return HistoryResult(pubs[start:end], top)
+
+
+class HistoryReads:
+    """Merges the history reads of subscribes (single flight).
+
+    A read is merged into another of the same channel (and kind and meta
+    TTL) when that one
+
+    * has not been sent yet: reads asked for in one event-loop iteration go
+      out as one, at the start of the next; the publications after the
+      lowest offset asked for serve every client, each getting those after
+      its own offset, up to its own limit. It is exact: every subscriber was
+      registered, and the broker subscribed, before the read went out, so a
+      publication is either in the result or held for delivery after the
+      reply.
+    * is in flight or finished less than :data:`REUSE_WINDOW` ago, was made
+      during the same broker subscription of the channel, covers the
+      offset and limit asked for, and its top is at or past the newest
+      publication this node delivered in the channel before the subscribe
+      joined it (checked once the result is there; otherwise the subscribe
+      reads on its own). Then no publication can fall between the result
+      and what the subscriber holds.
+
+    Args:
+        broker: where the reads go (``Broker.history``).
+        token: ``token(channel)`` identifies the channel's current broker
+            subscription (None while there is none).
+        clock: monotonic seconds.
+    """
+
+    __slots__ = (
+        "broker",
+        "_token",
+        "_clock",
+        "_reads",
+        "_done",
+        "_last",
+        "_tasks",
+        "reads",
+        "saved",
+    )
+
+    def __init__(
+        self,
+        broker: Broker,
+        token: Callable[[str], object],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.broker = broker
+        self._token = token
+        self._clock = clock
+        # channel -> {(kind, meta_ttl): the latest read}
+        self._reads: dict[str, dict[tuple[int, float], _Read]] = {}
+        # Finished reads in the order they finished.
+        self._done: deque[_Read] = deque()
+        # channel -> (offset, epoch) of the newest publication delivered here.
+        self._last: dict[str, tuple[int, str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Reads sent to the broker, and reads saved by merging.
+        self.reads = 0
+        self.saved = 0
+
+    def delivered(self, channel: str, position: StreamPosition) -> None:
+        """A publication of ``channel`` reached this node (before its subscribers)."""
+        if position.offset:
+            self._last[channel] = (position.offset, position.epoch)
+
+    def forget(self, channel: str) -> None:
+        """The node's broker subscription of ``channel`` ended."""
+        self._reads.pop(channel, None)
+        self._last.pop(channel, None)
+
+    async def read(
+        self,
+        kind: int,
+        channel: str,
+        meta_ttl: float,
+        since: int = 0,
+        epoch: str = "",
+        limit: int = 0,
+    ) -> HistoryResult:
+        """What this subscribe's own read would return, merged with others where exact.
+
+        ``since``, ``epoch`` and ``limit`` (-1: none) matter to ``READ_SINCE`` only.
+        """
+        token = self._token(channel)
+        if self._done:
+            self._sweep(self._clock())
+        key = (kind, meta_ttl)
+        by_kind = self._reads.get(channel)
+        current = by_kind.get(key) if by_kind is not None else None
+        if current is not None and token is not None and current.token is token:
+            if not current.issued:
+                current.widen(since, limit)
+                await self._wait(current)
+                self.saved += 1
+                return current.serve(since, epoch, limit)
+            if (
+                current.result is None or self._clock() - current.done_at <= REUSE_WINDOW
+            ) and current.covers(since, limit):
+                # Whatever reaches this node from now on is held for the subscriber.
+                last = self._last.get(channel)
+                await self._wait(current)
+                top = current.result.position if current.result is not None else None
+                if (
+                    top is not None
+                    and (last is None or (last[1] == top.epoch and last[0] <= top.offset))
+                    and current.covers(since, limit)
+                ):
+                    self.saved += 1
+                    return current.serve(since, epoch, limit)
+                # A newer publication reached this node meanwhile: read again.
+                by_kind = self._reads.get(channel)
+        read = _Read(kind, channel, meta_ttl, since, limit, token)
+        if token is not None:  # only reads during a broker subscription are shared
+            if by_kind is None:
+                by_kind = self._reads[channel] = {}
+            by_kind[key] = read
+        asyncio.get_running_loop().call_soon(self._issue, read)
+        await self._wait(read)
+        return read.serve(since, epoch, limit)
+
+    async def _wait(self, read: _Read) -> None:
+        if read.result is None:
+            waiter: asyncio.Future[HistoryResult] = asyncio.get_running_loop().create_future()
+            read.waiters.append(waiter)
+            await waiter
+
+    def _issue(self, read: _Read) -> None:
+        read.issued = True
+        task = asyncio.get_running_loop().create_task(self._run(read))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, read: _Read) -> None:
+        self.reads += 1
+        try:
+            if read.kind == READ_TOP:
+                result = await self.broker.history(read.channel, limit=0, meta_ttl=read.meta_ttl)
+            elif read.kind == READ_LAST:
+                result = await self.broker.history(
+                    read.channel, limit=1, reverse=True, meta_ttl=read.meta_ttl
+                )
+            else:
+                # Epoch "" matches any stream: each subscribe compares its own.
+                result = await self.broker.history(
+                    read.channel,
+                    since=StreamPosition(read.since, ""),
+                    limit=read.limit,
+                    meta_ttl=read.meta_ttl,
+                )
+        except BaseException as exc:
+            by_kind = self._reads.get(read.channel)
+            if by_kind is not None and by_kind.get((read.kind, read.meta_ttl)) is read:
+                del by_kind[(read.kind, read.meta_ttl)]
+            for waiter in read.waiters:
+                if not waiter.done():
+                    # A fresh exception each: one raised in many tasks would
+                    # collect all their tracebacks.
+                    waiter.set_exception(_fresh(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        read.result = result
+        read.offsets = [p.offset for p in result.publications]
+        read.done_at = now = self._clock()
+        self._done.append(read)
+        self._sweep(now)
+        waiters, read.waiters = read.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+
+    def _sweep(self, now: float) -> None:
+        """Drop finished reads that may serve no more (oldest first, O(dropped))."""
+        done = self._done
+        while done and now - done[0].done_at > REUSE_WINDOW:
+            read = done.popleft()
+            by_kind = self._reads.get(read.channel)
+            key = (read.kind, read.meta_ttl)
+            if by_kind is not None and by_kind.get(key) is read:
+                del by_kind[key]
+                if not by_kind:
+                    del self._reads[read.channel]
+
+
+def _fresh(exc: BaseException) -> BaseException:
+    try:
+        return copy.copy(exc).with_traceback(None)
+    except Exception:  # noqa: BLE001 - an exception type that does not copy
+        return RuntimeError(f"history read failed: {exc!r}")
 
 
 async def position(
-    broker: Broker,
+    reads: HistoryReads,
     state: SubscriptionState,
     req: SubscribeRequest,
     result: SubscribeResult,
@@ -50,11 +340,13 @@ async def position(
     pubs: list[Publication] = []
     recovered = False
     if recover and opts.force_recovery_mode == "stream":
-        hr: HistoryResult = await broker.history(
+        hr = await reads.read(
+            READ_SINCE,
             channel,
-            since=StreamPosition(req.offset, req.epoch),
-            limit=max_publications if max_publications else -1,
-            meta_ttl=meta_ttl,
+            meta_ttl,
+            req.offset,
+            req.epoch,
+            max_publications if max_publications else -1,
         )
         top = hr.position
         pubs = list(hr.publications)
@@ -65,7 +357,7 @@ async def position(
         else:
             recovered = pubs[0].offset == req.offset + 1 and pubs[-1].offset == top.offset
     elif recover:
-        hr = await broker.history(channel, limit=1, reverse=True, meta_ttl=meta_ttl)
+        hr = await reads.read(READ_LAST, channel, meta_ttl)
         top = hr.position
         at_top = req.offset > 0 and req.offset == top.offset and req.epoch == top.epoch
         if at_top:
@@ -76,7 +368,7 @@ async def position(
         else:
             recovered = top.offset == 0 or at_top
     else:
-        top = (await broker.history(channel, limit=0, meta_ttl=meta_ttl)).position
+        top = (await reads.read(READ_TOP, channel, meta_ttl)).position
     if not recovered:
         pubs = []
         if recover and req.flag & 2:

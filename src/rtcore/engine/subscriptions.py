@@ -158,7 +158,7 @@ class Subscriptions:
             result = SubscribeResult()
             if positioned:
                 await position(
-                    node.broker,
+                    node.history_reads,
                     state,
                     req,
                     result,
@@ -337,6 +337,10 @@ class Subscriptions:
 
     # -- the broker subscription of a channel --------------------------------
 
+    def broker_token(self, channel: str) -> object:
+        """Identifies the node's current broker subscription of ``channel`` (None: none)."""
+        return self._broker_subs.get(channel)
+
     async def _broker_subscribe(self, channel: str) -> None:
         fut = self._broker_subs.get(channel)
         if fut is not None:
@@ -374,3 +378,5 @@ class Subscriptions:
         except Exception as exc:  # noqa: BLE001
             node.count_broker_error("unsubscribe")
             self._cleanup_failed("unsubscribe", exc, "", channel)
+        finally:
+            node.history_reads.forget(channel)

@@ -26,6 +26,10 @@ client_write_queue_bytes                   gauge      bytes queued in client wri
 client_slow_disconnects_total              counter    clients dropped for a full write queue (3008)
 client_disconnects_total{code}             counter    client disconnects by code
 broker_errors_total{op}                    counter    failed broker/presence operations
+recovery_reads_total                       counter    history reads made for subscribes
+                                                      (positioning and recovery)
+recovery_reads_merged_total                counter    subscribes served by another one's
+                                                      history read (single flight): reads saved
 delivery_latency_seconds                   histogram  publication time (``Publication.time``,
                                                       set by the broker) to its write to the
                                                       subscribers' connections, once per
@@ -241,6 +245,16 @@ class NodeCollector(Collector):
             "Failed broker and presence operations, by operation.",
             "op",
             dict(sorted(node.broker_errors.items())),
+        )
+        yield CounterMetricFamily(
+            "rtcore_recovery_reads",
+            "History reads made for subscribes (positioning and recovery).",
+            value=node.recovery_reads,
+        )
+        yield CounterMetricFamily(
+            "rtcore_recovery_reads_merged",
+            "Subscribes served by another subscribe's history read (reads saved).",
+            value=node.recovery_reads_saved,
         )
         latency: DeliveryLatency | None = node.delivery_latency
         if latency is not None:
