@@ -140,10 +140,16 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="seconds from TCP connect to the subscribe reply",
     )
     g.add_argument(
+        "--phase-timeout",
+        type=_positive(float),
+        default=600.0,
+        help="seconds within which every connection of a (re)connect phase must be started",
+    )
+    g.add_argument(
         "--token-ttl",
         type=_positive(float),
         default=None,
-        help="connection token lifetime (default: no expiry)",
+        help="connection token lifetime (default: no expiry); tokens are not refreshed",
     )
     g.add_argument(
         "--raw",
@@ -376,6 +382,7 @@ def _specs(
                 recoverable=args.scenario == "storm",
                 concurrency=args.concurrency,
                 connect_timeout=args.connect_timeout,
+                phase_timeout=args.phase_timeout,
                 token_ttl=args.token_ttl,
             )
         )
@@ -403,6 +410,15 @@ def _check(args: argparse.Namespace) -> None:
             raise TargetError("--restart restarts a spawned server; use --restart-cmd for --url")
         if args.restart and args.restart_cmd:
             raise TargetError("give --restart or --restart-cmd, not both")
+    for rate, what in (
+        (args.rate, "--rate"),
+        (getattr(args, "reconnect_rate", 0.0), "--reconnect-rate"),
+    ):
+        if rate > 0 and args.connections / rate > args.phase_timeout:
+            raise TargetError(
+                f"{args.connections} connections at {what} {rate:g}/s take "
+                f"{args.connections / rate:.0f} s, more than --phase-timeout {args.phase_timeout:g}"
+            )
     if args.workers > 1 and args.engine != "redis" and not args.server_cmd:
         raise TargetError("--workers above 1 needs --engine redis")
 

@@ -77,7 +77,7 @@ async def connect_phase(run: Run, name: str = "connect") -> tuple[dict[str, Any]
     args, fleet = run.args, run.fleet
     n = args.connections
     per_process = args.rate / len(fleet.handles) if args.rate > 0 else 0.0
-    bound = (n / args.rate if args.rate > 0 else 0.0) + args.connect_timeout + 30.0
+    bound = args.phase_timeout + args.connect_timeout + 30.0
     run.monitor.follow(
         "connecting",
         n,
@@ -291,9 +291,7 @@ async def storm(run: Run) -> None:
     probe = asyncio.get_running_loop().create_task(
         _probe_api(probe_api, f"{args.channel_prefix}probe", stop)
     )
-    bound = (before / args.reconnect_rate if args.reconnect_rate > 0 else 0.0) + (
-        args.connect_timeout + 30.0
-    )
+    bound = args.phase_timeout + args.connect_timeout + 30.0
     per_process = args.reconnect_rate / len(fleet.handles) if args.reconnect_rate > 0 else 0.0
     run.monitor.follow(
         "recovering",
