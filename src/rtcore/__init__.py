@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         SubscriptionGrant,
     )
     from rtcore.engine.node import Node
+    from rtcore.engine.session import ClientSession, Transport
     from rtcore.errors import ConfigError, RtcoreError
     from rtcore.protocol import codes
     from rtcore.protocol.codes import ClientError, Disconnect, DisconnectError
@@ -73,6 +74,9 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "run": ("rtcore.transports.http_server", "run"),
     # serving a node from an ASGI application (uvicorn, Starlette, FastAPI, Channels)
     "AsgiApp": ("rtcore.server.asgi", "AsgiApp"),
+    # sessions over a connection of your own (docs/embedding.md)
+    "ClientSession": ("rtcore.engine.session", "ClientSession"),
+    "Transport": ("rtcore.engine.session", "Transport"),
     **{
         name: ("rtcore.engine.events", name)
         for name in (
@@ -113,6 +117,8 @@ __all__ = [
     "HttpResponseWriter",
     "run",
     "AsgiApp",
+    "ClientSession",
+    "Transport",
     "Credentials",
     "SubscriptionGrant",
     "ConnectEvent",
