@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import socket
@@ -296,7 +297,7 @@ async def measure(
                 host = f"127.0.0.1:{port}"
                 path = f"{prefix}/connection/websocket"
                 _, client = await loop.create_connection(
-                    lambda h=host, p=path, u=str(i), s=subscribed: BenchClient(h, p, u, s),
+                    functools.partial(BenchClient, host, path, str(i), subscribed),
                     "127.0.0.1",
                     port,
                 )
