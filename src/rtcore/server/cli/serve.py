@@ -157,6 +157,25 @@ class _StartupError(Exception):
     pass
 
 
+async def _start_consumers(node: Node, config: Config, apps: Sequence[Any]) -> Any:
+    """The enabled consumers, started, with their metrics on every ``/metrics``."""
+    if not any(c.enabled for c in config.consumers):
+        return None
+    from rtcore.server.consumers import Consumers
+    from rtcore.server.metrics import MetricsEndpoint
+
+    try:
+        consumers = Consumers(node, config.consumers)
+    except ImportError as exc:
+        raise _StartupError(f"cannot start the consumers: {exc}") from None
+    for app in apps:
+        endpoint = app.http_routes.get("/metrics")
+        if isinstance(endpoint, MetricsEndpoint):
+            endpoint.registry.register(consumers.collector)
+    await consumers.start()
+    return consumers
+
+
 def _sentinel_settings(config: Config) -> Any:
     """The engine's Redis Sentinel settings, or None without Sentinel."""
     engine = config.engine
@@ -253,17 +272,21 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
     servers: list[Server] = []
     api: ServerApi | None = app.api
     http = config.http
+    apps: list[Any] = [app]
+    consumers: Any = None
     try:
         servers.append(await _listen(node, app, http.address, http.port, context, reuse_port))
         internal_url = ""
         if config.api.port:
             internal = InternalApp(node)
+            apps.append(internal)
             api = internal.api
             address = config.api.address or http.address
             servers.append(
                 await _listen(node, internal, address, config.api.port, context, reuse_port)
             )
             internal_url = _url("https" if context else "http", address, servers[1].port)
+        consumers = await _start_consumers(node, config, apps)
     except _StartupError as exc:
         logger.error("%s", exc)
         for server in servers:
@@ -304,6 +327,10 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
 
     await shutdown.requested.wait()
     started = time.monotonic()
+
+    # 0. Stop consuming: unapplied commands stay at their sources for the other nodes.
+    if consumers is not None:
+        await consumers.close()
 
     # 1. Stop accepting connections; let in-flight API requests finish (bounded).
     for server in servers:
