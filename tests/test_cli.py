@@ -20,7 +20,9 @@ import ssl
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +34,7 @@ import pytest
 import websockets
 
 from rtcore import fanout, frames
-from rtcore.auth import make_connect_token
+from rtcore.auth import make_connect_token, make_subscribe_token
 from rtcore.transports.http_server import run as run_loop
 
 
@@ -70,8 +72,12 @@ def rtcore(
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=cwd,
+        # Never a directory holding an rtcore.toml by chance: it would be read.
+        cwd=cwd if cwd is not None else EMPTY_DIR,
     )
+
+
+EMPTY_DIR = Path(tempfile.mkdtemp(prefix="rtcore-cli-tests-"))
 
 
 def free_port() -> int:
@@ -150,6 +156,7 @@ def serving(
     tmp_path: Path,
     env: dict[str, str] | None = None,
     script: bool = False,
+    cwd: Path | None = None,
 ) -> Iterator[Served]:
     log = tmp_path / f"serve-{port}.log"
     command = [rtcore_script()] if script else [sys.executable, "-m", "rtcore"]
@@ -160,6 +167,7 @@ def serving(
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
+            cwd=cwd if cwd is not None else tmp_path,
         )
     try:
         wait_port(port, proc, log)
@@ -211,7 +219,18 @@ class Conn:
 def test_help_and_usage_errors() -> None:
     result = rtcore("--help")
     assert result.returncode == 0
-    for command in ("serve", "genconfig", "checkconfig", "gentoken", "gensubtoken", "version"):
+    for command in (
+        "serve",
+        "genconfig",
+        "checkconfig",
+        "defaultconfig",
+        "defaultenv",
+        "gentoken",
+        "gensubtoken",
+        "checktoken",
+        "config",
+        "version",
+    ):
         assert command in result.stdout
     result = rtcore()
     assert result.returncode == 2 and "usage: rtcore" in result.stderr
@@ -266,7 +285,7 @@ def test_checkconfig_reports_every_error(tmp_path: Path) -> None:
     good = write_config(tmp_path, base_config(8000))
     result = rtcore("checkconfig", "--config", str(good))
     assert result.returncode == 0, result.stderr
-    assert f"configuration OK: {good}" in result.stdout
+    assert f"configuration OK: {good} (given with --config)" in result.stdout
     bad = write_config(
         tmp_path,
         """
@@ -303,13 +322,175 @@ def test_checkconfig_environment_and_warnings(tmp_path: Path) -> None:
         in result.stderr
     )
     result = rtcore("checkconfig", env=clean_env(RTCORE_CONFIG=str(path)))
-    assert result.returncode == 0 and str(path) in result.stdout
+    assert result.returncode == 0
+    assert f"configuration OK: {path} (from $RTCORE_CONFIG)" in result.stdout
     result = rtcore("checkconfig")
     assert result.returncode == 0
     assert "warning: api.key is empty" in result.stderr
     assert "warning: client.token has no key" in result.stderr
     result = rtcore("checkconfig", "--config", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1 and "nope.yaml: no such file" in result.stderr
+
+
+def test_genconfig_writes_the_format_of_its_extension(tmp_path: Path) -> None:
+    import yaml
+
+    loaded = {}
+    for name in ("c.toml", "c.yaml", "c.yml", "c.json"):
+        target = tmp_path / name
+        result = rtcore("genconfig", "-o", str(target))
+        assert result.returncode == 0, result.stderr
+        text = target.read_text()
+        suffix = target.suffix
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+            assert "# Connection tokens are JWTs" in text
+        loaded[name] = data
+        assert data["channel"]["namespaces"][0]["name"] == "chat"
+        assert rtcore("checkconfig", "-c", str(target)).returncode == 0
+    shapes = {name: _without_secrets(data) for name, data in loaded.items()}
+    assert len({json.dumps(shape, sort_keys=True) for shape in shapes.values()}) == 1
+    # -c/--config names the file to write, as in Centrifugo's genconfig.
+    result = rtcore("genconfig", "-c", str(tmp_path / "centrifugo-style.json"))
+    assert result.returncode == 0 and "(JSON," in result.stderr
+    # Standard output: TOML, or --format.
+    printed = rtcore("genconfig", "-o", "-", "--format", "yaml")
+    assert printed.returncode == 0 and "\nhttp:\n" in printed.stdout
+    result = rtcore("genconfig", "-o", str(tmp_path / "c.ini"))
+    assert result.returncode == 2 and "cannot tell the format of" in result.stderr
+    result = rtcore("genconfig", "-o", str(tmp_path / "d.json"), "--format", "yaml")
+    assert result.returncode == 2 and "does not match the extension" in result.stderr
+
+
+def _without_secrets(data: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))
+    data["client"]["token"]["hmac_secret_key"] = "x"
+    data["api"]["key"] = "x"
+    return data
+
+
+def test_commands_read_rtcore_toml_of_the_current_directory(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    result = rtcore("gentoken", "-u", "alice", cwd=work)
+    assert result.returncode == 1
+    assert "no configuration file (defaults and environment)" in result.stderr
+    write_config(work, base_config(8000), "rtcore.yaml.bak")
+    (work / "rtcore.yaml").write_text(
+        f"client:\n  token:\n    hmac_secret_key: {SECRET}\n", encoding="utf-8"
+    )
+    result = rtcore("gentoken", "-u", "alice", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "configuration rtcore.yaml (found in the current directory)" in result.stderr
+    jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    # rtcore.toml comes first; the other file is named as not read.
+    other = SECRET + "-toml"
+    write_config(work, f'[client.token]\nhmac_secret_key = "{other}"\n', "rtcore.toml")
+    result = rtcore("gentoken", "-u", "alice", cwd=work)
+    assert "configuration rtcore.toml (found in the current directory)" in result.stderr
+    assert "rtcore.yaml is not read (only rtcore.toml is)" in result.stderr
+    jwt.decode(result.stdout.strip(), other, algorithms=["HS256"])
+    # $RTCORE_CONFIG and -c win over the directory.
+    named = write_config(tmp_path, base_config(8000), "named.toml")
+    result = rtcore("gentoken", "-u", "a", cwd=work, env=clean_env(RTCORE_CONFIG=str(named)))
+    assert f"configuration {named} (from $RTCORE_CONFIG)" in result.stderr
+    jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    result = rtcore("gentoken", "-c", str(named), "-u", "a", cwd=work)
+    assert f"configuration {named} (given with --config)" in result.stderr
+    result = rtcore("checkconfig", cwd=work)
+    assert "configuration OK: rtcore.toml (found in the current directory)" in result.stdout
+
+
+def test_defaultconfig_and_defaultenv_are_the_defaults(tmp_path: Path) -> None:
+    import shlex
+
+    import yaml
+
+    from rtcore.config import Config, config_from_mapping, load_config
+
+    for fmt, parse in (("toml", tomllib.loads), ("yaml", yaml.safe_load), ("json", json.loads)):
+        result = rtcore("defaultconfig", "--format", fmt)
+        assert result.returncode == 0, result.stderr
+        assert config_from_mapping(parse(result.stdout)) == Config()
+    target = tmp_path / "all.yaml"
+    assert rtcore("defaultconfig", "-o", str(target)).returncode == 0
+    assert "# TCP port." in target.read_text()
+    result = rtcore("defaultenv")
+    assert result.returncode == 0
+    env = {}
+    for line in result.stdout.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            (env[name],) = shlex.split(value) or [""]
+    assert env["RTCORE_HTTP__PORT"] == "8000"
+    assert env["RTCORE_CLIENT__PING_INTERVAL"] == "25s"
+    assert "# RTCORE_CLIENT__TOKEN__HMAC_SECRET_KEY=" in result.stdout
+    assert load_config(None, env) == Config()
+
+
+CENTRIFUGO_CONFIG = {
+    "client": {
+        "token": {"hmac_secret_key": SECRET},
+        "allowed_origins": ["http://localhost:3000"],
+        "ping_interval": "20s",
+    },
+    "admin": {"enabled": False, "password": "p", "secret": "s"},
+    "http_api": {"key": KEY},
+    "http_server": {"port": "9000"},
+    "channel": {
+        "namespaces": [
+            {"name": "chat", "history_size": 10, "history_ttl": "300s", "force_recovery": True}
+        ]
+    },
+    "log": {"file": "/var/log/centrifugo.log"},
+}
+
+
+def test_a_centrifugo_config_is_recognised_and_imported(tmp_path: Path) -> None:
+    source = tmp_path / "config.json"
+    source.write_text(json.dumps(CENTRIFUGO_CONFIG, indent=2), encoding="utf-8")
+    result = rtcore("checkconfig", "-c", str(source))
+    assert result.returncode == 1
+    assert (
+        f"{source}:17: http_api.key: unknown key: Centrifugo's http_api.key is api.key in rtcore"
+        in result.stderr
+    )
+    assert "http_server.port: unknown key: Centrifugo's http_server.port is http.port" in (
+        result.stderr
+    )
+    assert f"rtcore config import {source} -o rtcore.toml" in result.stderr
+    target = tmp_path / "rtcore.toml"
+    result = rtcore("config", "import", str(source), "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "log.file: rtcore logs to standard error" in result.stderr
+    text = target.read_text()
+    assert "#   log.file: rtcore logs to standard error" in text
+    converted = tomllib.loads(text)
+    assert converted["api"] == {"key": KEY}
+    assert converted["http"] == {"port": 9000}
+    assert converted["client"]["ping_interval"] == "20s"
+    assert converted["channel"]["namespaces"][0]["history_ttl"] == "5m"
+    result = rtcore("checkconfig", "-c", str(target))
+    assert result.returncode == 0, result.stderr
+    # YAML out, and standard output.
+    result = rtcore("config", "import", str(source), "-o", str(tmp_path / "rtcore.yaml"))
+    assert result.returncode == 0 and rtcore("checkconfig", "-c", str(tmp_path / "rtcore.yaml"))
+    printed = rtcore("config", "import", str(source))
+    assert tomllib.loads(printed.stdout) == converted
+    # What converts but cannot load yet is said, with exit code 1.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("channel:\n  namespaces:\n    - name: a b\n", encoding="utf-8")
+    result = rtcore("config", "import", str(broken), "-o", "-")
+    assert result.returncode == 1
+    assert "the converted configuration does not load yet" in result.stderr
+    assert "channel.namespaces[0].name: invalid namespace name 'a b'" in result.stderr
+    assert rtcore("config").returncode == 2
+    result = rtcore("config", "import", str(tmp_path / "missing.json"))
+    assert result.returncode == 1 and "no such file" in result.stderr
 
 
 # -- tokens ----------------------------------------------------------------------------
@@ -341,7 +522,7 @@ def test_gentoken(tmp_path: Path) -> None:
 def test_gensubtoken(tmp_path: Path) -> None:
     path = write_config(tmp_path, base_config(8000))
     result = rtcore(
-        "gensubtoken", "--config", str(path), "-u", "alice", "-c", "chat:room", "--ttl", "600"
+        "gensubtoken", "-c", str(path), "-u", "alice", "-s", "chat:room", "--ttl", "600"
     )
     assert result.returncode == 0, result.stderr
     claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
@@ -353,15 +534,55 @@ def test_gensubtoken(tmp_path: Path) -> None:
         base_config(8000) + f'\n[client.subscription_token]\nhmac_secret_key = "{sub_secret}"\n',
         "s.toml",
     )
-    result = rtcore("gensubtoken", "--config", str(path2), "-u", "alice", "-c", "chat:room")
+    # --channel, the earlier long spelling, is still accepted.
+    result = rtcore("gensubtoken", "--config", str(path2), "-u", "alice", "--channel", "chat:room")
     assert (
         jwt.decode(result.stdout.strip(), sub_secret, algorithms=["HS256"])["channel"]
         == "chat:room"
     )
     result = rtcore("gensubtoken", "--config", str(path), "-u", "alice")
-    assert result.returncode == 2 and "-c/--channel" in result.stderr
-    result = rtcore("gensubtoken", "--config", str(path), "-u", "alice", "-c", "")
-    assert result.returncode == 2 and "--channel must not be empty" in result.stderr
+    assert result.returncode == 2 and "needs the channel: -s CHANNEL" in result.stderr
+    result = rtcore("gensubtoken", "--config", str(path), "-u", "alice", "-s", "")
+    assert result.returncode == 2 and "the channel (-s) must not be empty" in result.stderr
+    # -c is the configuration now: the earlier "-c CHANNEL" gets a pointer to -s.
+    result = rtcore("gensubtoken", "-u", "alice", "-c", "chat:room")
+    assert result.returncode == 2
+    assert "give the channel with -s (or --channel)" in result.stderr
+    assert "rtcore gensubtoken -u alice -s chat:room" in result.stderr
+    help_text = rtcore("gensubtoken", "--help").stdout
+    assert "-s CHANNEL, --channel CHANNEL" in help_text and "earlier spelling" in help_text
+
+
+def test_checktoken(tmp_path: Path) -> None:
+    path = write_config(tmp_path, base_config(8000))
+    token = make_connect_token(SECRET, "alice", ttl=3600)
+    result = rtcore("checktoken", "-c", str(path), token)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sub"] == "alice"
+    assert "a connection token" in result.stderr
+    assert "VALID against client.token (HS256); expires" in result.stderr
+    assert "in 59m" in result.stderr or "in 1h" in result.stderr
+    sub = make_subscribe_token(SECRET, "alice", "chat:room", ttl=None)
+    result = rtcore("checktoken", "-c", str(path), sub)
+    assert result.returncode == 0, result.stderr
+    assert "a subscription token" in result.stderr and "never expires" in result.stderr
+    # The reasons the server would give.
+    expired = jwt.encode({"sub": "alice", "exp": int(time.time()) - 7200}, SECRET)
+    result = rtcore("checktoken", "-c", str(path), expired)
+    assert result.returncode == 1
+    assert "INVALID against client.token: token expired (exp " in result.stderr
+    assert "2h ago" in result.stderr
+    wrong = make_connect_token("another-secret-0123456789abcdefghijklmnop", "alice")
+    result = rtcore("checktoken", "-c", str(path), wrong)
+    assert result.returncode == 1 and "INVALID against client.token:" in result.stderr
+    assert "signature" in result.stderr
+    result = rtcore("checktoken", "-c", str(path), "not.a.token")
+    assert result.returncode == 1 and "not a token the server accepts" in result.stderr
+    result = rtcore("checktoken", "-c", str(path), "--kind", "connection", sub)
+    assert result.returncode == 1 and "channel claim" in result.stderr
+    result = rtcore("checktoken", token)
+    assert result.returncode == 1
+    assert "client.token has no key in the defaults and environment" in result.stderr
 
 
 # -- serve -----------------------------------------------------------------------------

@@ -21,12 +21,18 @@ import pytest
 from rtcore.config import (
     Config,
     ConfigErrors,
+    LocatedConfigError,
     config_from_mapping,
     env_var_name,
     format_duration,
     load_config,
     parse_duration,
 )
+from rtcore.config.centrifugo import import_centrifugo
+from rtcore.config.centrifugo_table import KEY_MAP, parse_go_duration
+from rtcore.config.documents import Document, default_document, default_env, render
+from rtcore.config.keys import model_key
+from rtcore.config.positions import key_lines, line_of_path
 from rtcore.errors import ConfigError
 from rtcore.server.cli import starter_config
 
@@ -202,7 +208,7 @@ def test_jwks_public_endpoint_alias(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "path", "message"),
     [
-        ({"htp": {}}, "htp", "unknown key"),
+        ({"htp": {}}, "htp", "unknown key; did you mean 'http'?"),
         ({"http": {"prot": 1}}, "http.prot", "unknown key"),
         (
             {"channel": {"namespaces": [{"name": "a"}, {"name": "b", "histroy_size": 1}]}},
@@ -211,7 +217,7 @@ def test_jwks_public_endpoint_alias(tmp_path: Path) -> None:
         ),
         ({"client": {"token": {"section": "x"}}}, "client.token.section", "unknown key"),
         ({"http": 5}, "http", "expected a table/object, got an integer"),
-        ({"http": {"port": "eighty"}}, "http.port", "expected an integer, got 'eighty'"),
+        ({"http": {"port": "eighty"}}, "http.port", "expected an integer, got the string 'eighty'"),
         ({"http": {"port": True}}, "http.port", "expected an integer, got True"),
         ({"http": {"port": 80.5}}, "http.port", "expected an integer, got 80.5"),
         (
@@ -385,8 +391,8 @@ name = "bad name"
 """
     errs = load_error(write(tmp_path, "many.toml", text))
     assert errs == [
-        ("http.port", "expected an integer, got 'x'"),
-        ("http.prot", "unknown key"),
+        ("http.port", "expected an integer, got the string 'x'"),
+        ("http.prot", "unknown key; did you mean 'port'?"),
         (
             "channel.namespaces[0].history_ttl",
             "invalid duration 'bad' (use e.g. 500ms, 25s, 10m, 1h, 30d)",
@@ -423,7 +429,10 @@ def test_env_errors_name_the_variable() -> None:
         "http.port",
         "expected an integer, got 'x' (set by environment variable RTCORE_HTTP__PORT)",
     ) in errs
-    assert ("http.prot", "unknown key (set by environment variable RTCORE_HTTP__PROT)") in errs
+    assert (
+        "http.prot",
+        "unknown key; did you mean 'port'? (set by environment variable RTCORE_HTTP__PROT)",
+    ) in errs
     assert (
         "channel.namespaces[0].history_ttl",
         "invalid duration 'soon' (use e.g. 500ms, 25s, 10m, 1h, 30d) "
@@ -681,3 +690,610 @@ def test_starter_config_loads_with_fresh_secrets(tmp_path: Path) -> None:
     assert first.api.key != second.api.key
     assert len(first.api.key) >= 32 and len(first.client.token.hmac_secret_key or "") >= 32
     assert first.metrics.enabled
+
+
+# -- strict types ---------------------------------------------------------------------
+
+STRICT = {
+    "toml": """
+[http]
+port = "8000"
+[client]
+connect_rate_limit = "2.5"
+allowed_origins = "https://a.example, https://b.example"
+ping_interval = "20s"
+[channel.without_namespace]
+presence = "yes"
+history_size = 10
+history_ttl = 300
+""",
+    "yaml": """
+http:
+  port: "8000"
+client:
+  connect_rate_limit: "2.5"
+  allowed_origins: "https://a.example, https://b.example"
+  ping_interval: 20s
+channel:
+  without_namespace:
+    presence: "yes"
+    history_size: 10
+    history_ttl: 300
+""",
+    "json": """{
+  "http": {"port": "8000"},
+  "client": {
+    "connect_rate_limit": "2.5",
+    "allowed_origins": "https://a.example, https://b.example",
+    "ping_interval": "20s"
+  },
+  "channel": {
+    "without_namespace": {"presence": "yes", "history_size": 10, "history_ttl": 300}
+  }
+}""",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(STRICT))
+def test_strings_are_not_numbers_or_switches_in_files(tmp_path: Path, fmt: str) -> None:
+    errs = load_error(write(tmp_path, f"s.{fmt}", STRICT[fmt]))
+    assert errs == [
+        ("http.port", "expected an integer, got the string '8000' (write 8000 without quotes)"),
+        (
+            "client.connect_rate_limit",
+            "expected a number, got the string '2.5' (write 2.5 without quotes)",
+        ),
+        (
+            "client.allowed_origins",
+            "expected a list of strings, got the string 'https://a.example, https://b.example' "
+            '(write ["https://a.example", "https://b.example"])',
+        ),
+        (
+            "channel.without_namespace.presence",
+            "expected true or false, got the string 'yes' (write true without quotes)",
+        ),
+    ]
+
+
+def test_other_wrong_types_name_key_type_and_value() -> None:
+    cases = [
+        ({"http": {"port": "http"}}, "http.port", "expected an integer, got the string 'http'"),
+        ({"http": {"port": [80]}}, "http.port", "expected an integer, got a list"),
+        ({"log": {"level": 3}}, "log.level", "expected a string, got an integer"),
+        (
+            {"websocket": {"compression": "maybe"}},
+            "websocket.compression",
+            "expected true or false, got the string 'maybe'",
+        ),
+        (
+            {"client": {"connect_rate_limit": "fast"}},
+            "client.connect_rate_limit",
+            "expected a number, got the string 'fast'",
+        ),
+    ]
+    for data, path, message in cases:
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping(data)
+        assert errors_of(info.value) == [(path, message)]
+
+
+def test_environment_values_are_text_and_converted() -> None:
+    env = {
+        "RTCORE_HTTP__PORT": "8000",
+        "RTCORE_CLIENT__CONNECT_RATE_LIMIT": "2.5",
+        "RTCORE_CLIENT__ALLOWED_ORIGINS": "https://a.example, https://b.example",
+        "RTCORE_CHANNEL__WITHOUT_NAMESPACE__PRESENCE": "yes",
+        "RTCORE_WEBSOCKET__COMPRESSION": "off",
+    }
+    config = load_config(None, env)
+    assert config.http.port == 8000
+    assert config.client.connect_rate_limit == 2.5
+    assert config.client.allowed_origins == ["https://a.example", "https://b.example"]
+    assert config.channel.without_namespace.presence is True
+    assert config.websocket.compression is False
+
+
+def test_duration_strings_stay_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, "d.toml", '[client]\nping_interval = "1m"\npong_timeout = "250ms"\n')
+    config = load_config(path, {})
+    assert (config.client.ping_interval, config.client.pong_timeout) == (60.0, 0.25)
+
+
+# -- lines, "did you mean", one error per mistake ----------------------------------------
+
+LINES = {
+    "toml": (
+        """# line 1
+[http]
+port = "x"
+prot = 1
+
+[[channel.namespaces]]
+name = "ok"
+
+[[channel.namespaces]]
+name = "chat"
+history_ttl = "soon"
+""",
+        {"http.port": 3, "http.prot": 4, "channel.namespaces[1].history_ttl": 11},
+    ),
+    "yaml": (
+        """# line 1
+http:
+  port: x
+  prot: 1
+channel:
+  namespaces:
+    - name: ok
+    - name: chat
+
+      history_ttl: soon
+""",
+        {"http.port": 3, "http.prot": 4, "channel.namespaces[1].history_ttl": 10},
+    ),
+    "json": (
+        """{
+  "http": {
+    "port": "x",
+    "prot": 1
+  },
+  "channel": {"namespaces": [
+    {"name": "ok"},
+    {"name": "chat",
+     "history_ttl": "soon"}
+  ]}
+}""",
+        {"http.port": 3, "http.prot": 4, "channel.namespaces[1].history_ttl": 9},
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(LINES))
+def test_every_error_has_its_line(tmp_path: Path, fmt: str) -> None:
+    text, lines = LINES[fmt]
+    path = write(tmp_path, f"lines.{fmt}", text)
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path, {})
+    errors = info.value.errors
+    assert all(isinstance(e, LocatedConfigError) for e in errors)
+    assert {e.path: e.line for e in errors if isinstance(e, LocatedConfigError)} == lines
+    assert {e.file for e in errors if isinstance(e, LocatedConfigError)} == {str(path)}
+    first = errors[0]
+    assert str(first) == f"{path}:3: http.port: {first.message}"
+    assert str(info.value).splitlines()[0] == str(first)
+
+
+def test_lines_of_absent_keys_and_of_other_sources(tmp_path: Path) -> None:
+    text = '[http]\nport = 8000\n\n[[channel.namespaces]]\nname = "a"\nhistory_size = 5\n'
+    path = write(tmp_path, "x.toml", text)
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path, {"RTCORE_LOG__LEVEL": "loud"})
+    by_path = {e.path: e for e in info.value.errors}
+    # history_ttl is absent: the error is on history_size's line.
+    ns = by_path["channel.namespaces[0].history_size"]
+    assert isinstance(ns, LocatedConfigError) and ns.line == 6
+    # A value from the environment has no file line; it names its variable.
+    level = by_path["log.level"]
+    assert not isinstance(level, LocatedConfigError)
+    assert level.message.endswith("(set by environment variable RTCORE_LOG__LEVEL)")
+
+
+def test_key_lines_of_tricky_toml() -> None:
+    text = '''# comment with [brackets] and key = "value"
+[http]
+address = "a#b"   # a comment
+[client.token]
+hmac_secret_key = """multi
+fake = "line"
+"""
+[[channel.namespaces]]
+name = "a"
+[channel.namespaces.proxy]
+x = 1
+[[channel.namespaces]]
+"name" = 'b'
+history = { size = 1, ttl = "5m" }
+channel.max_length = 10
+list = [
+  {k = 1},
+  {k = 2},
+]
+'''
+    lines = key_lines(text, "toml")
+    assert lines["http.address"] == 3
+    assert lines["client.token.hmac_secret_key"] == 5
+    assert "client.token.fake" not in lines
+    assert lines["channel.namespaces[0].name"] == 9
+    assert lines["channel.namespaces[0].proxy.x"] == 11
+    assert lines["channel.namespaces[1]"] == 12
+    assert lines["channel.namespaces[1].name"] == 13
+    assert lines["channel.namespaces[1].history.ttl"] == 14
+    assert lines["channel.namespaces[1].channel.max_length"] == 15
+    assert lines["channel.namespaces[1].list[1].k"] == 18
+    assert line_of_path("channel.namespaces[1].nothing.here", lines) == 12
+    assert line_of_path("nothing", lines) is None
+
+
+def test_did_you_mean_and_where_a_key_lives() -> None:
+    cases = [
+        ({"http": {"prot": 1}}, "http.prot", "unknown key; did you mean 'port'?"),
+        (
+            {"channel": {"namespaces": [{"name": "a", "histroy_size": 1}]}},
+            "channel.namespaces[0].histroy_size",
+            "unknown key; did you mean 'history_size'?",
+        ),
+        (
+            {"client": {"token": {"jwks_public_endpont": "https://x"}}},
+            "client.token.jwks_public_endpont",
+            "unknown key; did you mean 'jwks_public_endpoint'?",
+        ),
+        (
+            {"client": {"hmac_secret_key": "x"}},
+            "client.hmac_secret_key",
+            "unknown key here; a key of this name is client.token.hmac_secret_key or "
+            "client.subscription_token.hmac_secret_key",
+        ),
+    ]
+    for data, path, message in cases:
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping(data)
+        assert errors_of(info.value) == [(path, message)]
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"metrics": {"zzz": 1}})
+    assert errors_of(info.value) == [("metrics.zzz", "unknown key (the keys here: enabled)")]
+
+
+def test_an_unknown_key_gives_one_error_not_two(tmp_path: Path) -> None:
+    # history_ttl without history_size is an error of its own, but here the size
+    # is there, misspelt: only the misspelling is reported.
+    text = '[[channel.namespaces]]\nname = "chat"\nhistroy_size = 10\nhistory_ttl = "5m"\n'
+    errs = load_error(write(tmp_path, "one.toml", text))
+    assert errs == [
+        ("channel.namespaces[0].histroy_size", "unknown key; did you mean 'history_size'?")
+    ]
+
+
+# -- Centrifugo v6 configurations -------------------------------------------------------
+
+# What `centrifugo genconfig` writes (v6), in its three formats.
+CENTRIFUGO_GENCONFIG = {
+    "json": """{
+  "client": {
+    "token": {
+      "hmac_secret_key": "bbe7d157-a253-4094-9759-06a8236543f9"
+    },
+    "allowed_origins": []
+  },
+  "admin": {
+    "enabled": false,
+    "password": "d0683813-0916-4c49-979f-0e08a686b727",
+    "secret": "4b9c5f5a-1d0e-4a52-8a4e-3f0b4b1e4a18"
+  },
+  "http_api": {
+    "key": "d7627bb6-2292-4911-82e1-615c0ed3eebb"
+  }
+}
+""",
+    "toml": """[client]
+  allowed_origins = []
+
+  [client.token]
+    hmac_secret_key = "bbe7d157-a253-4094-9759-06a8236543f9"
+
+[admin]
+  enabled = false
+  password = "d0683813-0916-4c49-979f-0e08a686b727"
+  secret = "4b9c5f5a-1d0e-4a52-8a4e-3f0b4b1e4a18"
+
+[http_api]
+  key = "d7627bb6-2292-4911-82e1-615c0ed3eebb"
+""",
+    "yaml": """client:
+  token:
+    hmac_secret_key: "bbe7d157-a253-4094-9759-06a8236543f9"
+  allowed_origins: []
+
+admin:
+  enabled: false
+  password: "d0683813-0916-4c49-979f-0e08a686b727"
+  secret: "4b9c5f5a-1d0e-4a52-8a4e-3f0b4b1e4a18"
+
+http_api:
+  key: "d7627bb6-2292-4911-82e1-615c0ed3eebb"
+""",
+}
+
+
+def _has_admin_section() -> bool:
+    return model_key("admin.enabled") is not None
+
+
+@pytest.mark.parametrize("fmt", sorted(CENTRIFUGO_GENCONFIG))
+def test_a_centrifugo_file_names_the_rtcore_keys(tmp_path: Path, fmt: str) -> None:
+    path = write(tmp_path, f"config.{fmt}", CENTRIFUGO_GENCONFIG[fmt])
+    errs = load_error(path)
+    assert ("http_api.key", "unknown key: Centrifugo's http_api.key is api.key in rtcore") in errs
+    if not _has_admin_section():
+        assert (
+            "admin.password",
+            "unknown key: a Centrifugo key with no rtcore equivalent: no such key in this "
+            "version of rtcore",
+        ) in errs
+    # client.token.hmac_secret_key and client.allowed_origins are rtcore keys too.
+    assert not any(p.startswith("client.") for p, _ in errs)
+    assert all("Centrifugo" in m for _, m in errs)
+
+
+def test_centrifugo_keys_in_known_sections_get_hints() -> None:
+    data = {
+        "client": {"connection_rate_limit": 10, "insecure": True},
+        "websocket": {"disabled": True},
+        "channel": {"namespaces": [{"name": "a", "channel_regex": "^[a-z]+$"}]},
+    }
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data)
+    assert errors_of(info.value) == [
+        (
+            "client.connection_rate_limit",
+            "unknown key: Centrifugo's client.connection_rate_limit is client.connect_rate_limit "
+            "in rtcore",
+        ),
+        (
+            "client.insecure",
+            "unknown key: a Centrifugo key with no rtcore equivalent: not implemented in rtcore "
+            "(allow_anonymous_connect_without_token and the allow_*_for_anonymous channel "
+            "options open what is needed)",
+        ),
+        (
+            "websocket.disabled",
+            "unknown key: Centrifugo's websocket.disabled is websocket.enabled in rtcore "
+            "(the opposite value)",
+        ),
+        (
+            "channel.namespaces[0].channel_regex",
+            "unknown key: a Centrifugo key with no rtcore equivalent: not implemented in rtcore "
+            "(channel names are checked for length and printable characters)",
+        ),
+    ]
+
+
+def test_go_durations() -> None:
+    assert parse_go_duration("1m30s") == 90.0
+    assert parse_go_duration("720h") == 2592000.0
+    assert parse_go_duration("1.5s") == 1.5
+    assert parse_go_duration("500ms") == 0.5
+    assert parse_go_duration("0") == 0.0
+    assert parse_go_duration(-1) == -1e-9
+    assert parse_go_duration(2_000_000_000) == 2.0  # JSON numbers are nanoseconds
+    for bad in ("5 minutes", "1x", "", "1h30", True):
+        with pytest.raises(ValueError):
+            parse_go_duration(bad)
+
+
+CENTRIFUGO_FULL = {
+    "http_server": {
+        "address": "0.0.0.0",
+        "port": "9000",
+        "internal_port": "9001",
+        "tls": {"enabled": True, "cert_pem": "/etc/c/cert.pem", "key_pem": "/etc/c/key.pem"},
+        "tls_autocert": {"enabled": True},
+    },
+    "log": {"level": "warn", "file": "/var/log/centrifugo.log"},
+    "engine": {
+        "type": "redis",
+        "redis": {"address": ["redis-1:6379", "redis://redis-2:6379"], "password": "pw", "db": 2},
+    },
+    "client": {
+        "token": {"hmac_secret_key": SECRET, "jwks_public_endpoint": ""},
+        "subscription_token": {"enabled": False, "hmac_secret_key": "unused"},
+        "allowed_origins": ["https://app.example"],
+        "ping_interval": -1,
+        "pong_timeout": -1,
+        "expired_close_delay": "1m30s",
+        "connection_rate_limit": 50,
+        "proxy": {
+            "connect": {
+                "enabled": True,
+                "endpoint": "http://backend/connect",
+                "timeout": "1500ms",
+                "grpc_metadata": ["x"],
+                "http": {"static_headers": [{"key": "X-Env", "value": "prod"}]},
+            }
+        },
+    },
+    "channel": {
+        "history_meta_ttl": "168h",
+        "without_namespace": {"presence": True, "map": {"mode": "x"}},
+        "namespaces": [
+            {"name": "chat", "history_size": 10, "history_ttl": "300s", "force_recovery": True},
+            {"name": "feed", "history_meta_ttl": "24h", "channel_regex": "x"},
+        ],
+    },
+    "proxies": [{"name": "billing", "endpoint": "http://billing/", "timeout": "2s"}],
+    "http_api": {"key": "api-key", "disabled": False, "external": True},
+    "websocket": {"disabled": False, "message_size_limit": 131072, "write_timeout": "1s"},
+    "prometheus": {"enabled": True},
+    "node": {"name": "node-a"},
+    "consumers": [
+        {
+            "name": "outbox",
+            "enabled": True,
+            "type": "postgresql",
+            "postgresql": {"dsn": "postgresql://x/db", "outbox_table_name": "outbox"},
+        },
+        {"name": "events", "enabled": True, "type": "kafka", "kafka": {"brokers": ["k:9092"]}},
+    ],
+    "swagger": {"enabled": True},
+    "not_a_key": 1,
+}
+
+
+def test_centrifugo_import_converts_and_lists_the_rest() -> None:
+    result = import_centrifugo(CENTRIFUGO_FULL)
+    data = result.data
+    assert data["http"] == {
+        "address": "0.0.0.0",
+        "port": 9000,
+        "tls_cert": "/etc/c/cert.pem",
+        "tls_key": "/etc/c/key.pem",
+    }
+    assert data["api"] == {"port": 9001, "key": "api-key", "enabled": True}
+    assert data["log"] == {"level": "warning"}
+    assert data["engine"] == {
+        "type": "redis",
+        "redis_address": ["redis://:pw@redis-1:6379/2", "redis://redis-2:6379"],
+    }
+    client = data["client"]
+    assert "subscription_token" not in client
+    assert (client["ping_interval"], client["pong_timeout"]) == ("0s", "0s")
+    assert client["expired_close_delay"] == "90s"
+    assert client["connect_rate_limit"] == 50
+    assert client["proxy"]["connect"] == {
+        "enabled": True,
+        "endpoint": "http://backend/connect",
+        "timeout": "1500ms",
+        "http": {"static_headers": {"X-Env": "prod"}},
+    }
+    channel = data["channel"]
+    assert channel["without_namespace"] == {"presence": True, "history_meta_ttl": "7d"}
+    assert channel["namespaces"][0]["history_meta_ttl"] == "7d"
+    assert channel["namespaces"][0]["history_ttl"] == "5m"
+    assert channel["namespaces"][1] == {"name": "feed", "history_meta_ttl": "1d"}
+    assert data["proxy"] == {
+        "named": [{"name": "billing", "endpoint": "http://billing/", "timeout": "2s"}]
+    }
+    assert data["websocket"] == {"enabled": True, "message_size_limit": 131072}
+    assert data["metrics"] == {"enabled": True}
+    assert data["client"]["node_name"] == "node-a"
+    assert [c["name"] for c in data["consumers"]] == ["outbox"]
+    assert data["consumers"][0]["type"] == "postgresql"
+    dropped = dict(result.dropped)
+    for path in (
+        "http_server.tls_autocert",
+        "log.file",
+        "client.proxy.connect.grpc_metadata",
+        "channel.without_namespace.map",
+        "channel.namespaces[1].channel_regex",
+        "http_api.external",
+        "websocket.write_timeout",
+        "consumers[1]",
+        "consumers[1].kafka",
+        "swagger",
+        "client.subscription_token",
+        "not_a_key",
+    ):
+        assert path in dropped, path
+    assert dropped["not_a_key"] == "not a Centrifugo v6 key"
+    assert ("http_api.key", "api.key") in result.renamed
+    # What was converted loads (TLS files are not read here).
+    config = config_from_mapping(data)
+    assert config.engine.redis_address[0] == "redis://:pw@redis-1:6379/2"
+
+
+def test_centrifugo_values_rtcore_cannot_take_are_listed() -> None:
+    result = import_centrifugo(
+        {"http_server": {"tls": {"enabled": True, "cert_pem": "-----BEGIN CERTIFICATE-----"}}}
+    )
+    assert "http" not in result.data or "tls_cert" not in result.data["http"]
+    dropped = dict(result.dropped)
+    assert dropped["http_server.tls.cert_pem"].startswith("rtcore reads PEM files")
+    result = import_centrifugo({"channel": {"namespaces": [{"name": "a", "history_ttl": "soon"}]}})
+    assert dropped_paths(result) == ["channel.namespaces[0].history_ttl"]
+
+
+def dropped_paths(result: Any) -> list[str]:
+    return [path for path, _ in result.dropped]
+
+
+def test_the_centrifugo_table_names_real_rtcore_keys() -> None:
+    for entry in KEY_MAP.values():
+        assert entry.centrifugo == entry.centrifugo.strip() and " " not in entry.centrifugo
+        if entry.rtcore is None:
+            assert entry.note, entry.centrifugo
+            continue
+        if entry.rtcore.startswith("admin.") and not _has_admin_section():
+            continue  # the admin web UI's section comes with the UI
+        assert model_key(entry.rtcore) is not None, (entry.centrifugo, entry.rtcore)
+    # Keys that rtcore spells like Centrifugo are the same keys.
+    same = [e for e in KEY_MAP.values() if e.rtcore == e.centrifugo]
+    assert len(same) > 100
+
+
+# -- writing configuration files ------------------------------------------------------
+
+
+def _parse(text: str, fmt: str) -> Any:
+    import yaml
+
+    return {"toml": tomllib.loads, "yaml": yaml.safe_load, "json": json.loads}[fmt](text)
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml", "json"])
+def test_default_document_is_the_defaults(fmt: str) -> None:
+    text = render(default_document(["header"]), fmt)
+    assert config_from_mapping(_parse(text, fmt)) == Config()
+    if fmt != "json":
+        assert "# header" in text and "# TCP port." in text
+
+
+def test_default_env_is_the_defaults() -> None:
+    import shlex
+
+    env = {}
+    for line in default_env():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.partition("=")
+        (env[name],) = shlex.split(value) or [""]
+    assert "RTCORE_HTTP__PORT" in env and "RTCORE_CHANNEL__NAMESPACES" in env
+    assert load_config(None, env) == Config()
+
+
+def test_documents_round_trip_with_comments() -> None:
+    doc = Document(
+        {
+            "a": {"x": 1, "f": 0.5, "s": 'q"\\\x7f\u2028é', "l": ["a", "b"], "e": {}},
+            "t": [{"name": "one", "sub": {"k": True}}, {"name": "two"}],
+            "b": {"u": None},
+        },
+        {"": ["top"], "a": ["about a"], "t[1]": ["the second"], "a.x": ["x!"]},
+        {"a": [("port", 9000, "an example")]},
+    )
+    for fmt in ("toml", "yaml", "json"):
+        text = render(doc, fmt)
+        expected = {k: v for k, v in doc.data.items() if k != "b"} | {"b": {}}
+        assert _parse(text, fmt) == expected, (fmt, text)
+        if fmt != "json":
+            for comment in ("# top", "# about a", "# the second", "# x!", "an example"):
+                assert comment in text, (fmt, comment)
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml", "json"])
+def test_starter_config_in_every_format(tmp_path: Path, fmt: str) -> None:
+    text = starter_config("s" * 43, "k" * 43, fmt)
+    config = load_config(write(tmp_path, f"start.{fmt}", text), {})
+    assert config == load_config(
+        write(tmp_path, "ref.toml", starter_config("s" * 43, "k" * 43)), {}
+    )
+    assert [ns.name for ns in config.channel.namespaces] == ["chat"]
+    if fmt != "json":
+        assert "rtcore gentoken -u <user id>" in text
+
+
+def test_api_examples_use_channels_of_the_starter_config() -> None:
+    import re
+
+    from rtcore.engine.channels import ChannelRules
+
+    config = config_from_mapping(tomllib.loads(starter_config()))
+    rules = ChannelRules(config.channel)
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    channels = set(re.findall(r'"channel": "([^"*]+)"', text))
+    channels |= set(re.findall(r'channel="([^"*]+)"', text))
+    for listed in re.findall(r"channels=\[([^\]]*)\]", text):
+        channels |= set(re.findall(r'"([^"]+)"', listed))
+    assert "chat:room" in channels
+    for channel in channels:
+        opts = rules.options(channel)
+        assert opts is not None, f"docs/api.md uses {channel!r}, unknown in the starter config"
+        assert opts.history_enabled and opts.presence, channel

@@ -13,23 +13,34 @@ Every invalid value is reported as a :class:`~rtcore.errors.ConfigError`
 naming its key path (``channel.namespaces[2].history_ttl``), and for values
 that came from the environment or the command line, where they came from.
 When several values are invalid, :class:`ConfigErrors` (a ``ConfigError``)
-carries all of them. Durations are seconds (int or float) or strings with a
-unit (``"250ms"``, ``"25s"``, ``"10m"``, ``"1h"``, ``"30d"``).
+carries all of them; an error about a value in a file is a
+:class:`LocatedConfigError` with the file's line. An unknown key comes with a
+"did you mean", and a key of a Centrifugo v6 configuration with its rtcore
+name. Durations are seconds (int or float) or strings with a unit
+(``"250ms"``, ``"25s"``, ``"10m"``, ``"1h"``, ``"30d"``). Values have the
+type of their key: ``"8000"`` for a port or ``"yes"`` for a switch is an
+error in a file (environment variables are text and are converted).
 
 The names follow Centrifugo's where a Centrifugo user would look for them.
 
 The package: :mod:`~rtcore.config.model` (the sections and :class:`Config`)
 and :mod:`~rtcore.config.proxy` (proxy and RPC sections) hold the model,
 :mod:`~rtcore.config.durations` parses and spells durations,
-:mod:`~rtcore.config.fields` is what sections are built from, and
+:mod:`~rtcore.config.fields` is what sections are built from,
 :mod:`~rtcore.config.loading` builds a :class:`Config` from data, files, the
-environment and flags. Import from ``rtcore.config``.
+environment and flags, :mod:`~rtcore.config.positions` finds the line of a
+key in a file, :mod:`~rtcore.config.hints` explains unknown keys,
+:mod:`~rtcore.config.keys` walks every key of the model,
+:mod:`~rtcore.config.documents` writes configuration files (TOML, YAML,
+JSON) and :mod:`~rtcore.config.centrifugo` (with its table in
+:mod:`~rtcore.config.centrifugo_table`) reads Centrifugo v6 configurations.
+Import from ``rtcore.config``.
 """
 
 from __future__ import annotations
 
 from rtcore.config.durations import format_duration, parse_duration
-from rtcore.config.fields import ConfigErrors
+from rtcore.config.fields import ConfigErrors, LocatedConfigError
 from rtcore.config.loading import (
     ENV_PREFIX,
     config_from_mapping,
@@ -104,6 +115,7 @@ __all__ = [
     "UniSseSettings",
     "UniHttpStreamSettings",
     "ConfigErrors",
+    "LocatedConfigError",
     "ENV_PREFIX",
     "FIELD_DOCS",
     "HIDDEN_FIELDS",

@@ -37,6 +37,24 @@ class ConfigErrors(ConfigError):
         return str(self.args[0])
 
 
+class LocatedConfigError(ConfigError):
+    """An invalid value with the file and line it is on.
+
+    ``path`` and ``message`` are those of a plain :class:`ConfigError`;
+    ``file`` and ``line`` (1-based) say where, and the text reads
+    ``file:line: path: message``.
+    """
+
+    def __init__(self, path: str, message: str, file: str, line: int) -> None:
+        super().__init__(path, message)
+        self.file = file
+        self.line = line
+        self.args = (f"{file}:{line}: {path}: {message}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 # Marker in field metadata: the float field is a duration.
 _DURATION = {"duration": True}
 

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from rtcore.config.durations import parse_duration
-from rtcore.config.fields import ConfigErrors, _problems_tree
+from rtcore.config.fields import ConfigErrors, LocatedConfigError, _problems_tree
+from rtcore.config.hints import unknown_key_errors
 from rtcore.config.model import HIDDEN_FIELDS, KEY_ALIASES, Config
+from rtcore.config.positions import key_lines, line_of_path
 from rtcore.errors import ConfigError
 
 
@@ -68,6 +70,35 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+_BOOL_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+_NUMBER_RE = re.compile(r"\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*")
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message, with its kind when that is what is wrong."""
+    if isinstance(value, str) and not isinstance(value, _EnvText):
+        return f"the string {value!r}"
+    if isinstance(value, list | tuple | Mapping):
+        return _kind(value)
+    return repr(value)
+
+
+def _quoted_error(path: str, expected: str, value: str, fix: str) -> ConfigError:
+    """A string where a number or boolean belongs: say how to write it."""
+    return ConfigError(
+        path, f"expected {expected}, got the string {value!r} (write {fix} without quotes)"
+    )
+
+
 def _env_json(value: _EnvText, path: str, what: str) -> Any:
     try:
         return json.loads(value)
@@ -87,9 +118,14 @@ def _convert(
         return _build(hint, value, path, errors)  # type: ignore[arg-type]
     if origin is list:
         (item,) = typing.get_args(hint)
-        if isinstance(value, str) and item is str:
-            # Environment variables (and the lenient file form): comma-separated lists.
+        if isinstance(value, _EnvText) and item is str:
+            # Environment variables: comma-separated lists.
             return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str) and item is str:
+            items = ", ".join(json.dumps(v.strip()) for v in value.split(",") if v.strip())
+            raise ConfigError(
+                path, f"expected a list of strings, got the string {value!r} (write [{items}])"
+            )
         if isinstance(value, _EnvText):
             value = _env_json(value, path, "a JSON array")
         if not isinstance(value, list | tuple):
@@ -124,23 +160,21 @@ def _convert(
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-        ):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        raise ConfigError(path, f"expected true or false, got {value!r}")
+        word = value.strip().lower() if isinstance(value, str) else None
+        if isinstance(value, _EnvText) and word in _BOOL_WORDS:
+            return _BOOL_WORDS[word]
+        if word in _BOOL_WORDS:
+            raise _quoted_error(path, "true or false", value, str(_BOOL_WORDS[word]).lower())
+        raise ConfigError(path, f"expected true or false, got {_shown(value)}")
     if hint is float:
         if meta.get("duration"):
             return parse_duration(value, path)
+        if isinstance(value, str) and not isinstance(value, _EnvText):
+            if _NUMBER_RE.fullmatch(value):
+                raise _quoted_error(path, "a number", value, value.strip())
+            raise ConfigError(path, f"expected a number, got {_shown(value)}")
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(path, f"expected a number, got {value!r}")
+            raise ConfigError(path, f"expected a number, got {_shown(value)}")
         try:
             number = float(value)
         except ValueError:
@@ -154,10 +188,12 @@ def _convert(
         if isinstance(value, int):
             return value
         if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
-            return int(value)
+            if isinstance(value, _EnvText):
+                return int(value)
+            raise _quoted_error(path, "an integer", value, value.strip())
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(path, f"expected an integer, got {value!r}")
+        raise ConfigError(path, f"expected an integer, got {_shown(value)}")
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {_kind(value)}")
@@ -182,7 +218,7 @@ def _build(cls: type, data: Mapping[str, Any], path: str, errors: list[ConfigErr
             continue
         f = fields.get(name) if isinstance(name, str) else None
         if f is None:
-            errors.append(ConfigError(sub, "unknown key"))
+            errors.extend(unknown_key_errors(cls, str(key), value, sub))
             continue
         if value is None:
             continue
@@ -204,14 +240,14 @@ def _parent(path: str) -> str:
 
 
 def _cross_field_problems(config: Config, value_errors: list[ConfigError]) -> list[ConfigError]:
-    """Cross-field problems, except in sections that already have a bad value.
+    """Cross-field problems, except in sections that already have a bad value or key.
 
     A section with an invalid value was built with that key's default, so
     its cross-field checks would report noise rather than the user's mistake.
     """
-    tainted = {
-        _parent(e.path) or e.path for e in value_errors if not e.message.startswith("unknown key")
-    }
+    # An unknown key is most often a misspelt one: the section's rules would
+    # then complain about the key it was meant to be, a second, misleading error.
+    tainted = {_parent(e.path) or e.path for e in value_errors}
     out = []
     for problem in _problems_tree(config, ""):
         section = _parent(problem.path) or problem.path
@@ -259,6 +295,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             extension, a syntax error (with its line) or a top level that is
             not a table.
     """
+    return _read_config(path)[0]
+
+
+def _read_config(path: str | Path) -> tuple[dict[str, Any], str, str]:
+    """``(data, text, format)`` of a configuration file (see :func:`read_config_file`)."""
     p = Path(path)
     where = str(path)
     suffix = p.suffix.lower()
@@ -279,12 +320,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(where, f"not UTF-8 text (byte {exc.start})") from None
     data: Any
-    if suffix == ".toml":
+    fmt = "yaml" if suffix in (".yaml", ".yml") else suffix[1:]
+    if fmt == "toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(where, f"invalid TOML: {exc}") from None
-    elif suffix == ".json":
+    elif fmt == "json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -304,7 +346,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = {}
     if not isinstance(data, dict):
         raise ConfigError(where, f"the top level must be a table/object, got {_kind(data)}")
-    return data
+    return data, text, fmt
+
+
+def _locate(
+    errors: list[ConfigError], sources: Mapping[str, str], file: str, text: str, fmt: str
+) -> list[ConfigError]:
+    """The errors about values from the file, with the file's line of their key."""
+    lines = key_lines(text, fmt)
+    out: list[ConfigError] = []
+    for error in errors:
+        line = None if _source_of(error.path, sources) else line_of_path(error.path, lines)
+        if line is None or isinstance(error, LocatedConfigError):
+            out.append(error)
+        else:
+            out.append(LocatedConfigError(error.path, error.message, file, line))
+    return out
 
 
 def env_var_name(path: str) -> str:
@@ -383,16 +440,21 @@ def _leaves(value: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
             yield path, v
 
 
-def _annotate(error: ConfigError, sources: Mapping[str, str]) -> ConfigError:
-    path = error.path
+def _source_of(path: str, sources: Mapping[str, str]) -> str:
+    """The environment variable or flag that set ``path`` (or a key in or above it), or ""."""
     best = ""
     for key in sources:
         inside = path == key or path.startswith(key + ".") or path.startswith(key + "[")
         if (inside and len(key) > len(best)) or (not best and key.startswith(path + ".")):
             best = key
-    if not best:
+    return sources[best] if best else ""
+
+
+def _annotate(error: ConfigError, sources: Mapping[str, str]) -> ConfigError:
+    source = _source_of(error.path, sources)
+    if not source:
         return error
-    return ConfigError(path, f"{error.message} (set by {sources[best]})")
+    return ConfigError(error.path, f"{error.message} (set by {source})")
 
 
 def _check_files(config: Config) -> Iterator[ConfigError]:
@@ -435,10 +497,14 @@ def load_config(
 
     Raises:
         ConfigError: one invalid value, or :class:`ConfigErrors` with every
-            invalid value; each names its key path and, for values from the
-            environment or the command line, where the value came from.
+            invalid value; each names its key path and where the value came
+            from: the file's line (a :class:`LocatedConfigError`), the
+            environment variable or the command line.
     """
-    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    data: dict[str, Any] = {}
+    text = fmt = ""
+    if path is not None:
+        data, text, fmt = _read_config(path)
     sources: dict[str, str] = {}
     env_data, errors = _env_mapping(env, sources)
     _merge(data, env_data)
@@ -451,5 +517,7 @@ def load_config(
     if not errors:
         errors.extend(_check_files(config))
     if errors:
+        if path is not None:
+            errors = _locate(errors, sources, str(path), text, fmt)
         _raise([_annotate(e, sources) for e in errors])
     return config

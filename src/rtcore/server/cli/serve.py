@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtcore._version import __version__
 from rtcore.config import Config, format_duration
-from rtcore.server.cli.configs import load
+from rtcore.server.cli.configs import ConfigSource, config_warnings, load
 from rtcore.server.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from rtcore.server.cli.logs import configure_logging
 
@@ -321,9 +321,8 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
             "fanout": fanout.IMPLEMENTATION,
         },
     )
-    # (An empty api.key or token key is logged by the API handler / token verifier.)
-    if config.api.enabled and config.api.insecure:
-        logger.warning("api.insecure is true: the server API accepts requests without a key")
+    for warning in config_warnings(config):
+        logger.warning("%s", warning)
 
     await shutdown.requested.wait()
     started = time.monotonic()
@@ -372,10 +371,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["log.level"] = args.log_level
     if args.log_format is not None:
         overrides["log.format"] = args.log_format
-    config = load(args, overrides)
+    config = load(args, overrides, announce=False)
     if config is None:
         return EXIT_ERROR
     configure_logging(config.log.level, config.log.format)
+    source: ConfigSource = args.config_source
+    if os.environ.get("RTCORE_WORKER_INDEX") is None:
+        # Said once, by the supervisor or the single process.
+        logger.info("%s", source.describe(), extra={"config": source.path or ""})
+        for name in source.ignored:
+            logger.warning("%s is not read (only %s is)", name, source.path)
     if args.workers > 1:
         if config.engine.type == "memory":
             logger.error(
