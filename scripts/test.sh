@@ -20,6 +20,8 @@ log() { printf '\n== %s\n' "$*"; }
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+# PostgreSQL for the outbox consumer tests (its postinst creates the "main" cluster).
+command -v pg_lsclusters >/dev/null 2>&1 || need+=(postgresql)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
@@ -40,6 +42,18 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
+if ! pg_lsclusters -h 2>/dev/null | awk '$4 == "online"' | grep -q .; then
+  log "starting PostgreSQL"
+  read -r pg_version pg_cluster _ < <(pg_lsclusters -h 2>/dev/null | head -n 1) || true
+  if [ -z "${pg_version:-}" ]; then
+    pg_version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    pg_cluster=main
+    $SUDO pg_createcluster "$pg_version" "$pg_cluster"
+  fi
+  $SUDO pg_ctlcluster "$pg_version" "$pg_cluster" start
+  for _ in $(seq 100); do pg_lsclusters -h | awk '$4 == "online"' | grep -q . && break; sleep 0.1; done
+fi
+
 # --- the package, in its own virtual environment --------------------------------
 # (compiled: a build failure is an error here)
 VENV=${RTCORE_TEST_VENV:-$ROOT/.venv-test}
@@ -53,7 +67,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q "setuptools>=70" "Cython>=3.1,<3.4" wheel
 $PY -m pip uninstall -q -y rtcore >/dev/null 2>&1 || true
-RTCORE_REQUIRE_EXTENSIONS=1 $PY -m pip install -q --no-build-isolation "$ROOT[test,nats]"
+RTCORE_REQUIRE_EXTENSIONS=1 $PY -m pip install -q --no-build-isolation "$ROOT[test,nats,postgres]"
 $PY -c 'import rtcore.frames as f, rtcore.fanout as g; print("frame core:", f.IMPLEMENTATION, "| fan-out:", g.IMPLEMENTATION)'
 
 # --- npm packages for the JavaScript SDK and browser tests ---------------------------
