@@ -186,8 +186,14 @@ class ClientSession:
 
     @property
     def log_fields(self) -> dict[str, str]:
-        """Fields that identify this connection in structured logs."""
-        return {"client": self.client_id, "user": self.user, "transport": self.transport.name}
+        """Fields that identify this connection in structured logs: ``client``
+        (its id), ``user``, ``transport`` and ``remote`` (the peer's address)."""
+        return {
+            "client": self.client_id,
+            "user": self.user,
+            "transport": self.transport.name,
+            "remote": _address(self.request_info.get("remote_address")),
+        }
 
     @property
     def client_info(self) -> ClientInfo:
@@ -465,4 +471,19 @@ class ClientSession:
         ):
             self._task.cancel()
         self._commands.clear()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "client disconnected: %d %s",
+                disconnect.code,
+                disconnect.reason,
+                extra={**self.log_fields, "code": disconnect.code, "reason": disconnect.reason},
+            )
         self.node.session_closed(self, was_connected, disconnect)
+
+
+def _address(peer: Any) -> str:
+    """``host:port`` (``[v6]:port``) of a socket address; other values as text."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "" if peer is None else str(peer)
