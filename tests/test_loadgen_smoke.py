@@ -18,8 +18,20 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("rich", reason="the load generator needs the 'bench' extra (rich)")
+
+from bench.loadgen.client import judge_recovery  # noqa: E402
+from bench.loadgen.proto import EV_PING, EV_PUB, EV_REPLY, ClientCodec, Pub, SubResult  # noqa: E402
+from rtcore.protocol import (  # noqa: E402
+    Error,
+    Publication,
+    Reply,
+    SubscribeResult,
+    get_codec,
+)
+
 
 # No progress bars, a short idle baseline.
 FAST = ("--no-progress", "--idle", "0.2")
@@ -155,3 +167,79 @@ def test_only_loopback_targets(url: str) -> None:
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "only targets 127.0.0.1 or ::1" in proc.stderr or "TLS is not supported" in proc.stderr
+
+
+# -- the client's protocol pieces, checked against rtcore's own codecs ----------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "protobuf"])
+def test_client_commands_decode_on_the_server(fmt: str) -> None:
+    frame = ClientCodec(fmt).setup("tok", "loadgen3", recoverable=True, recover_from=(7, "ep"))
+    connect, subscribe = get_codec(fmt).decode_commands(frame)
+    assert (connect.id, subscribe.id) == (1, 2)
+    assert connect.connect is not None and connect.connect.token == "tok"
+    req = subscribe.subscribe
+    assert req is not None
+    assert (req.channel, req.recoverable, req.recover, req.offset, req.epoch) == (
+        "loadgen3",
+        True,
+        True,
+        7,
+        "ep",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["json", "protobuf"])
+def test_client_decodes_server_replies(fmt: str) -> None:
+    server = get_codec(fmt)
+    pubs = [Publication(data=b'{"t":5,"s":%d}' % s, offset=10 + s) for s in (1, 2)]
+    frame = (
+        server.encode_reply(
+            Reply(
+                id=2,
+                subscribe=SubscribeResult(
+                    epoch="e1", offset=10, recovered=True, was_recovering=True, publications=pubs
+                ),
+            )
+        )
+        + server.ping
+        + server.encode_publication("loadgen0", Publication(data=b'{"t":9,"s":3}', offset=13))
+        + server.encode_reply(Reply(id=1, error=Error(code=103, message="permission denied")))
+    )
+    events = ClientCodec(fmt).decode(frame)
+    assert events == [
+        (EV_REPLY, 2, 0, "", SubResult(True, True, "e1", 10, [Pub(11, 5, 1), Pub(12, 5, 2)])),
+        (EV_PING,),
+        (EV_PUB, "loadgen0", Pub(13, 9, 3)),
+        (EV_REPLY, 1, 103, "permission denied", None),
+    ]
+
+
+def _sub(
+    offsets_and_seqs: list[tuple[int, int]], recovered: bool = True, epoch: str = "e"
+) -> SubResult:
+    return SubResult(recovered, True, epoch, 4, [Pub(o, 0, s) for o, s in offsets_and_seqs])
+
+
+@pytest.mark.parametrize(
+    ("sub", "verdict"),
+    [
+        (_sub([(5, 1), (6, 2), (7, 3)]), "ok"),
+        (_sub([(5, 1), (6, 2), (7, 3)], recovered=False), "not recovered"),
+        (_sub([(5, 1), (6, 2), (7, 3)], epoch="other"), "epoch changed"),
+        (_sub([(5, 1), (5, 1), (6, 2), (7, 3)]), "duplicate"),
+        (_sub([(4, 0), (5, 1), (6, 2), (7, 3)]), "duplicate"),
+        (_sub([(5, 1), (7, 3), (6, 2)]), "out of order"),
+        (_sub([(5, 1), (7, 3)]), "gap"),
+        (_sub([(5, 1), (6, 3), (7, 4)]), "wrong data"),
+        (_sub([(5, 1), (6, 2)]), "missing publications"),
+        (SubResult(True, False, "e", 7, []), "no recovery attempted"),
+    ],
+)
+def test_recovery_verdicts(sub: SubResult, verdict: str) -> None:
+    # The client had offset 4 and sequence 0; the channel's stream ended at 7 after 3 missed.
+    got, offset, last_s = judge_recovery(sub, ("e", 7, 3), 4, 0)
+    assert got == verdict
+    if verdict == "ok":
+        assert (offset, last_s) == (7, 3)
+    assert judge_recovery(_sub([(5, 1), (6, 2), (7, 3)]), ("e", 7, 2), 4, 0)[0] == "wrong count"

@@ -59,7 +59,7 @@ from rtcore.frames import OP_BINARY, OP_PING, OP_TEXT
 from rtcore.wire.websocket import WebSocketConnection
 
 
-__all__ = ["Conn", "Worker", "WorkerSpec", "worker_main"]
+__all__ = ["Conn", "Worker", "WorkerSpec", "judge_recovery", "worker_main"]
 
 # Connection states.
 IDLE, TCP, HANDSHAKE, SETUP, READY, CLOSED = range(6)
@@ -92,6 +92,46 @@ class WorkerSpec:
 
 def _label(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def judge_recovery(
+    sub: SubResult | None, expect: tuple[str, int, int] | None, offset: int, last_s: int
+) -> tuple[str, int, int]:
+    """Judge a recovering subscribe reply: ``(verdict, new offset, new last sequence)``.
+
+    ``expect`` is the channel's (epoch, final offset, publications missed);
+    ``offset`` and ``last_s`` are the stream offset and publisher sequence of
+    the last publication the client saw before it dropped. The verdict is
+    ``"ok"`` when the reply is recovered, in the same epoch, and lists exactly
+    the missed publications: offsets ``offset + 1 .. final`` in order, each
+    once, with consecutive sequence numbers.
+    """
+    if sub is None or not sub.was_recovering:
+        return "no recovery attempted", offset, last_s
+    if not sub.recovered:
+        return "not recovered", offset, last_s
+    if expect is None:
+        return "no expectation for the channel", offset, last_s
+    epoch, final, missed = expect
+    if sub.epoch != epoch:
+        return "epoch changed", offset, last_s
+    pubs = sub.publications
+    prev, prev_s = offset, last_s
+    for i, pub in enumerate(pubs):
+        if pub.offset <= prev:
+            # Every offset up to prev was seen already (they follow one another).
+            return "duplicate", offset, last_s
+        if pub.offset != prev + 1:
+            later = any(p.offset == prev + 1 for p in pubs[i + 1 :])
+            return ("out of order" if later else "gap"), offset, last_s
+        if pub.s != prev_s + 1:
+            return "wrong data", offset, last_s
+        prev, prev_s = pub.offset, pub.s
+    if prev < final:
+        return "missing publications", max(prev, sub.offset), prev_s
+    if len(pubs) != missed:
+        return "wrong count", max(prev, sub.offset), prev_s
+    return "ok", max(prev, sub.offset), prev_s
 
 
 class Conn(asyncio.Protocol):
@@ -420,7 +460,11 @@ class Worker:
         self.ready += 1
         self.last_ready = now
         if conn.recovering:
-            verdict = self.judge_recovery(conn, sub)
+            verdict, conn.offset, conn.last_s = judge_recovery(
+                sub, self.expect.get(conn.chan), conn.offset, conn.last_s
+            )
+            if sub is not None:
+                conn.epoch = sub.epoch
             self.count(self.verdicts, verdict)
             if verdict == "ok":
                 self.last_recovered = now
@@ -431,35 +475,6 @@ class Worker:
                 conn.epoch, conn.offset = sub.epoch, sub.offset
         idx = bucket_index((now - start) // 1000)
         self.hist[idx] = self.hist.get(idx, 0) + 1
-
-    def judge_recovery(self, conn: Conn, sub: SubResult | None) -> str:
-        """``"ok"``, or what is wrong with a recovery: the publications missed, in order, once."""
-        expect = self.expect.get(conn.chan)
-        if sub is None or not sub.was_recovering:
-            return "no recovery attempted"
-        if not sub.recovered:
-            return "not recovered"
-        if expect is None:
-            return "no expectation for the channel"
-        epoch, final, missed = expect
-        if sub.epoch != epoch:
-            return "epoch changed"
-        start = prev = conn.offset
-        prev_s = conn.last_s
-        for pub in sub.publications:
-            if pub.offset <= prev:
-                return "duplicate" if pub.offset <= start else "out of order"
-            if pub.offset != prev + 1:
-                return "gap"
-            if pub.s != prev_s + 1:
-                return "wrong data"
-            prev, prev_s = pub.offset, pub.s
-        conn.offset, conn.epoch, conn.last_s = max(prev, sub.offset), sub.epoch, prev_s
-        if prev < final:
-            return "missing publications"
-        if len(sub.publications) != missed:
-            return "wrong count"
-        return "ok"
 
     def on_pub(self, conn: Conn, pub: Pub) -> None:
         now = time.monotonic_ns()
