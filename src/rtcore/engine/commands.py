@@ -11,6 +11,7 @@ refuse where the options alone do not decide.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +45,38 @@ __all__ = ["dispatch"]
 logger = logging.getLogger("rtcore.engine.commands")
 
 
+# Nodes already told that their connection tokens cannot be verified.
+_WARNED_NO_KEY: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _token_failure(exc: TokenError, op: TokenOp, session: ClientSession) -> Exception:
     outcome = exc.outcome(op)
+    node = session.node
+    if op in (TokenOp.CONNECT, TokenOp.REFRESH) and not node.token_verifier.enabled:
+        # Said when it matters (a client sent a token), once: a node that
+        # authenticates with hooks or a proxy never meets it.
+        if node not in _WARNED_NO_KEY:
+            _WARNED_NO_KEY.add(node)
+            logger.warning(
+                "a client sent a connection token but client.token has no key configured: "
+                "every connection token is refused (set client.token.hmac_secret_key, "
+                "rsa_public_key, ecdsa_public_key or jwks_url)",
+                extra=session.log_fields,
+            )
     logger.info("token refused (%s): %s", op, exc.message, extra=session.log_fields)
     if outcome.disconnect:
         return DisconnectError(codes.Disconnect(outcome.code, outcome.message))
     return ClientError(outcome.code, outcome.message, outcome.temporary)
+
+
+def _refused(session: ClientSession, op: str, why: str, channel: str = "") -> None:
+    """An info line for a refused connect, subscribe, publish, presence or history."""
+    if logger.isEnabledFor(logging.INFO):
+        extra = {**session.log_fields, "op": op, "reason": why}
+        if channel:
+            extra["channel"] = channel
+        target = f" to {channel}" if channel else ""
+        logger.info("%s%s refused: %s", op, target, why, extra=extra)
 
 
 async def dispatch(session: ClientSession, cmd: Command) -> None:
@@ -92,20 +119,37 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
         except TokenError as exc:
             raise _token_failure(exc, TokenOp.CONNECT, session) from None
         if claims.user == "" and cfg.disallow_anonymous_connection_tokens:
+            _refused(
+                session, "connect", "the token has no user (disallow_anonymous_connection_tokens)"
+            )
             raise DisconnectError(codes.PERMISSION_DENIED)
         credentials = node.credentials_from_claims(claims)
     if node.has_hook("on_connecting"):
         # The event copies the request's headers: built only for a hook.
         event = node.connect_event(session, req, credentials)
-        hook_result = await node.call_hook("on_connecting", event)
+        try:
+            hook_result = await node.call_hook("on_connecting", event)
+        except ClientError as exc:
+            _refused(session, "connect", f"on_connecting raised error {exc.code} {exc.message}")
+            raise
+        except DisconnectError as exc:
+            why = f"on_connecting raised disconnect {exc.disconnect.code} {exc.disconnect.reason}"
+            _refused(session, "connect", why)
+            raise
         if hook_result is not None:
             credentials = node.hook_credentials(hook_result)
     if credentials is None:
         if not cfg.allow_anonymous_connect_without_token:
+            _refused(
+                session,
+                "connect",
+                "no token, and client.allow_anonymous_connect_without_token is off",
+            )
             raise DisconnectError(codes.BAD_REQUEST)
         credentials = node.anonymous_credentials()
     wall = node.wall_clock()
     if credentials.expire_at and credentials.expire_at <= wall:
+        _refused(session, "connect", "the credentials expired")
         raise codes.ERROR_EXPIRED
     session.user = credentials.user
     session.info = credentials.info
@@ -115,8 +159,10 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
         cfg.user_connection_limit
         and node.hub.user_connection_count(session.user) >= cfg.user_connection_limit
     ):
+        _refused(session, "connect", f"client.user_connection_limit ({cfg.user_connection_limit})")
         raise DisconnectError(codes.CONNECTION_LIMIT)
     if cfg.connection_limit and node.hub.num_sessions >= cfg.connection_limit:
+        _refused(session, "connect", f"client.connection_limit ({cfg.connection_limit})")
         raise DisconnectError(codes.CONNECTION_LIMIT)
     node.hub.add_session(session)
     result = ConnectResult(
@@ -163,6 +209,8 @@ async def handle_connect(session: ClientSession, cmd: Command) -> None:
     result.subs = subscribe_results
     session.send_reply(Reply(id=cmd.id, connect=result))
     session.mark_connected()
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("client connected", extra={**session.log_fields, "sdk": req.name})
     node.finish_deferred_subscriptions(session)
     session.schedule_expiry_check()
     if node.has_hook("on_connect"):
@@ -276,13 +324,22 @@ async def _permit(
     # Anonymous users need allow_*_for_anonymous on top of either rule (subscribers too).
     allowed = ((for_subscriber and subscribed) or for_client) and (not anonymous or for_anonymous)
     node = session.node
+    op = hook[3:]
     if node.has_hook(hook):
         result = await node.call_hook(hook, event)
         if result is False:
+            _refused(session, op, f"{hook} returned False", channel)
             raise codes.ERROR_PERMISSION_DENIED
         if result is True or result is None:
             return
     if not allowed:
+        if anonymous and not for_anonymous:
+            why = f"the user is anonymous and allow_{op}_for_anonymous is off"
+        elif for_subscriber and not for_client:
+            why = f"not subscribed, and allow_{op}_for_client is off"
+        else:
+            why = f"allow_{op}_for_subscriber and allow_{op}_for_client are off"
+        _refused(session, op, why, channel)
         raise codes.ERROR_PERMISSION_DENIED
 
 
@@ -410,6 +467,17 @@ async def handle_rpc(session: ClientSession, cmd: Command) -> None:
     if not node.has_hook("on_rpc"):
         raise codes.ERROR_NOT_AVAILABLE
     data = await node.call_hook("on_rpc", node.rpc_event(session, req.method, req.data))
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    elif data is not None and not isinstance(data, bytes):
+        logger.error(
+            "on_rpc returned %s for method %r: it must return bytes, the reply's data "
+            "(e.g. json.dumps(result).encode()), or None; the client gets error 100",
+            type(data).__name__,
+            req.method,
+            extra=session.log_fields,
+        )
+        raise codes.ERROR_INTERNAL
     session.send_reply(Reply(id=cmd.id, rpc=RPCResult(data=data or b"")))
 
 
