@@ -379,9 +379,24 @@ class Worker:
 
     def send(self, msg: dict[str, Any]) -> None:
         try:
+            if msg["op"] != "progress":
+                # Fresh counters arrive before the reply they lead to (the pipe keeps order).
+                self.pipe.send(self._progress())
             self.pipe.send(msg)
         except (BrokenPipeError, OSError):
             self.stop()
+
+    def _progress(self) -> dict[str, Any]:
+        return {
+            "op": "progress",
+            "ready": self.ready,
+            "pending": len(self.pending),
+            "failed": sum(self.failures.values()),
+            "lost": sum(self.lost.values()),
+            "pings": self.pings,
+            "received": self.received,
+            "recovered": self.verdicts.get("ok", 0),
+        }
 
     def stop(self) -> None:
         if not self.stopped.done():
@@ -425,18 +440,7 @@ class Worker:
         limit = time.monotonic_ns() - int(self.spec.connect_timeout * 1e9)
         for c in [c for c in self.pending if c.t0 < limit]:
             c.fail(f"timeout in {STATE_NAMES[c.state]}")
-        self.send(
-            {
-                "op": "progress",
-                "ready": self.ready,
-                "pending": len(self.pending),
-                "failed": sum(self.failures.values()),
-                "lost": sum(self.lost.values()),
-                "pings": self.pings,
-                "received": self.received,
-                "recovered": self.verdicts.get("ok", 0),
-            }
-        )
+        self.send(self._progress())
         self.loop.call_later(PROGRESS_EVERY, self._tick)
 
     # -- connection events --------------------------------------------------------------------
