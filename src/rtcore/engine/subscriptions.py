@@ -46,6 +46,13 @@ __all__ = ["Subscriptions"]
 logger = logging.getLogger("rtcore.engine.subscriptions")
 
 
+def _refused(session: ClientSession, channel: str, why: str) -> None:
+    """An info line for a refused subscribe."""
+    if logger.isEnabledFor(logging.INFO):
+        extra = {**session.log_fields, "op": "subscribe", "channel": channel, "reason": why}
+        logger.info("subscribe to %s refused: %s", channel, why, extra=extra)
+
+
 class _Grant(NamedTuple):
     """What a subscription token or the ``on_subscribe`` hook granted."""
 
@@ -192,6 +199,17 @@ class Subscriptions:
             else (result.publications[-1].offset if result.publications else req.offset)
         )
         state.epoch = result.epoch
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "subscribed to %s",
+                channel,
+                extra={
+                    **session.log_fields,
+                    "channel": channel,
+                    "server_side": server_side,
+                    "recovered": result.recovered,
+                },
+            )
         if expire_at:
             # Arm the expiry check for this subscription (unsubscribe 2501 / disconnect 3006).
             session.schedule_expiry_check()
@@ -233,17 +251,21 @@ class Subscriptions:
                 claims = await node.token_verifier.verify_subscribe(req.token)
                 claims.check(channel=channel, user=session.user, client=session.client_id)
             except TokenError as exc:
+                _refused(session, channel, f"subscription token refused: {exc.message}")
                 outcome = exc.outcome(TokenOp.SUBSCRIBE)
                 if outcome.disconnect:
                     raise DisconnectError(codes.Disconnect(outcome.code, outcome.message)) from None
                 raise ClientError(outcome.code, outcome.message, outcome.temporary) from None
             if claims.expire_at and claims.expire_at <= wall:
+                _refused(session, channel, "subscription token expired")
                 raise codes.ERROR_TOKEN_EXPIRED
             return _Grant(claims.info, claims.data, claims.override, claims.expire_at)
         if node.channels.is_private(channel):
+            _refused(session, channel, "a private channel needs a subscription token")
             raise codes.ERROR_PERMISSION_DENIED
         if user_limited:
             if not node.channels.user_allowed(channel, opts, session.user):
+                _refused(session, channel, "the user is not listed in the user-limited channel")
                 raise codes.ERROR_PERMISSION_DENIED
             return None
         if node.has_hook("on_subscribe"):
@@ -251,6 +273,7 @@ class Subscriptions:
                 "on_subscribe", SubscribeEvent(client=session, channel=channel, data=req.data)
             )
             if result is False:
+                _refused(session, channel, "on_subscribe returned False")
                 raise codes.ERROR_PERMISSION_DENIED
             if isinstance(result, SubscribeReply):
                 return _Grant(result.info, result.data, result.override, result.expire_at)
@@ -259,6 +282,12 @@ class Subscriptions:
             session.user != "" or opts.allow_subscribe_for_anonymous
         )
         if not allowed:
+            why = (
+                "allow_subscribe_for_client is off"
+                if not opts.allow_subscribe_for_client
+                else "the user is anonymous and allow_subscribe_for_anonymous is off"
+            )
+            _refused(session, channel, f"no subscription token, and {why}")
             raise codes.ERROR_PERMISSION_DENIED
         return None
 
@@ -299,6 +328,12 @@ class Subscriptions:
         state = session.subscriptions.pop(channel, None)
         if state is None:
             return
+        if logger.isEnabledFor(logging.DEBUG):
+            extra: dict[str, Any] = {**session.log_fields, "channel": channel}
+            if unsubscribe is not None:
+                extra.update(code=unsubscribe.code, reason=unsubscribe.reason)
+            how = f": {unsubscribe.code} {unsubscribe.reason}" if unsubscribe is not None else ""
+            logger.debug("unsubscribed from %s%s", channel, how, extra=extra)
         self.node.hub.remove_subscriber(channel, session.client_id)
         if unsubscribe is not None:
             session.send_push(
