@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -545,3 +546,119 @@ def test_jetstream_restart(jetstream_url: str) -> None:
             await node.close()
 
     run(main())
+
+
+# -- the outbox examples -------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_sqlalchemy_example_publishes_on_commit(postgres_dsn: str) -> None:
+    import importlib.util
+
+    import psycopg
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    spec = importlib.util.spec_from_file_location(
+        "outbox_sqlalchemy", EXAMPLES / "outbox_sqlalchemy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    # SQLAlchemy resolves the models' annotations through sys.modules.
+    sys.modules[spec.name] = example
+    spec.loader.exec_module(example)
+
+    schema = f"ex_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
+    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url, connect_args={"options": f"-c search_path={schema}"})
+    try:
+        example.create_schema(engine)
+
+        def write() -> None:
+            with Session(engine) as session, session.begin():
+                example.post_message(session, "lobby", "ann", "hello")
+            with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+                example.post_message(session, "lobby", "bob", "rolled back")
+                raise RuntimeError("fails before the commit")
+            with Session(engine) as session, session.begin():
+                example.post_message(session, "lobby", "cid", "again")
+
+        async def main() -> None:
+            config = config_from_mapping(
+                {
+                    "channel": {
+                        "namespaces": [{"name": "chat", "history_size": 100, "history_ttl": "5m"}]
+                    }
+                }
+            )
+            node = Node(config)
+            await node.start()
+            consumers = Consumers(
+                node,
+                [
+                    ConsumerConfig(
+                        name="outbox",
+                        enabled=True,
+                        type="postgresql",
+                        postgresql=PostgresConsumerConfig(
+                            dsn=postgres_dsn,
+                            outbox_table_name=f"{schema}.{example.OUTBOX_TABLE}",
+                            num_partitions=example.NUM_PARTITIONS,
+                            partition_poll_interval=5.0,
+                            partition_notification_channel=example.NOTIFY_CHANNEL,
+                        ),
+                    )
+                ],
+            )
+            await consumers.start()
+            try:
+                await asyncio.to_thread(write)
+
+                async def both() -> bool:
+                    hr = await node.history("chat:lobby", limit=-1)
+                    return len(hr.publications) >= 2
+
+                await until(both, 20, "the committed messages published")
+                hr = await node.history("chat:lobby", limit=-1)
+                authors = [json.loads(p.data)["author"] for p in hr.publications]
+                assert authors == ["ann", "cid"]
+            finally:
+                await consumers.close()
+                await node.close()
+
+        run(main())
+    finally:
+        engine.dispose()
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")  # type: ignore[arg-type]
+
+
+def test_django_example_compiles() -> None:
+    """The Django example: imported when Django is installed, else compiled."""
+    import py_compile
+
+    files = sorted((EXAMPLES / "outbox_django").rglob("*.py"))
+    assert files
+    for path in files:
+        py_compile.compile(str(path), doraise=True)
+    try:
+        import django
+    except ImportError:
+        return
+    from django.conf import settings
+
+    sys.path.insert(0, str(EXAMPLES / "outbox_django"))
+    try:
+        if not settings.configured:
+            settings.configure(INSTALLED_APPS=["realtime"], DATABASES={})
+        django.setup()
+        import realtime.models
+        import realtime.outbox
+
+        assert realtime.models.Outbox._meta.db_table == "rtcore_outbox"
+        assert callable(realtime.outbox.publish_on_commit)
+    finally:
+        sys.path.remove(str(EXAMPLES / "outbox_django"))
