@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -358,6 +360,48 @@ def test_top_level_app_starts_and_closes_the_node_with_the_lifespan() -> None:
         assert node.closing and not asgi.running
         with pytest.raises(RuntimeError, match="was shut down"):
             await asgi.startup()
+
+    run(main(), timeout=60)
+
+
+def test_the_fastapi_example() -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "asgi_fastapi.py"
+    spec = importlib.util.spec_from_file_location("asgi_fastapi_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    async def main() -> None:
+        async with uvicorn_serving(example.app) as address, httpx.AsyncClient() as http:
+            url = f"ws://{address}/rt/connection/websocket"
+            # The connect hook takes the user from a header of the upgrade request.
+            async with websockets.connect(url, additional_headers={"X-User": "ann"}) as ws:
+                await ws.send(
+                    '{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"chat:lobby"}}'
+                )
+                replies: list[Any] = []
+                while len(replies) < 2:
+                    replies += [json.loads(line) for line in (await ws.recv()).splitlines()]
+                assert replies[0]["id"] == 1 and replies[0]["connect"]["client"]
+                assert replies[1]["id"] == 2 and replies[1]["subscribe"]["recoverable"] is True
+                assert example.node.hub.user_connection_count("ann") == 1
+                r = await http.post(
+                    f"http://{address}/rooms/lobby/messages", json={"text": "hello"}
+                )
+                assert r.status_code == 200 and r.json()["offset"] == 1
+                push = json.loads(await ws.recv())["push"]
+                assert push["channel"] == "chat:lobby"
+                assert push["pub"]["data"]["text"] == "hello"
+            r = await http.get(f"http://{address}/rooms/lobby/messages")
+            assert [m["text"] for m in r.json()] == ["hello"]
+            r = await http.post(f"http://{address}/rooms/lobby/messages", json={"text": " "})
+            assert r.status_code == 400
+            # Nobody: refused by the hook with 3507.
+            async with websockets.connect(url) as ws:
+                await ws.send('{"id":1,"connect":{}}')
+                with pytest.raises(websockets.ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code == 3507
 
     run(main(), timeout=60)
 
