@@ -662,3 +662,57 @@ def test_django_example_compiles() -> None:
         assert callable(realtime.outbox.publish_on_commit)
     finally:
         sys.path.remove(str(EXAMPLES / "outbox_django"))
+
+
+# -- rtcore serve ---------------------------------------------------------------------------
+
+
+def test_rtcore_serve_runs_the_consumers(tmp_path: Path) -> None:
+    """The ``consumers`` section of the config: started by ``rtcore serve``, with metrics."""
+    if not _redis_up():
+        _missing("no Redis on 127.0.0.1:6379")
+    import aiohttp
+    from redis import Redis as SyncRedis
+
+    from tests.multinode.helpers import api, cluster
+
+    stream = f"rtcore-test-serve-{uuid.uuid4().hex[:8]}"
+    extra = f"""
+[[consumers]]
+name = "commands"
+enabled = true
+type = "redis_stream"
+redis_stream.address = "redis://127.0.0.1:6379"
+redis_stream.streams = ["{stream}"]
+redis_stream.consumer_group = "rtcore"
+"""
+    r = SyncRedis(host="127.0.0.1", port=6379)
+    try:
+        with cluster(tmp_path, 1, extra=extra) as nodes:
+            for seq in (1, 2):
+                payload = json.dumps({"channel": "chat:serve", "data": {"seq": seq}})
+                r.xadd(stream, {"method": "publish", "payload": payload})
+            r.xadd(stream, {"method": "publish", "payload": '{"channel": ""}'})
+
+            async def main() -> None:
+                async with aiohttp.ClientSession() as http:
+
+                    async def published() -> bool:
+                        reply = await api(
+                            http, nodes[0], "history", {"channel": "chat:serve", "limit": -1}
+                        )
+                        return len(reply["result"].get("publications", [])) == 2
+
+                    await until(published, 20, "the stream's commands applied")
+                    async with http.get(f"{nodes[0].http}/metrics") as resp:
+                        text = await resp.text()
+                assert 'rtcore_consumer_processed_total{consumer="commands"} 2.0' in text
+                assert (
+                    'rtcore_consumer_errors_total{consumer="commands",kind="dropped"} 1.0' in text
+                )
+
+            run(main(), 60)
+            assert "consumer commands started" in nodes[0].log
+    finally:
+        r.delete(stream)
+        r.close()
