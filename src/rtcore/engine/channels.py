@@ -4,7 +4,7 @@ Channel syntax (Centrifugo's): ``[$][namespace:]name[#user1,user2]``.
 
 * ``namespace:`` selects the options of a configured namespace; a channel
   without the boundary uses ``channel.without_namespace``; an unknown
-  namespace is error 102.
+  namespace is error 102, whose message names it.
 * A leading private prefix (``$``) means a subscription token is required.
 * ``#`` starts the list of users allowed in a user-limited channel
   (``dialog#42,43``), when the namespace allows user-limited channels.
@@ -13,6 +13,7 @@ Channel syntax (Centrifugo's): ``[$][namespace:]name[#user1,user2]``.
 from __future__ import annotations
 
 from rtcore.config import ChannelConfig, ChannelOptions
+from rtcore.protocol.codes import ClientError
 
 
 __all__ = ["ChannelRules"]
@@ -48,6 +49,14 @@ class ChannelRules:
             cache.clear()
         cache[channel] = opts
         return opts
+
+    def unknown_channel_error(self, channel: str) -> ClientError:
+        """Error 102 for a channel whose namespace is not configured, naming the namespace."""
+        name = self.namespace_name(channel)
+        shown = name if len(name) <= 64 and name.isprintable() else name[:64] + "..."
+        return ClientError(
+            102, f"unknown channel: namespace {shown!r} is not in channel.namespaces"
+        )
 
     def is_private(self, channel: str) -> bool:
         prefix = self.config.private_prefix

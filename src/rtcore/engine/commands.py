@@ -304,7 +304,7 @@ def _validate_channel(session: ClientSession, channel: str) -> Any:
         raise codes.ERROR_BAD_REQUEST
     opts = node.channels.options(channel)
     if opts is None:
-        raise codes.ERROR_UNKNOWN_CHANNEL
+        raise node.channels.unknown_channel_error(channel)
     return opts
 
 

@@ -361,7 +361,7 @@ class Node(BrokerEventHandler):
             raise ClientError(107, f"invalid channel name {channel[:64]!r}")
         opts = self.channels.options(channel)
         if opts is None:
-            raise codes.ERROR_UNKNOWN_CHANNEL
+            raise self.channels.unknown_channel_error(channel)
         return opts
 
     async def publish(
