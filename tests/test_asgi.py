@@ -26,7 +26,7 @@ import websockets
 from fastapi import FastAPI
 from protocol.helpers import connect_token, make_node, run, until
 from servers import free_port
-from transports.helpers import Emulated
+from transports.helpers import Emulated, LineStream
 
 import rtcore
 from rtcore.engine.events import ConnectEvent
@@ -40,6 +40,7 @@ CONFIG: dict[str, Any] = {
     "api": {"key": API_KEY},
     "websocket": {"message_size_limit": 4096},
     "uni_websocket": {"enabled": True},
+    "uni_http_stream": {"enabled": True},
     "channel": {
         "namespaces": [
             {
@@ -243,6 +244,31 @@ def test_http_stream_and_sse_through_the_mount(transport: str) -> None:
             rest = await c.rest()
             assert rest[-1]["push"]["disconnect"] == {"code": 3503, "reason": "force disconnect"}
             await until(lambda: node.hub.user_connection_count("ann") == 0, 5, "the session to end")
+
+    run(main(), timeout=60)
+
+
+def test_uni_http_stream_through_the_mount() -> None:
+    async def main() -> None:
+        node = make_node(CONFIG)
+        async with uvicorn_serving(web_app(node)) as address, aiohttp.ClientSession() as http:
+            body = json.dumps({"token": connect_token("uni", channels=["chat:uni"])})
+            async with http.post(
+                f"http://{address}/rt/connection/uni_http_stream",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                assert response.status == 200
+                stream = LineStream(response)
+                first = await stream.next()
+                assert first["connect"]["client"]
+                await until(lambda: node.hub.user_connection_count("uni") == 1, 5, "the session")
+                await node.publish("chat:uni", b'{"n":1}')
+                push = await stream.next()
+                while "pub" not in push:
+                    push = await stream.next()
+                assert push["channel"] == "chat:uni"
+                assert (push["pub"]["data"], push["pub"]["offset"]) == ({"n": 1}, 1)
 
     run(main(), timeout=60)
 
