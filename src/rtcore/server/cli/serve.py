@@ -218,7 +218,7 @@ def _make_node(config: Config) -> Node:
                 sentinel=_sentinel_settings(config),
             )
         nats = config.broker
-        broker = NatsBroker(
+        nats_broker = NatsBroker(
             list(nats.nats_url),
             prefix=nats.nats_prefix,
             name=f"rtcore {config.client.node_name}".strip(),
@@ -226,7 +226,7 @@ def _make_node(config: Config) -> Node:
             request_timeout=nats.nats_write_timeout,
             history=history,
         )
-        return Node(config, broker=broker, presence_manager=presence)
+        return Node(config, broker=nats_broker, presence_manager=presence)
     if config.engine.type == "redis":
         from rtcore.backends.redis import create_redis_engine
 

@@ -18,6 +18,8 @@ itself: ``{"method": "publish", "payload": {...}}``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from rtcore.errors import HttpError
@@ -135,9 +137,15 @@ class JetStreamConsumer(Consumer):
             where = f"header {header!r}" if header else '{"method": ..., "payload": ...}'
             outcome = self.dispatcher.reject(ident, f"no method ({where})")
         else:
-            outcome = await self.apply(
-                method, payload, message_id=ident, key=f"{self.config.stream_name}:{seq}"
-            )
+            try:
+                outcome = await self.apply(
+                    method, payload, message_id=ident, key=f"{self.config.stream_name}:{seq}"
+                )
+            except asyncio.CancelledError:
+                # Stopping: hand the message to another node now, not after ack_wait.
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                raise
         if outcome is Outcome.RETRY:
             await msg.nak()  # closing: let another node (or the next run) have it now
             return
