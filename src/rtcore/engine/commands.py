@@ -11,7 +11,6 @@ refuse where the options alone do not decide.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,24 +44,8 @@ __all__ = ["dispatch"]
 logger = logging.getLogger("rtcore.engine.commands")
 
 
-# Nodes already told that their connection tokens cannot be verified.
-_WARNED_NO_KEY: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
 def _token_failure(exc: TokenError, op: TokenOp, session: ClientSession) -> Exception:
     outcome = exc.outcome(op)
-    node = session.node
-    if op in (TokenOp.CONNECT, TokenOp.REFRESH) and not node.token_verifier.enabled:
-        # Said when it matters (a client sent a token), once: a node that
-        # authenticates with hooks or a proxy never meets it.
-        if node not in _WARNED_NO_KEY:
-            _WARNED_NO_KEY.add(node)
-            logger.warning(
-                "a client sent a connection token but client.token has no key configured: "
-                "every connection token is refused (set client.token.hmac_secret_key, "
-                "rsa_public_key, ecdsa_public_key or jwks_url)",
-                extra=session.log_fields,
-            )
     logger.info("token refused (%s): %s", op, exc.message, extra=session.log_fields)
     if outcome.disconnect:
         return DisconnectError(codes.Disconnect(outcome.code, outcome.message))

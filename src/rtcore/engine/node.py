@@ -114,7 +114,12 @@ class Node(BrokerEventHandler):
         # Presence entries are refreshed at a third of their TTL.
         self.presence_refresh_interval = self.config.engine.presence_ttl / 3
         cfg = self.config.client
-        self.token_verifier = TokenVerifier(cfg.token, cfg.subscription_token)
+        # Without a connection key the verifier is built when a token first
+        # arrives: its warning that every token is refused is then true, and a
+        # node that authenticates with hooks or a proxy never logs it.
+        self._token_verifier: TokenVerifier | None = None
+        if cfg.token.has_keys or cfg.subscription_token is not None:
+            self._token_verifier = TokenVerifier(cfg.token, cfg.subscription_token)
         self._hooks: dict[str, Callable[..., Any]] = {}
         self._history_options: dict[int, HistoryOptions] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -153,6 +158,15 @@ class Node(BrokerEventHandler):
         # Control messages for a component above the engine, by op: the
         # HTTP-streaming transport registers "emulation" when it is mounted.
         self.control_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+    @property
+    def token_verifier(self) -> TokenVerifier:
+        """Verifies connection and subscription tokens (``client.token`` and friends)."""
+        verifier = self._token_verifier
+        if verifier is None:
+            cfg = self.config.client
+            verifier = self._token_verifier = TokenVerifier(cfg.token, cfg.subscription_token)
+        return verifier
 
     # -- hooks ---------------------------------------------------------------
 
