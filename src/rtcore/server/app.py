@@ -89,7 +89,7 @@ class NodeApp:
             if ws_cfg.compression
             else None
         )
-        self._check_origin = origin_checker(cfg.client.allowed_origins)
+        self._check_origin = origin_checker(cfg.client.allowed_origins, "websocket")
         # New client connections per second (mass reconnects); None: unlimited.
         rate = cfg.client.connect_rate_limit
         self.connect_limiter = RateLimiter(rate) if rate else None

@@ -9,6 +9,7 @@ rule and CORS headers are shared by every transport and the WebSocket route.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from rtcore.wire.http import Request
 
 
-__all__ = ["AppHost", "Cors", "HttpHandler", "WebSocketRouter", "origin_checker"]
+__all__ = ["AppHost", "Cors", "HttpHandler", "OriginCheck", "WebSocketRouter", "origin_checker"]
+
+logger = logging.getLogger("rtcore.transports.routing")
 
 HttpHandler = Callable[["Request", "HttpResponseWriter"], Awaitable[None] | None]
 WebSocketRouter = Callable[["Request"], "WebSocketRoute | None"]
@@ -41,17 +44,56 @@ class AppHost(Protocol):
         """Raise HttpError (503 with Retry-After) when new connections are over the rate limit."""
 
 
-def origin_checker(allowed: list[str]) -> Callable[[str | None], bool]:
-    """Centrifugo's rule: no Origin header is accepted; otherwise it must match a pattern."""
-    patterns = [p.lower() for p in allowed]
+class OriginCheck:
+    """``client.allowed_origins`` as a callable: True for an allowed ``Origin``.
 
-    def check(origin: str | None) -> bool:
+    Centrifugo's rule: a request without ``Origin`` is accepted; otherwise
+    the origin must match a pattern. A refusal is logged at info level with
+    the origin and the allowed patterns, so that a browser page that cannot
+    connect is explained in the server's log; :meth:`allows` checks without
+    logging.
+    """
+
+    __slots__ = ("allowed", "transport", "_patterns")
+
+    def __init__(self, allowed: list[str], transport: str = "") -> None:
+        self.allowed = list(allowed)
+        # Named in the refusal's log line ("websocket"); "" when unknown.
+        self.transport = transport
+        self._patterns = [p.lower() for p in allowed]
+
+    def allows(self, origin: str | None) -> bool:
         if origin is None:
             return True
         o = origin.lower()
-        return any(p == "*" or fnmatch.fnmatchcase(o, p) for p in patterns)
+        return any(p == "*" or fnmatch.fnmatchcase(o, p) for p in self._patterns)
 
-    return check
+    def __call__(self, origin: str | None) -> bool:
+        if self.allows(origin):
+            return True
+        log_refused_origin(origin or "", self.allowed, self.transport)
+        return False
+
+
+def origin_checker(allowed: list[str], transport: str = "") -> OriginCheck:
+    """The origin rule of ``client.allowed_origins`` (see :class:`OriginCheck`)."""
+    return OriginCheck(allowed, transport)
+
+
+def log_refused_origin(origin: str, allowed: list[str], transport: str, path: str = "") -> None:
+    """The info line of a refused browser origin."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    if allowed:
+        why = "it matches none of client.allowed_origins (" + ", ".join(allowed) + ")"
+    else:
+        why = "client.allowed_origins is empty, so only clients without an Origin header connect"
+    extra = {"origin": origin, "reason": why}
+    if transport:
+        extra["transport"] = transport
+    if path:
+        extra["path"] = path
+    logger.info("origin %r refused (403): %s", origin, why, extra=extra)
 
 
 # A comma-separated list of header names, echoed in a preflight answer.
@@ -79,7 +121,16 @@ class Cors:
         origin = request.header("origin")
         if origin is None:
             return []
-        if not self._check(origin):
+        check = self._check
+        if isinstance(check, OriginCheck):
+            # Logged here, where the request says which endpoint refused it.
+            allowed = check.allows(origin)
+            if not allowed:
+                path = request.path
+                log_refused_origin(origin, check.allowed, path.rsplit("/", 1)[-1], path)
+        else:
+            allowed = check(origin)
+        if not allowed:
             raise HttpError(403, "origin not allowed", [("Vary", "Origin")])
         return [
             ("Access-Control-Allow-Origin", origin),
