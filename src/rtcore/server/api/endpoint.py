@@ -1,11 +1,14 @@
-"""The ``/api`` HTTP handler: key check, method routing, error modes and draining at shutdown."""
+"""The ``/api`` HTTP handler: key check, method routing, error modes, draining at
+shutdown, and the optional access log (``api.access_log``)."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import logging
-from typing import TYPE_CHECKING, Final
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from rtcore.errors import HttpError
 from rtcore.server.api.batch import run_batch, run_legacy
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["JSON_HEADERS", "METHODS", "TEXT_HEADERS", "ServerApi"]
 
 logger = logging.getLogger("rtcore.server.api")
+#: One info line per request when ``api.access_log`` is on.
+access_logger = logging.getLogger("rtcore.server.api.access")
 
 JSON_HEADERS: Final = [("Content-Type", "application/json")]
 TEXT_HEADERS: Final = [("Content-Type", "text/plain; charset=utf-8")]
@@ -52,8 +57,9 @@ class ServerApi:
         self.closing = False
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
-        if not self.config.insecure and not self.config.key:
-            logger.warning("api.key is empty: every server API request gets 401 (set api.key)")
+        # An empty key is said when a request meets it, once: an application that
+        # embeds the node and never calls the API is not told about it.
+        self._told_empty_key = False
 
     # -- extension and lifecycle ------------------------------------------------
 
@@ -94,6 +100,12 @@ class ServerApi:
             return True
         key = self.config.key
         if not key:
+            if not self._told_empty_key:
+                self._told_empty_key = True
+                logger.warning(
+                    "server API request refused: api.key is empty, so every request gets 401 "
+                    "(set api.key, or api.insecure = true behind a trusted network)"
+                )
             return False
         given = request.header("x-api-key")
         if given is None:
@@ -111,6 +123,17 @@ class ServerApi:
         return given is not None and hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
 
     async def __call__(self, request: Request, response: HttpResponseWriter) -> None:
+        if not self.config.access_log:
+            await self._serve(request, response)
+            return
+        started = time.perf_counter()
+        recorded = _StatusRecorder(response)
+        try:
+            await self._serve(request, recorded)
+        finally:
+            _log_access(request, response.remote_address, recorded.status, started)
+
+    async def _serve(self, request: Request, response: _Sender) -> None:
         if request.path == "/api":
             method = ""
         elif request.path.startswith("/api/") and len(request.path) > 5:
@@ -175,3 +198,54 @@ class ServerApi:
             return True
         mode = request.header("x-centrifugo-error-mode")
         return mode is not None and mode.strip().lower() == "transport"
+
+
+class _Sender(Protocol):
+    """What the handler needs of a response: one complete send."""
+
+    def send(
+        self, status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b""
+    ) -> None: ...
+
+
+class _StatusRecorder:
+    """A response that remembers the status it was sent with (for the access log)."""
+
+    __slots__ = ("response", "status")
+
+    def __init__(self, response: _Sender) -> None:
+        self.response = response
+        self.status = 0  # 0: no response was sent (the handler failed)
+
+    def send(self, status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b"") -> None:
+        self.status = status
+        self.response.send(status, headers, body)
+
+
+def _log_access(request: Request, peer: Any, status: int, started: float) -> None:
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    duration_ms = (time.perf_counter() - started) * 1000
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        remote = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    else:
+        remote = "" if peer is None else str(peer)
+    path = request.path
+    api_method = path[5:] if path.startswith("/api/") else ("legacy" if path == "/api" else "")
+    access_logger.info(
+        "%s %s %d %.1fms %s",
+        request.method,
+        path,
+        status,
+        duration_ms,
+        remote,
+        extra={
+            "http_method": request.method,
+            "path": path,
+            "api_method": api_method,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+            "remote": remote,
+        },
+    )
