@@ -1297,3 +1297,72 @@ def test_api_examples_use_channels_of_the_starter_config() -> None:
         opts = rules.options(channel)
         assert opts is not None, f"docs/api.md uses {channel!r}, unknown in the starter config"
         assert opts.history_enabled and opts.presence, channel
+
+
+# -- docs/centrifugo.md and docs/reference.md ----------------------------------------------
+
+
+def test_centrifugo_page_is_up_to_date() -> None:
+    current = (DOCS / "centrifugo.md").read_text(encoding="utf-8")
+    assert _gen_module().render_centrifugo(current) == current, (
+        "docs/centrifugo.md is stale: run python tools/gen_config_docs.py"
+    )
+
+
+def _reference_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "gen_reference", ROOT / "tools" / "gen_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gen_reference"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_embedding_reference_is_up_to_date() -> None:
+    import rtcore
+
+    committed = (DOCS / "reference.md").read_text(encoding="utf-8")
+    assert committed == _reference_module().render(), (
+        "docs/reference.md is stale: run python tools/gen_reference.py"
+    )
+    for name in rtcore.__all__:
+        assert f"### `rtcore.{name}`" in committed, name
+    assert "async def publish(" in committed and "-> tuple[StreamPosition, bool]" in committed
+    assert "| `on_rpc` | `RPCEvent` |" in committed
+
+
+def test_the_reference_example_runs_and_shuts_down(tmp_path: Path) -> None:
+    import asyncio
+    import socket
+
+    text = (DOCS / "reference.md").read_text(encoding="utf-8")
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/reference.md", "exec"), namespace)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main() -> None:
+        import websockets
+
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(namespace["run_node"](stop, port))
+        url = f"ws://127.0.0.1:{port}/connection/websocket"
+        for _ in range(200):
+            try:
+                ws = await websockets.connect(url, additional_headers={"X-User": "ann"})
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        await ws.send(json.dumps({"id": 1, "connect": {}}))
+        assert "connect" in json.loads(await ws.recv())
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 3001
+
+    asyncio.run(main())
