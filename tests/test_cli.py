@@ -707,6 +707,43 @@ def test_serve_api_and_metrics_end_to_end(tmp_path: Path) -> None:
         assert server.wait(timeout=15) == 0
 
 
+def test_api_examples_run_on_the_starter_config(tmp_path: Path) -> None:
+    """docs/api.md's request bodies against `rtcore genconfig && rtcore serve`."""
+    import re
+
+    assert rtcore("genconfig", cwd=tmp_path).returncode == 0
+    text = (tmp_path / "rtcore.toml").read_text()
+    (key,) = re.findall(r'^key = "(.*)"$', text, re.M)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    requests = re.findall(
+        r"curl -s -X POST http://127.0.0.1:8000(/api/\w+).*?-d '(.*?)'", docs, re.S
+    )
+    assert {path for path, _ in requests} >= {"/api/publish", "/api/subscribe", "/api/batch"}
+    port = free_port()
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            for path, body in requests:
+                async with http.post(
+                    f"http://127.0.0.1:{port}{path}", data=body, headers={"X-API-Key": key}
+                ) as response:
+                    reply = await response.json()
+                assert response.status == 200 and "error" not in reply, (path, body, reply)
+                for item in reply.get("replies", []):
+                    assert "error" not in item, (path, body, reply)
+            history = {"channel": "chat:room", "limit": -1}
+            async with http.post(
+                f"http://127.0.0.1:{port}/api/history", json=history, headers={"X-API-Key": key}
+            ) as response:
+                assert (await response.json())["result"]["publications"]
+
+    with serving(["--port", str(port)], port, tmp_path, cwd=tmp_path) as server:
+        run(main())
+        assert "configuration rtcore.toml (found in the current directory)" in server.log
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == 0
+
+
 def test_flags_override_env_override_file(tmp_path: Path) -> None:
     file_port, env_port, flag_port = free_port(), free_port(), free_port()
     path = write_config(tmp_path, base_config(file_port))
