@@ -1,4 +1,10 @@
-"""Log lines of the server: text or JSON (``log.format``), one record per line."""
+"""Log lines of the server: text or JSON (``log.format``), one record per line.
+
+Values passed with ``extra=`` are structured fields: a line about a
+connection carries ``client`` (its id), ``user``, ``transport`` and
+``remote`` (the peer's address), plus what the line is about (``channel``,
+``code``, ``reason``, ...). JSON shows them as keys, text as ``key=value``.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +38,9 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 class TextFormatter(logging.Formatter):
     """``2024-05-01T12:00:00.123Z INFO rtcore.engine.node: message key=value ...``.
 
-    Values passed with ``extra=`` (such as ``client``, the connection id)
-    follow the message as ``key=value``.
+    Values passed with ``extra=`` (such as ``client``, ``user``,
+    ``transport`` and ``remote`` of a connection) follow the message as
+    ``key=value``; values with spaces, quotes or ``=`` are JSON-quoted.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -55,7 +62,8 @@ def _text_value(value: Any) -> str:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, the
-    ``extra=`` values (e.g. ``client``) and ``exception`` when there is one."""
+    ``extra=`` values as keys (e.g. ``client``, ``user``, ``transport``,
+    ``remote``) and ``exception`` when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
