@@ -23,7 +23,7 @@ for target in "${targets[@]}"; do
     nice -n 10 "$python" "$here/fuzz_$target.py" -atheris_runs="$runs" \
         -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1
     status=$?
-    executed=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1)
-    rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -1)
+    executed=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1)
+    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1)
     echo "$(date -u +%FT%TZ) $target: exit $status, $executed, $rate" | tee -a "$here/logs/summary.txt"
 done
