@@ -361,6 +361,11 @@ def test_missing_pong_disconnects_3012(codec: str) -> None:
         assert c.closed is None
         clock.advance(0.5)
         node.timers.sweep()
+        await settle()
+        # The deadline is confirmed at the next sweep (input read meanwhile counts).
+        assert c.closed is None
+        clock.advance(0.25)
+        node.timers.sweep()
         assert await c.disconnected() == 3012
         await node.close()
 
@@ -431,6 +436,10 @@ def test_stale_connection_3502(codec: str) -> None:
         # Connecting in time disarms the stale timer.
         await late.connect(connect_token("7"))
         clock.advance(1)
+        node.timers.sweep()
+        await settle()
+        assert c.closed is None  # confirmed at the next sweep
+        clock.advance(0.25)
         node.timers.sweep()
         assert await c.disconnected() == 3502
         assert late.closed is None

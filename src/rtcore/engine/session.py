@@ -177,6 +177,8 @@ class ClientSession:
         self._next_ping_at = 0.0
         self._pong_deadline = 0.0
         self._ping_outstanding = False
+        # A connect/pong deadline was seen passed once (see _overdue).
+        self._deadline_passed = False
         self._expire_check_at = 0.0
         self._presence_at = 0.0
         self._schedule()
@@ -312,6 +314,7 @@ class ClientSession:
             return True
         self._ping_outstanding = False
         self._pong_deadline = 0.0
+        self._deadline_passed = False
         return True
 
     # -- lifecycle -----------------------------------------------------------
@@ -320,6 +323,7 @@ class ClientSession:
         """Called by the connect command once the reply is queued."""
         self.state = CONNECTED
         self._stale_at = 0.0
+        self._deadline_passed = False
         cfg = self.node.config.client
         now = self.node.timers.now()
         if cfg.ping_interval:
@@ -376,11 +380,13 @@ class ClientSession:
         if self.state == CLOSED:
             return
         if self._stale_at and now >= self._stale_at and self.state == CONNECTING:
-            self.disconnect(codes.STALE)
-            return
-        if self._pong_deadline and now >= self._pong_deadline:
-            self.disconnect(codes.NO_PONG)
-            return
+            if self._overdue():
+                self.disconnect(codes.STALE)
+                return
+        elif self._pong_deadline and now >= self._pong_deadline:
+            if self._overdue():
+                self.disconnect(codes.NO_PONG)
+                return
         if self._next_ping_at and now >= self._next_ping_at:
             self._send_ping(now)
         if self._expire_check_at and now >= self._expire_check_at:
@@ -392,16 +398,35 @@ class ClientSession:
             self.node.spawn(self._refresh_presence())
         self._schedule()
 
+    def _overdue(self) -> bool:
+        """Whether a passed connect or pong deadline is confirmed: True at its second sweep.
+
+        The wheel may sweep before the loop has read what is already waiting
+        in the socket (a lagging loop runs its timers first), so a deadline
+        seen passed is checked again at the next sweep, after at least one
+        read of the connection's input: a pong or connect that arrived in
+        time is never refused for the loop's lag. It delays a true timeout
+        by at most one tick.
+        """
+        if self._deadline_passed:
+            return True
+        self._deadline_passed = True
+        return False
+
     def _send_ping(self, now: float) -> None:
         cfg = self.node.config.client
         self._next_ping_at = now + cfg.ping_interval
         if self.transport.unidirectional:
             self.send_push(Push())
             return
-        self.writer.enqueue(self.codec.ping)
-        if cfg.pong_timeout and not self._ping_outstanding:
+        if cfg.pong_timeout:
+            if self._ping_outstanding:
+                # Its pong is overdue (being confirmed): a second ping would
+                # get a second pong, which the protocol treats as unsolicited.
+                return
             self._ping_outstanding = True
             self._pong_deadline = now + cfg.pong_timeout
+        self.writer.enqueue(self.codec.ping)
 
     def _check_expiry(self) -> bool:
         """Apply connection/subscription expiry; False when the session ended."""
