@@ -154,7 +154,8 @@ def encode_positioned_message(body: bytes, offset: int, epoch: str) -> bytes:
     What the publish script sends, built in Python for brokers that carry
     messages outside Redis (the NATS broker with Redis history).
     """
-    return _V + b"\x95\x00" + msgpack.packb(offset) + msgpack.packb(epoch) + body + _MSGPACK_NIL
+    position: bytes = msgpack.packb(offset) + msgpack.packb(epoch)
+    return _V + b"\x95\x00" + position + body + _MSGPACK_NIL
 
 
 def encode_info_message(kind: int, info: ClientInfo) -> bytes:

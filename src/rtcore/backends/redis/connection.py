@@ -422,7 +422,7 @@ class RedisConnections:
             if sentinel is not None:
                 self._sentinel = SentinelMaster(sentinel, socket_timeout, connect_timeout)
                 options = _master_options(url_list[0])
-                pool = self._sentinel.pool(
+                sentinel_pool = self._sentinel.pool(
                     {
                         **extra,
                         **options,
@@ -432,7 +432,7 @@ class RedisConnections:
                     },
                     max_connections,
                 )
-                client = Redis(connection_pool=pool)
+                client = Redis(connection_pool=sentinel_pool)
                 self._clients.append(client)
                 self._batchers.append(_Batcher(client, self._health))
                 self.endpoints = (
@@ -636,7 +636,7 @@ def _master_options(url: str) -> dict[str, Any]:
     options.pop("host", None)
     options.pop("port", None)
     connection_class = options.pop("connection_class", None)
-    if connection_class is not None and connection_class.__name__ == "SSLConnection":
+    if getattr(connection_class, "__name__", "") == "SSLConnection":
         options["ssl"] = True
     return options
 

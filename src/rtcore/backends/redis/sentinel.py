@@ -131,7 +131,7 @@ class SentinelMaster:
         ``master_options`` are redis-py connection options (credentials,
         database, TLS, timeouts) taken from the engine's Redis URL.
         """
-        return SentinelConnectionPool(
+        return SentinelConnectionPool(  # type: ignore[no-untyped-call]
             self.settings.master_name,
             self._sentinel,
             max_connections=max_connections,
