@@ -176,7 +176,7 @@ class _Reader:
         self.data = data
         self.pos = 0
 
-    def int(self) -> int:
+    def number(self) -> int:
         data = self.data
         value = 0
         pos = self.pos
@@ -207,15 +207,15 @@ def apply_delta(source: bytes, delta: bytes) -> bytes:
     source = bytes(source)
     delta = bytes(delta)
     r = _Reader(delta)
-    size = r.int()
+    size = r.number()
     if r.char() != 0x0A:
         raise DeltaError("size integer not terminated by '\\n'")
     out = bytearray()
     while r.pos < len(delta):
-        count = r.int()
+        count = r.number()
         op = r.char()
         if op == 0x40:  # '@'
-            offset = r.int()
+            offset = r.number()
             if r.pos < len(delta) and r.char() != 0x2C:
                 raise DeltaError("copy command not terminated by ','")
             if len(out) + count > size:
