@@ -136,6 +136,8 @@ class Node(BrokerEventHandler):
         self.started_at = time.time()
         self.publications_in = 0
         self.disconnects: dict[int, int] = {}
+        # The same, for sessions that ended before their connect succeeded.
+        self.connect_refusals: dict[int, int] = {}
         # Messages this node sent to / received from the broker, by type.
         self.messages_sent: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
         self.messages_received: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
@@ -500,6 +502,10 @@ class Node(BrokerEventHandler):
     ) -> None:
         """Called by a session once it is closed: drop it from the hub and clean up."""
         self.disconnects[disconnect.code] = self.disconnects.get(disconnect.code, 0) + 1
+        if not was_connected:
+            # Ended between the handshake and a successful connect.
+            refusals = self.connect_refusals
+            refusals[disconnect.code] = refusals.get(disconnect.code, 0) + 1
         self.client_messages_sent += session.writer.messages_sent
         self.client_frames_sent += session.writer.frames_sent
         self.hub.remove_session(session)

@@ -25,6 +25,9 @@ client_frames_sent_total                   counter    transport frames written t
 client_write_queue_bytes                   gauge      bytes queued in client write queues now
 client_slow_disconnects_total              counter    clients dropped for a full write queue (3008)
 client_disconnects_total{code}             counter    client disconnects by code
+client_connect_refusals_total{code}        counter    of those, connections that ended after
+                                                      the handshake and before a successful
+                                                      connect (3000: the client went away)
 broker_errors_total{op}                    counter    failed broker/presence operations
 recovery_reads_total                       counter    history reads made for subscribes
                                                       (positioning and recovery)
@@ -239,6 +242,12 @@ class NodeCollector(Collector):
             "Client disconnects by code.",
             "code",
             {str(code): n for code, n in sorted(node.disconnects.items())},
+        )
+        yield _by_label(
+            "rtcore_client_connect_refusals",
+            "Connections closed after the handshake, before a successful connect, by code.",
+            "code",
+            {str(code): n for code, n in sorted(node.connect_refusals.items())},
         )
         yield _by_label(
             "rtcore_broker_errors",
