@@ -1219,6 +1219,21 @@ def test_the_centrifugo_table_names_real_rtcore_keys() -> None:
     assert len(same) > 100
 
 
+def test_a_centrifugo_key_that_rtcore_gains_is_that_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtcore.config.centrifugo as centrifugo
+
+    path = "channel.without_namespace.delta_publish"
+    assert KEY_MAP[path].rtcore is None
+    real = centrifugo.model_key
+    monkeypatch.setattr(
+        centrifugo, "model_key", lambda p: real("http.port") if p == path else real(p)
+    )
+    entry = centrifugo.lookup(path)
+    assert entry is not None and entry.rtcore == path
+    data = {"channel": {"without_namespace": {"delta_publish": True}}}
+    assert import_centrifugo(data).data == data
+
+
 # -- writing configuration files ------------------------------------------------------
 
 

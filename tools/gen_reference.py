@@ -285,6 +285,13 @@ def _field_comments(cls: type) -> dict[str, str]:
     return out
 
 
+def _short(value: Any) -> str:
+    """A default as written: a section of the configuration is its class, called."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return f"{type(value).__name__}()"
+    return _clean(repr(value))
+
+
 def _fields(cls: type) -> list[str]:
     comments = _field_comments(cls)
     rows = ["| field | type | default | |", "|---|---|---|---|"]
@@ -292,9 +299,9 @@ def _fields(cls: type) -> list[str]:
         if f.name.startswith("_") or not f.init:
             continue
         if f.default is not dataclasses.MISSING:
-            default = f"`{_clean(repr(f.default))}`"
+            default = f"`{_short(f.default)}`"
         elif f.default_factory is not dataclasses.MISSING:
-            default = f"`{_clean(repr(f.default_factory()))}`"
+            default = f"`{_short(f.default_factory())}`"
         else:
             default = "required"
         about = _inline(comments.get(f.name, "")).replace("|", "\\|")

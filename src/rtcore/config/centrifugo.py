@@ -64,9 +64,17 @@ def lookup(path: str) -> KeyMapping | None:
 
 
 def _effective(entry: KeyMapping) -> KeyMapping:
-    # A key the model does not (yet) have is reported as having no equivalent.
+    """The entry as this version of the model reads it.
+
+    A key the model does not have is reported as having no equivalent; a
+    key listed without one that the model has gained under the same path
+    (rtcore follows Centrifugo's names) is that key.
+    """
     if entry.rtcore is not None and model_key(entry.rtcore) is None:
         return KeyMapping(entry.centrifugo, None, "no such key in this version of rtcore")
+    if entry.rtcore is None and not entry.structural and not entry.subtree:
+        if model_key(entry.centrifugo) is not None:
+            return KeyMapping(entry.centrifugo, entry.centrifugo)
     return entry
 
 
