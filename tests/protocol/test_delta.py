@@ -170,3 +170,37 @@ def test_delta_applies_with_centrifuge_js_decoder() -> None:
     assert len(results) == len(pairs)
     for (_, target), got in zip(pairs, results, strict=True):
         assert got == base64.b64encode(target).decode()
+
+
+# -- the forms a delta subscriber gets ----------------------------------------------
+
+
+def test_delta_forms_json_and_protobuf() -> None:
+    from rtcore.protocol.delta import DeltaForms, delta_chain, json_string
+    from rtcore.protocol.errors import InappropriateProtocol
+    from rtcore.protocol.types import Publication
+
+    prev = json.dumps({"rows": list(range(100)), "t": "Zürich"}).encode()
+    data = json.dumps({"rows": list(range(100)), "t": "Zürich!"}, ensure_ascii=False).encode()
+    pub = Publication(data=data, offset=7, tags={"a": "b"})
+    forms = DeltaForms(pub, prev)
+    assert forms.full(False) is pub
+    full_json = forms.full(True)
+    assert json.loads(full_json.data).encode() == data and not full_json.delta
+    assert full_json.offset == 7 and full_json.tags == {"a": "b"}
+    binary = forms.delta(False)
+    assert binary.delta and apply_delta(prev, binary.data) == data
+    text = forms.delta(True)
+    assert text.delta and apply_delta(prev, json.loads(text.data).encode()) == data
+    assert forms.delta(True) is text  # made once
+    # No base, or a delta not shorter than the payload: the delta form is the full one.
+    assert DeltaForms(pub, None).delta(True).delta is False
+    small = Publication(data=b"{}")
+    assert DeltaForms(small, b'{"x":1}').delta(False) is small
+    with pytest.raises(InappropriateProtocol):
+        json_string(b"\xff not json")
+    chain = delta_chain([Publication(data=prev, offset=1), pub], json_codec=True)
+    assert [p.delta for p in chain] == [False, True]
+    assert (
+        apply_delta(json.loads(chain[0].data).encode(), json.loads(chain[1].data).encode()) == data
+    )
