@@ -8,19 +8,26 @@ is what cleans up after a node that dies without removing its clients.
 So the node must refresh. For every subscription with presence on, the node
 calls :meth:`PresenceManager.add` once at subscribe time and then again every
 ``presence_update_interval`` (Centrifuge: 25 s, Centrifugo: 27 s). That
-interval must be well below the manager's ``ttl`` (default 60 s). On
-unsubscribe or disconnect the node calls :meth:`PresenceManager.remove` at
-once, so a clean leave does not wait for the lease to run out.
+interval must be well below the manager's ``ttl`` (default 60 s). The
+refreshes of all the clients that are due in one tick of the node's timer
+wheel go out as one :meth:`PresenceManager.add_many` call (one Redis
+pipeline), not one call per client. On unsubscribe or disconnect the node
+calls :meth:`PresenceManager.remove` at once, so a clean leave does not wait
+for the lease to run out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from rtcore.protocol.types import ClientInfo, PresenceStats
 
 
-__all__ = ["DEFAULT_PRESENCE_TTL", "PresenceManager"]
+__all__ = ["DEFAULT_PRESENCE_TTL", "PresenceEntry", "PresenceManager", "add_many"]
+
+#: One presence entry to add: ``(channel, client id, info)``.
+PresenceEntry = tuple[str, str, ClientInfo]
 
 
 #: Default presence lease in seconds, as in Centrifuge and Centrifugo.
@@ -57,6 +64,17 @@ class PresenceManager(Protocol):
         """
         ...
 
+    async def add_many(self, entries: Sequence[PresenceEntry]) -> None:
+        """:meth:`add` every ``(channel, client_id, info)`` entry: the batched refresh.
+
+        The entries may span many channels and go out together (a backend
+        with a network round trip sends them as one batch). A failure is
+        raised; the other entries may or may not have been applied (a later
+        refresh applies them). This default adds them one by one.
+        """
+        for channel, client_id, info in entries:
+            await self.add(channel, client_id, info)
+
     async def remove(self, channel: str, client_id: str, user_id: str) -> None:
         """Remove ``client_id``'s entry. Removing an absent entry does nothing."""
         ...
@@ -75,3 +93,14 @@ class PresenceManager(Protocol):
         clients (user ``""``) together count as one user, as in Centrifuge.
         """
         ...
+
+
+async def add_many(manager: PresenceManager, entries: Sequence[PresenceEntry]) -> None:
+    """``manager.add_many(entries)``, or one :meth:`~PresenceManager.add` each for a
+    manager written before the method existed."""
+    batch = getattr(manager, "add_many", None)
+    if batch is not None:
+        await batch(entries)
+        return
+    for channel, client_id, info in entries:
+        await manager.add(channel, client_id, info)
