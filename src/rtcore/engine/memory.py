@@ -32,7 +32,7 @@ import os
 import string
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
@@ -45,7 +45,7 @@ from rtcore.engine.broker import (
     PublishResult,
 )
 from rtcore.engine.history import DEFAULT_META_TTL, ZERO_POSITION, HistoryOptions, HistoryResult
-from rtcore.engine.presence import DEFAULT_PRESENCE_TTL
+from rtcore.engine.presence import DEFAULT_PRESENCE_TTL, PresenceEntry
 from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
@@ -696,6 +696,11 @@ class MemoryPresenceManager:
                 self._forget_user(users, old[1].user)
                 users[info.user] = users.get(info.user, 0) + 1
         self._schedule(channel, state)
+
+    async def add_many(self, entries: Sequence[PresenceEntry]) -> None:
+        """``add`` each ``(channel, client_id, info)``: the node's batched refresh."""
+        for channel, client_id, info in entries:
+            await self.add(channel, client_id, info)
 
     async def remove(self, channel: str, client_id: str, user_id: str) -> None:
         # The stored entry knows its user; ``user_id`` matters to backends that
