@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rtcore.backends.redis import scripts
 from rtcore.backends.redis.codec import decode_presence_entry, encode_presence_entry, ms
@@ -16,7 +17,7 @@ from rtcore.protocol.types import ClientInfo, PresenceStats
 
 
 if TYPE_CHECKING:
-    from rtcore.engine.presence import PresenceManager
+    from rtcore.engine.presence import PresenceEntry, PresenceManager
 
 
 __all__ = ["RedisPresenceManager"]
@@ -85,6 +86,37 @@ class RedisPresenceManager(RedisStore):
             self._keys(channel),
             [client_id, encode_presence_entry(info), self._ttl_ms, info.user],
         )
+
+    async def add_many(self, entries: Sequence[PresenceEntry]) -> None:
+        """Every entry's ``add`` script at once: the node's batched refresh.
+
+        On standalone shards the scripts are queued in one loop turn, so the
+        connection layer sends them as pipelines (one per shard, up to its
+        batch size), with no task per entry. On a Cluster they run as
+        concurrent commands. The first failure is raised once all replied.
+        """
+        if not entries:
+            return
+        conns = self._conns
+        sha = scripts.PRESENCE_ADD.sha
+        ttl_ms = self._ttl_ms
+        pending: list[Awaitable[Any]] = []
+        if conns.cluster:
+            for channel, client_id, info in entries:
+                pending.append(self.add(channel, client_id, info))
+        else:
+            conns._check_open()
+            batchers = conns._batchers
+            for channel, client_id, info in entries:
+                keys = self._keys(channel)
+                args = (client_id, encode_presence_entry(info), ttl_ms, info.user)
+                pending.append(
+                    batchers[conns.shard(channel)].call(("EVALSHA", sha, len(keys), *keys, *args))
+                )
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def remove(self, channel: str, client_id: str, user_id: str) -> None:
         # The stored entry knows its user, so user_id is not needed here.
