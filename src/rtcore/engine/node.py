@@ -48,7 +48,7 @@ from rtcore.engine.events import (
 from rtcore.engine.history import HistoryOptions, HistoryResult
 from rtcore.engine.hub import Hub
 from rtcore.engine.memory import MemoryBroker, MemoryPresenceManager
-from rtcore.engine.presence import PresenceManager
+from rtcore.engine.presence import PresenceEntry, PresenceManager, add_many
 from rtcore.engine.recovery import HistoryReads
 from rtcore.engine.session import ClientSession
 from rtcore.engine.subscriptions import Subscriptions
@@ -143,6 +143,11 @@ class Node(BrokerEventHandler):
         self.messages_received: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
         # Failed broker / presence operations, by operation.
         self.broker_errors: dict[str, int] = {}
+        # Presence refreshes waiting for this loop turn's batch, and the
+        # number of batches sent (add_many calls).
+        self._presence_due: list[ClientSession] = []
+        self._presence_scheduled = False
+        self.presence_refreshes = 0
         # Failed cleanup after a session or subscription ended, by operation;
         # logged in summary lines (cleanup_failed).
         self.cleanup_failures: dict[str, int] = {}
@@ -417,6 +422,33 @@ class Node(BrokerEventHandler):
     def recovery_reads_saved(self) -> int:
         """Subscribes served by another subscribe's history read (single flight)."""
         return self.history_reads.saved
+
+    def refresh_presence_soon(self, session: ClientSession) -> None:
+        """Queue a session's presence refresh: those of one loop turn (one timer
+        sweep) go to the presence manager as one ``add_many`` call."""
+        self._presence_due.append(session)
+        if not self._presence_scheduled:
+            self._presence_scheduled = True
+            asyncio.get_running_loop().call_soon(self._refresh_presence)
+
+    def _refresh_presence(self) -> None:
+        self._presence_scheduled = False
+        due, self._presence_due = self._presence_due, []
+        entries: list[PresenceEntry] = []
+        for session in due:
+            entries.extend(session.presence_entries())
+        if entries:
+            self.spawn(self._add_presence(entries))
+
+    async def _add_presence(self, entries: list[PresenceEntry]) -> None:
+        self.presence_refreshes += 1
+        try:
+            await add_many(self.presence_manager, entries)
+        except ConnectionError as exc:
+            # The engine is down: the next refresh (a third of the presence
+            # TTL later) tries again; one line per batch, not a traceback.
+            self.count_broker_error("presence_add")
+            logger.warning("presence refresh of %d entries failed: %s", len(entries), exc)
 
     def count_broker_error(self, op: str) -> None:
         """Count a failed broker or presence operation (metrics)."""

@@ -33,6 +33,7 @@ from rtcore.protocol.types import ClientInfo
 if TYPE_CHECKING:
     from rtcore.config import ChannelOptions
     from rtcore.engine.node import Node
+    from rtcore.engine.presence import PresenceEntry
     from rtcore.protocol.codec import Codec
 
 
@@ -395,7 +396,8 @@ class ClientSession:
                 return
         if self._presence_at and now >= self._presence_at:
             self._presence_at = now + self.node.presence_refresh_interval
-            self.node.spawn(self._refresh_presence())
+            # Batched: one presence call per tick for every session due in it.
+            self.node.refresh_presence_soon(self)
         self._schedule()
 
     def _overdue(self) -> bool:
@@ -446,21 +448,15 @@ class ClientSession:
         self.schedule_expiry_check()
         return True
 
-    async def _refresh_presence(self) -> None:
-        for channel, sub in list(self.subscriptions.items()):
-            if sub.presence and not sub.pending and self.state != CLOSED:
-                try:
-                    await self.node.presence_manager.add(
-                        channel, self.client_id, self.channel_info(channel)
-                    )
-                except ConnectionError as exc:
-                    # The engine is down: the next refresh (a third of the
-                    # presence TTL later) tries again; one line, not a traceback.
-                    self.node.count_broker_error("presence_add")
-                    logger.warning(
-                        "presence refresh of %s failed: %s", channel, exc, extra=self.log_fields
-                    )
-                    return
+    def presence_entries(self) -> list[PresenceEntry]:
+        """This session's presence entries to refresh (subscriptions with presence)."""
+        if self.state == CLOSED:
+            return []
+        return [
+            (channel, self.client_id, self.channel_info(channel))
+            for channel, sub in self.subscriptions.items()
+            if sub.presence and not sub.pending
+        ]
 
     def disconnect(self, disconnect: Disconnect) -> None:
         """End the session: tell the client (close code / disconnect push), clean up."""
