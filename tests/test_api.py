@@ -659,7 +659,12 @@ def test_batch_raw_errors_per_command() -> None:
                 },
             )
             replies = body["replies"]
-            assert replies[0] == {"error": {"code": 102, "message": "unknown channel"}}
+            assert replies[0] == {
+                "error": {
+                    "code": 102,
+                    "message": "unknown channel: namespace 'nope' is not in channel.namespaces",
+                }
+            }
             assert replies[1]["error"]["code"] == 107
             assert replies[2] == {"error": {"code": 104, "message": "not found"}}
             assert replies[3]["error"]["code"] == 107
@@ -977,7 +982,10 @@ def test_transport_error_mode_by_header_and_config() -> None:
             status, _, data = await s.post(
                 "/api/publish", json.dumps({"channel": "nope:x", "data": 1})
             )
-            assert status == 404 and json.loads(data) == {"code": 102, "message": "unknown channel"}
+            assert status == 404 and json.loads(data) == {
+                "code": 102,
+                "message": "unknown channel: namespace 'nope' is not in channel.namespaces",
+            }
 
     run(main())
 
