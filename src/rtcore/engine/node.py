@@ -33,6 +33,7 @@ from rtcore.auth import TokenVerifier
 from rtcore.config import ChannelOptions, Config
 from rtcore.engine.broker import Broker, BrokerEventHandler, Closer
 from rtcore.engine.channels import ChannelRules
+from rtcore.engine.cluster import CLUSTER_MARK, Cluster
 from rtcore.engine.control import ControlMessages
 from rtcore.engine.events import (
     HOOKS,
@@ -125,6 +126,8 @@ class Node(BrokerEventHandler):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscriptions = Subscriptions(self)
         self._control = ControlMessages(self)
+        # The other nodes of the broker: their info and surveys (API info, channels).
+        self.cluster = Cluster(self)
         # The history reads of subscribes, merged per channel (single flight).
         self.history_reads = HistoryReads(
             self.broker, self._subscriptions.broker_token, clock=lambda: self.timers.now()
@@ -221,6 +224,8 @@ class Node(BrokerEventHandler):
         self._started = True
         self.flusher = Flusher(asyncio.get_running_loop())
         await self.broker.start(self)
+        if self.clustered:
+            self.cluster.start()
         self.timers.start()
 
     async def close(
@@ -239,6 +244,7 @@ class Node(BrokerEventHandler):
         self.flusher.flush()
         await self._finish_tasks(timeout)
         self.timers.stop()
+        await self.cluster.stop()
         if self.proxies is not None:
             await self.proxies.close()
         if self._started:
@@ -476,6 +482,9 @@ class Node(BrokerEventHandler):
 
     def on_control(self, data: bytes) -> None:
         self.messages_received["control"] += 1
+        if data[:1] == CLUSTER_MARK:
+            self.cluster.receive(data)
+            return
         self._control.receive(data)
 
     def handle_fanout_action(self, sub: Subscriber, action: int) -> None:

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from rtcore.engine.cluster import merge_channels
 from rtcore.protocol.codes import ClientError
 from rtcore.protocol.types import ClientInfo, Publication, StreamPosition
 from rtcore.server.api.errors import (
@@ -286,17 +287,16 @@ class Executor:
                 match = glob_to_regex(pattern).fullmatch
             except ValueError as exc:
                 raise bad_request(f"invalid pattern: {exc}") from None
-        hub = self.node.hub
+        # Every node's channels and subscriber counts (a survey through the broker).
+        channels = merge_channels(await self.node.cluster.survey("channels"))
         return {
             "channels": {
-                ch: {"num_clients": hub.num_subscribers(ch)}
-                for ch in hub.channels()
-                if match is None or match(ch)
+                ch: {"num_clients": n} for ch, n in channels.items() if match is None or match(ch)
             }
         }
 
     async def _info(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {"nodes": [self.node.info()]}
+        return {"nodes": self.node.cluster.nodes()}
 
     # -- rpc ------------------------------------------------------------------------------
 
