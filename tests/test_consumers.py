@@ -110,7 +110,7 @@ async def seqs(node: Node, channel: str) -> list[int]:
     return [json.loads(p.data)["seq"] for p in hr.publications]
 
 
-def run(coro: Awaitable[None], timeout: float = 90) -> None:
+def run(coro: Awaitable[None], timeout: float = 200) -> None:
     async def main() -> None:
         await asyncio.wait_for(coro, timeout)
 
@@ -130,7 +130,7 @@ async def restart_scenario(
     gate = Gate(node, block_after=len(first) // 2)
     consumers = Consumers(node, [make()])
     await consumers.start()
-    await asyncio.wait_for(gate.blocked.wait(), 30)
+    await asyncio.wait_for(gate.blocked.wait(), 60)
     await consumers.close()  # mid-batch: applied, not acknowledged
     second = [(ch, i) for i in range(per_channel + 1, 2 * per_channel + 1) for ch in channels]
     await produce(second)
@@ -146,7 +146,7 @@ async def restart_scenario(
         async def any_longer() -> bool:
             return any([len(await seqs(node, ch)) > len(expected) for ch in channels])
 
-        await until(complete, 60, "every command applied once, in order")
+        await until(complete, 120, "every command applied once, in order")
         await asyncio.sleep(0.3)  # anything still redelivered would show now
         assert not await any_longer()
         for ch in channels:
