@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from rtcore._version import __version__
 from rtcore.auth import TokenVerifier
 from rtcore.config import ChannelOptions, Config
+from rtcore.engine import tracing
 from rtcore.engine.broker import Broker, BrokerEventHandler, Closer
 from rtcore.engine.channels import ChannelRules
 from rtcore.engine.cluster import CLUSTER_MARK, Cluster
@@ -52,6 +53,7 @@ from rtcore.engine.memory import MemoryBroker, MemoryPresenceManager
 from rtcore.engine.presence import PresenceEntry, PresenceManager, add_many
 from rtcore.engine.recovery import HistoryReads
 from rtcore.engine.session import ClientSession
+from rtcore.engine.stats import NodeStats
 from rtcore.engine.subscriptions import Subscriptions
 from rtcore.engine.timers import TimerWheel
 from rtcore.fanout import ACTION_INSUFFICIENT_STATE, Flusher, Subscriber
@@ -146,6 +148,9 @@ class Node(BrokerEventHandler):
         self.messages_received: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
         # Failed broker / presence operations, by operation.
         self.broker_errors: dict[str, int] = {}
+        # Commands, connects and disconnects by transport, recovery outcomes,
+        # broker publish and history read latency, bytes received.
+        self.stats = NodeStats()
         # Presence refreshes waiting for this loop turn's batch, and the
         # number of batches sent (add_many calls).
         self._presence_due: list[ClientSession] = []
@@ -409,13 +414,22 @@ class Node(BrokerEventHandler):
         history = None if skip_history else self.history_options(opts)
         pub = Publication(data=bytes(data), info=info, tags=tags or None)
         self.publications_in += 1
+        tracer = tracing.tracer
+        span = (
+            tracing.NO_SPAN
+            if tracer is None
+            else tracer.span("rtcore.broker.publish", {"rtcore.channel": channel})
+        )
+        started = time.perf_counter()
         try:
-            result = await self.broker.publish(
-                channel, pub, history=history, idempotency_key=idempotency_key or None
-            )
+            with span:
+                result = await self.broker.publish(
+                    channel, pub, history=history, idempotency_key=idempotency_key or None
+                )
         except Exception:
             self.count_broker_error("publish")
             raise
+        self.stats.broker_publish.observe(time.perf_counter() - started)
         self.messages_sent["publication"] += 1
         return result.position, result.suppressed
 
@@ -467,7 +481,14 @@ class Node(BrokerEventHandler):
     ) -> None:
         self.messages_received["publication"] += 1
         self.history_reads.delivered(channel, position)
-        delivered = self.hub.broadcast_publication(channel, pub, position.epoch)
+        tracer = tracing.tracer
+        if tracer is None:
+            delivered = self.hub.broadcast_publication(channel, pub, position.epoch)
+        else:
+            with tracer.span("rtcore.fanout", {"rtcore.channel": channel}) as span:
+                delivered = self.hub.broadcast_publication(channel, pub, position.epoch)
+                if span is not None:
+                    span.set_attribute("rtcore.subscribers", delivered)
         latency = self.delivery_latency
         if latency is not None and delivered and pub.time:
             latency.after_flush(pub.time)
@@ -543,6 +564,9 @@ class Node(BrokerEventHandler):
     ) -> None:
         """Called by a session once it is closed: drop it from the hub and clean up."""
         self.disconnects[disconnect.code] = self.disconnects.get(disconnect.code, 0) + 1
+        by_transport = self.stats.disconnects
+        key = (session.transport.name, disconnect.code)
+        by_transport[key] = by_transport.get(key, 0) + 1
         if not was_connected:
             # Ended between the handshake and a successful connect.
             refusals = self.connect_refusals
@@ -687,9 +711,12 @@ class Node(BrokerEventHandler):
             raise codes.ERROR_NOT_AVAILABLE
         if since is not None and reverse and since.offset == 0:
             raise codes.ERROR_BAD_REQUEST
-        return await self.broker.history(
+        started = time.perf_counter()
+        result = await self.broker.history(
             channel, since=since, limit=limit, reverse=reverse, meta_ttl=opts.history_meta_ttl
         )
+        self.stats.history_read.observe(time.perf_counter() - started)
+        return result
 
     async def history_remove(self, channel: str) -> None:
         opts = self._channel_options(channel)
