@@ -185,7 +185,10 @@ def test_values_move_with_traffic() -> None:
 
             await until(gone)
             final = await s.scrape()
-            assert value(final, "rtcore_client_disconnects_total", code="3503") == 1
+            assert (
+                value(final, "rtcore_client_disconnects_total", transport="websocket", code="3503")
+                == 1
+            )
             assert value(final, "rtcore_node_messages_sent_total", type="control") == 1
             assert value(final, "rtcore_node_messages_received_total", type="control") == 1
             # Counts of closed sessions are kept.
@@ -213,7 +216,12 @@ def test_slow_client_is_counted() -> None:
 
             await until(slow)
             samples = await s.scrape()
-            assert value(samples, "rtcore_client_disconnects_total", code="3008") == 1
+            assert (
+                value(
+                    samples, "rtcore_client_disconnects_total", transport="websocket", code="3008"
+                )
+                == 1
+            )
             await ws.wait_closed()
             assert ws.close_code == 3008
 
@@ -240,6 +248,55 @@ def test_broker_errors_are_counted() -> None:
             samples = await s.scrape()
             assert value(samples, "rtcore_broker_errors_total", op="publish") == 1
             assert value(samples, "rtcore_node_messages_sent_total", type="publication") == 1
+
+    run(main())
+
+
+def test_api_requests_and_backend_latency() -> None:
+    async def main() -> None:
+        async with served(config()) as s:
+            await s.api("publish", {"channel": "h:a", "data": {"n": 1}})
+            body = await s.api("publish", {"channel": "nope:a", "data": 1})
+            assert body["error"]["code"] == 102
+            await s.api("history", {"channel": "h:a", "limit": 1})
+            async with aiohttp.ClientSession() as http:
+                async with http.post(s.base + "/api/publish", data="{}") as resp:
+                    assert resp.status == 401
+                async with http.post(
+                    s.base + "/api/no_such_method", data="{}", headers={"X-API-Key": KEY}
+                ) as resp:
+                    assert resp.status == 404
+                async with http.post(
+                    s.base + "/api", data='{"method": "info"}', headers={"X-API-Key": KEY}
+                ) as resp:
+                    assert resp.status == 200
+            samples = await s.scrape()
+
+            def requests(method: str, status: str) -> float:
+                return value(samples, "rtcore_api_requests_total", method=method, status=status)
+
+            assert requests("publish", "200") == 2
+            assert requests("publish", "401") == 1
+            assert requests("history", "200") == 1
+            assert requests("unknown", "404") == 1
+            assert requests("legacy", "200") == 1
+            assert value(samples, "rtcore_api_request_errors_total", method="publish", code="102")
+            assert (
+                value(samples, "rtcore_api_request_duration_seconds_count", method="publish") == 3
+            )
+            assert (
+                value(
+                    samples,
+                    "rtcore_api_request_duration_seconds_bucket",
+                    method="publish",
+                    le="+Inf",
+                )
+                == 3
+            )
+            # One publication reached the broker, one history read was made.
+            assert value(samples, "rtcore_broker_publish_duration_seconds_count") == 1
+            assert value(samples, "rtcore_history_read_duration_seconds_count") == 1
+            assert value(samples, "rtcore_broker_publish_duration_seconds_sum") > 0
 
     run(main())
 

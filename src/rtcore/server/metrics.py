@@ -1,11 +1,12 @@
 """Prometheus metrics: ``GET /metrics`` (enable with ``metrics.enabled``).
 
 Nothing here runs on the hot path. The node keeps plain integer counters that
-change once per publication or per session (never per subscriber); a custom
-collector, :class:`NodeCollector`, reads them and the hub's sizes when
-Prometheus scrapes. The one measurement taken while messages flow is the
-publish-to-delivery latency, recorded once per publication by
-:class:`DeliveryLatency`.
+change once per publication, per command or per session (never per
+subscriber), and plain histograms (``rtcore.engine.stats``); the server API
+keeps its own (``ApiStats``). A custom collector, :class:`NodeCollector`,
+reads them and the hub's sizes when Prometheus scrapes. The one measurement
+taken while messages flow is the publish-to-delivery latency, recorded once
+per publication by :class:`DeliveryLatency`.
 
 Metrics (all prefixed ``rtcore_``):
 
@@ -24,7 +25,12 @@ client_messages_sent_total                 counter    protocol messages written 
 client_frames_sent_total                   counter    transport frames written to clients
 client_write_queue_bytes                   gauge      bytes queued in client write queues now
 client_slow_disconnects_total              counter    clients dropped for a full write queue (3008)
-client_disconnects_total{code}             counter    client disconnects by code
+client_connects_total{transport}           counter    successful connects by transport
+client_disconnects_total{transport,code}   counter    client disconnects by transport and code
+client_commands_total{method,code}         counter    client commands by method and result code
+                                                      (0: success, 1xx: error, 3xxx: disconnect)
+client_recoveries_total{outcome}           counter    subscribes that asked for recovery:
+                                                      recovered, not_recovered
 client_connect_refusals_total{code}        counter    of those, connections that ended after
                                                       the handshake and before a successful
                                                       connect (3000: the client went away)
@@ -33,6 +39,11 @@ recovery_reads_total                       counter    history reads made for sub
                                                       (positioning and recovery)
 recovery_reads_merged_total                counter    subscribes served by another one's
                                                       history read (single flight): reads saved
+broker_publish_duration_seconds            histogram  broker publish calls (node.publish)
+history_read_duration_seconds              histogram  history reads of the API and clients
+api_requests_total{method,status}          counter    server API requests by method and HTTP status
+api_request_errors_total{method,code}      counter    errors reported in the answer, by code
+api_request_duration_seconds{method}       histogram  server API request durations
 delivery_latency_seconds                   histogram  publication time (``Publication.time``,
                                                       set by the broker) to its write to the
                                                       subscribers' connections, once per
@@ -46,7 +57,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -65,11 +75,13 @@ from prometheus_client.registry import Collector
 
 from rtcore import fanout, frames
 from rtcore._version import __version__
+from rtcore.engine.stats import Histogram
 from rtcore.protocol.codes import SLOW
 
 
 if TYPE_CHECKING:
     from rtcore.engine.node import Node
+    from rtcore.server.api.endpoint import ApiStats
     from rtcore.transports.http_server import HttpResponseWriter
     from rtcore.wire.http import Request
 
@@ -77,7 +89,7 @@ if TYPE_CHECKING:
 __all__ = ["DeliveryLatency", "NodeCollector", "MetricsEndpoint", "make_registry"]
 
 
-class DeliveryLatency:
+class DeliveryLatency(Histogram):
     """A latency histogram fed once per delivered publication.
 
     :meth:`after_flush` is called by the node when a publication has been
@@ -89,30 +101,10 @@ class DeliveryLatency:
     callback.
     """
 
-    #: Upper bounds (seconds) of the histogram buckets; +Inf is implied.
-    BUCKETS: tuple[float, ...] = (
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1.0,
-        2.5,
-        5.0,
-    )
-
-    __slots__ = ("counts", "sum", "count", "_pending", "_scheduled")
+    __slots__ = ("_pending", "_scheduled")
 
     def __init__(self) -> None:
-        # counts[i]: observations in (BUCKETS[i-1], BUCKETS[i]]; the last one is +Inf.
-        self.counts = [0] * (len(self.BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
+        super().__init__()
         self._pending: list[int] = []
         self._scheduled = False
 
@@ -131,26 +123,13 @@ class DeliveryLatency:
             # Clocks of different nodes may disagree slightly: never negative.
             self.observe(max(0.0, now_ms - published) / 1000.0)
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.BUCKETS, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """``(le, cumulative count)`` pairs as Prometheus expects, ending with +Inf."""
-        out = []
-        total = 0
-        for bound, n in zip((*self.BUCKETS, float("inf")), self.counts, strict=True):
-            total += n
-            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
-        return out
-
 
 class NodeCollector(Collector):
     """Reads a node's counters at scrape time (see the module doc for the metrics)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, api_stats: ApiStats | None = None) -> None:
         self.node = node
+        self.api_stats = api_stats
         if node.delivery_latency is None:
             node.delivery_latency = DeliveryLatency()
 
@@ -237,11 +216,30 @@ class NodeCollector(Collector):
             "Clients disconnected because their write queue overflowed (3008 slow).",
             value=node.disconnects.get(SLOW.code, 0),
         )
-        yield _by_label(
+        stats = node.stats
+        yield _by_labels(
+            "rtcore_client_connects",
+            "Successful client connects by transport.",
+            ["transport"],
+            {(t,): n for t, n in sorted(stats.connects.items())},
+        )
+        yield _by_labels(
             "rtcore_client_disconnects",
-            "Client disconnects by code.",
-            "code",
-            {str(code): n for code, n in sorted(node.disconnects.items())},
+            "Client disconnects by transport and code.",
+            ["transport", "code"],
+            {(t, str(code)): n for (t, code), n in sorted(stats.disconnects.items())},
+        )
+        yield _by_labels(
+            "rtcore_client_commands",
+            "Client commands by method and result code (0 success, 1xx error, 3xxx disconnect).",
+            ["method", "code"],
+            {(m, str(code)): n for (m, code), n in sorted(stats.commands.items())},
+        )
+        yield _by_labels(
+            "rtcore_client_recoveries",
+            "Subscribes that asked for recovery, by outcome (recovered, not_recovered).",
+            ["outcome"],
+            {(outcome,): n for outcome, n in stats.recoveries.items()},
         )
         yield _by_label(
             "rtcore_client_connect_refusals",
@@ -267,12 +265,61 @@ class NodeCollector(Collector):
         )
         latency: DeliveryLatency | None = node.delivery_latency
         if latency is not None:
-            hist = HistogramMetricFamily(
+            yield _histogram(
                 "rtcore_delivery_latency_seconds",
                 "Publication time to its write to this node's subscribers (once per publication).",
+                latency,
             )
-            hist.add_metric([], latency.cumulative(), sum_value=latency.sum)
-            yield hist
+        yield _histogram(
+            "rtcore_broker_publish_duration_seconds",
+            "Duration of broker publish calls (a publication into the broker and its history).",
+            stats.broker_publish,
+        )
+        yield _histogram(
+            "rtcore_history_read_duration_seconds",
+            "Duration of history reads of the server API and of clients' history commands.",
+            stats.history_read,
+        )
+        if self.api_stats is not None:
+            yield from _api_metrics(self.api_stats)
+
+
+def _api_metrics(api: ApiStats) -> Iterator[Metric]:
+    yield _by_labels(
+        "rtcore_api_requests",
+        "Server API requests by method and HTTP status.",
+        ["method", "status"],
+        {(m, str(status)): n for (m, status), n in sorted(api.requests.items())},
+    )
+    yield _by_labels(
+        "rtcore_api_request_errors",
+        "Errors the server API reported in its answers, by method and error code.",
+        ["method", "code"],
+        {(m, str(code)): n for (m, code), n in sorted(api.errors.items())},
+    )
+    family = HistogramMetricFamily(
+        "rtcore_api_request_duration_seconds",
+        "Duration of server API requests by method.",
+        labels=["method"],
+    )
+    for method, hist in sorted(api.durations.items()):
+        family.add_metric([method], hist.cumulative(), sum_value=hist.sum)
+    yield family
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc)
+    family.add_metric([], hist.cumulative(), sum_value=hist.sum)
+    return family
+
+
+def _by_labels(
+    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
 
 
 def _by_label(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
@@ -282,10 +329,15 @@ def _by_label(name: str, doc: str, label: str, values: dict[str, int]) -> Counte
     return family
 
 
-def make_registry(node: Node, *, process: bool = True) -> CollectorRegistry:
-    """A registry with the node's collector (and the process/platform/GC collectors)."""
+def make_registry(
+    node: Node, *, process: bool = True, api_stats: ApiStats | None = None
+) -> CollectorRegistry:
+    """A registry with the node's collector (and the process/platform/GC collectors).
+
+    ``api_stats``: the server API's counts (``ServerApi.stats``), when the API is served.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node))
+    registry.register(NodeCollector(node, api_stats))
     if process:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -296,9 +348,17 @@ def make_registry(node: Node, *, process: bool = True) -> CollectorRegistry:
 class MetricsEndpoint:
     """The ``/metrics`` HTTP handler (Prometheus text format, OpenMetrics by ``Accept``)."""
 
-    def __init__(self, node: Node, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        registry: CollectorRegistry | None = None,
+        *,
+        api_stats: ApiStats | None = None,
+    ) -> None:
         self.node = node
-        self.registry = registry if registry is not None else make_registry(node)
+        self.registry = (
+            registry if registry is not None else make_registry(node, api_stats=api_stats)
+        )
 
     def __call__(self, request: Request, response: HttpResponseWriter) -> None:
         if request.method not in ("GET", "HEAD"):

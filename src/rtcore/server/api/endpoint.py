@@ -1,5 +1,6 @@
 """The ``/api`` HTTP handler: key check, method routing, error modes, draining at
-shutdown, and the optional access log (``api.access_log``)."""
+shutdown, the optional access log (``api.access_log``), and the counts and
+durations of requests (:class:`ApiStats`, read by ``rtcore.server.metrics``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from rtcore.engine import tracing
+from rtcore.engine.stats import Histogram
 from rtcore.errors import HttpError
 from rtcore.server.api.batch import run_batch, run_legacy
 from rtcore.server.api.errors import ApiError
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from rtcore.wire.http import Request
 
 
-__all__ = ["JSON_HEADERS", "METHODS", "TEXT_HEADERS", "ServerApi"]
+__all__ = ["ApiStats", "JSON_HEADERS", "METHODS", "TEXT_HEADERS", "ServerApi"]
 
 logger = logging.getLogger("rtcore.server.api")
 #: One info line per request when ``api.access_log`` is on.
@@ -36,8 +39,49 @@ TEXT_HEADERS: Final = [("Content-Type", "text/plain; charset=utf-8")]
 #: Methods served at ``/api/<method>`` (``batch`` included).
 METHODS: Final = (*FIELDS, "batch")
 
+#: The ``method`` label of ``POST /api`` (the legacy form) and of paths that name no method.
+LEGACY_METHOD: Final = "legacy"
+UNKNOWN_METHOD: Final = "unknown"
+
 # Error-object code -> HTTP status in the "transport" error mode.
 _TRANSPORT_STATUS: Final = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
+
+
+class ApiStats:
+    """Requests of the server API: counts by method and status, durations by method.
+
+    ``method`` is the API method of the path (``batch`` for ``/api/batch``,
+    ``legacy`` for ``/api``, ``unknown`` for a path that names no method, so
+    the label set stays bounded); ``status`` is the HTTP status (0: the
+    handler failed before answering). Errors Centrifugo reports in a 200 body
+    are counted by method and error code in ``errors``.
+    """
+
+    __slots__ = ("requests", "errors", "durations")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.errors: dict[tuple[str, int], int] = {}
+        self.durations: dict[str, Histogram] = {}
+
+    def observe(self, method: str, status: int, seconds: float) -> None:
+        key = (method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.durations.get(method)
+        if histogram is None:
+            histogram = self.durations[method] = Histogram()
+        histogram.observe(seconds)
+
+    def count_error(self, method: str, code: int) -> None:
+        key = (method, code)
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def _method_label(path: str) -> str:
+    if path == "/api":
+        return LEGACY_METHOD
+    method = path[5:] if path.startswith("/api/") else ""
+    return method if method in METHODS else UNKNOWN_METHOD
 
 
 class ServerApi:
@@ -48,12 +92,14 @@ class ServerApi:
 
     Attributes:
         closing: set at shutdown; new requests get 503 while in-flight ones finish.
+        stats: counts and durations of the requests (metrics).
     """
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config = node.config.api
         self.executor = Executor(node)
+        self.stats = ApiStats()
         self.closing = False
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
@@ -123,17 +169,26 @@ class ServerApi:
         return given is not None and hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
 
     async def __call__(self, request: Request, response: HttpResponseWriter) -> None:
-        if not self.config.access_log:
-            await self._serve(request, response)
-            return
+        method = _method_label(request.path)
         started = time.perf_counter()
         recorded = _StatusRecorder(response)
+        tracer = tracing.tracer
         try:
-            await self._serve(request, recorded)
+            if tracer is None:
+                await self._serve(request, recorded)
+            else:
+                with tracer.span("rtcore.api " + method, {"rtcore.api.method": method}) as span:
+                    await self._serve(request, recorded)
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", recorded.status)
         finally:
-            _log_access(request, response.remote_address, recorded.status, started)
+            self.stats.observe(method, recorded.status, time.perf_counter() - started)
+            if recorded.error_code:
+                self.stats.count_error(method, recorded.error_code)
+            if self.config.access_log:
+                _log_access(request, response.remote_address, recorded.status, started)
 
-    async def _serve(self, request: Request, response: _Sender) -> None:
+    async def _serve(self, request: Request, response: _StatusRecorder) -> None:
         if request.path == "/api":
             method = ""
         elif request.path.startswith("/api/") and len(request.path) > 5:
@@ -164,7 +219,7 @@ class ServerApi:
             return
         self._in_flight += 1
         try:
-            status, body = await self._execute(method, request)
+            status, body = await self._execute(method, request, response)
         except HttpError as exc:
             status, body = exc.status, (exc.message + "\n").encode()
             if status == 400:
@@ -177,7 +232,9 @@ class ServerApi:
                 self._idle.set()
         response.send(status, JSON_HEADERS, body)
 
-    async def _execute(self, method: str, request: Request) -> tuple[int, bytes]:
+    async def _execute(
+        self, method: str, request: Request, response: _StatusRecorder
+    ) -> tuple[int, bytes]:
         text = decode_text(request.body)
         if not method:
             return 200, await run_legacy(self.executor, text)
@@ -188,6 +245,7 @@ class ServerApi:
         try:
             result = await self.executor.call(method, params)
         except ApiError as exc:
+            response.error_code = exc.code
             if self._transport_errors(request):
                 return _TRANSPORT_STATUS.get(exc.code, 500), dump(exc.to_json())
             return 200, dump({"error": exc.to_json()})
@@ -209,13 +267,14 @@ class _Sender(Protocol):
 
 
 class _StatusRecorder:
-    """A response that remembers the status it was sent with (for the access log)."""
+    """A response that remembers its status and API error code (metrics, access log)."""
 
-    __slots__ = ("response", "status")
+    __slots__ = ("response", "status", "error_code")
 
     def __init__(self, response: _Sender) -> None:
         self.response = response
         self.status = 0  # 0: no response was sent (the handler failed)
+        self.error_code = 0  # the code of an error object in the answer (0: none)
 
     def send(self, status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b"") -> None:
         self.status = status

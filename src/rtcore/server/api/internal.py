@@ -37,7 +37,7 @@ def mount_internal(app: Any) -> ServerApi | None:
     if node.config.metrics.enabled:
         from rtcore.server.metrics import MetricsEndpoint
 
-        app.mount("/metrics", MetricsEndpoint(node))
+        app.mount("/metrics", MetricsEndpoint(node, api_stats=api.stats if api else None))
     return api
 
 
