@@ -289,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="reconnects in flight per client process (0: no limit, every client at once)",
     )
+    storm.add_argument(
+        "--after",
+        type=_non_negative(float),
+        default=0.0,
+        help="seconds to hold the reconnected clients (with a short --ping-interval: "
+        "whether pings go missed after the storm)",
+    )
 
     pub = sub.add_parser("publish", help="publish -> receive latency at a target deliveries/s")
     _common(pub)
@@ -435,6 +442,7 @@ def _machine() -> dict[str, Any]:
         "frames": frames.IMPLEMENTATION,
         "fanout": fanout.IMPLEMENTATION,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -301,6 +301,9 @@ class Monitor:
         self.phase_name = name
         record: dict[str, Any] = {"name": name, "start_s": round(time.monotonic() - self.t0, 3)}
         t0, s0, c0, b0 = time.monotonic(), self.server(), self.fleet.cpu(), machine_busy()
+        # The machine is shared: its load when the phase starts and ends says how
+        # much of the busy time was others' work.
+        record["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
         try:
             yield record
         finally:
@@ -310,6 +313,7 @@ class Monitor:
             record["clients_cpu_s"] = round(c1 - c0, 3)
             record["clients_rss"] = self.fleet.rss()
             record["machine_busy_s"] = round(b1 - b0, 3)
+            record["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
             record["cores"] = os.cpu_count()
             if s0 is not None and s1 is not None:
                 cpu = s1.cpu_s - s0.cpu_s

@@ -40,7 +40,8 @@ LABELS = {
     "recovery_us": "storm: reconnect signal to recovered reply",
     "latency_us": "publish to receive",
     "api_publish_us": "server API publish request",
-    "api_probe_us": "server API probe during the reconnect",
+    "api_probe_us": "server API publish probe during the reconnect",
+    "api_info_us": "server API info probe during the reconnect",
 }
 
 

@@ -23,7 +23,14 @@ from histogram import bucket_index, merge, summary_ms
 from load_control import make_data
 
 from bench.loadgen.fleet import Fleet, Monitor, ProgressUI
-from bench.loadgen.server import ApiClient, ApiError, SpawnedServer, listener_pids, wait_listening
+from bench.loadgen.server import (
+    ApiClient,
+    ApiError,
+    SpawnedServer,
+    listener_pids,
+    scrape_metrics,
+    wait_listening,
+)
 
 
 __all__ = ["Run", "SCENARIOS", "hold", "publish", "storm"]
@@ -253,20 +260,43 @@ async def _restart(run: Run) -> None:
 
 
 async def _probe_api(api: ApiClient, channel: str, stop: asyncio.Event) -> dict[str, Any]:
-    """Publish into a channel nobody reads every 50 ms: how the API answers during the storm."""
-    hist: dict[int, int] = {}
-    errors = 0
+    """Every 50 ms an ``info`` request, then a publish into a channel nobody reads.
+
+    How the server API answers during the storm: ``info`` touches no channel
+    (the loop's own responsiveness), the publish goes through the broker.
+    """
+    hists: dict[str, dict[int, int]] = {"info": {}, "publish": {}}
+    errors: dict[str, int] = {"info": 0, "publish": 0}
+    calls = {
+        "info": lambda: api.call("info", b"{}"),
+        "publish": lambda: api.publish(channel, b'{"probe":true}'),
+    }
     while not stop.is_set():
-        t0 = time.monotonic_ns()
-        try:
-            await api.publish(channel, b'{"probe":true}')
-            idx = bucket_index((time.monotonic_ns() - t0) // 1000)
-            hist[idx] = hist.get(idx, 0) + 1
-        except ApiError:
-            errors += 1
+        for name, call in calls.items():
+            t0 = time.monotonic_ns()
+            try:
+                await call()
+                idx = bucket_index((time.monotonic_ns() - t0) // 1000)
+                hists[name][idx] = hists[name].get(idx, 0) + 1
+            except ApiError:
+                errors[name] += 1
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.05)
-    return {"hist": hist, "errors": errors}
+    return {"hists": hists, "errors": errors}
+
+
+async def _recovery_counters(run: Run) -> dict[str, float] | None:
+    """The server's recovery read counters, summed over its workers (None without /metrics)."""
+    if run.api_target is None:
+        return None
+    host, port = run.api_target[0], run.api_target[1]
+    workers = max(1, getattr(run.args, "workers", 1))
+    return await scrape_metrics(
+        host,
+        port,
+        ("rtcore_recovery_reads_total", "rtcore_recovery_reads_merged_total"),
+        attempts=1 if workers == 1 else 8 * workers,
+    )
 
 
 async def storm(run: Run) -> None:
@@ -285,6 +315,7 @@ async def storm(run: Run) -> None:
         expect = await _publish_missed(run, run.api)
     if args.restart or args.restart_cmd:
         await _restart(run)
+    counters_before = await _recovery_counters(run)
     host, port, prefix, key = run.api_target
     probe_api = ApiClient(host, port, prefix, key, connections=1)
     stop = asyncio.Event()
@@ -313,9 +344,27 @@ async def storm(run: Run) -> None:
         stop.set()
         probed = await probe
         await probe_api.close()
+    if args.after > 0:
+        with run.monitor.phase("after"):
+            await asyncio.sleep(args.after)
+    stats = await fleet.request("stats", 60.0)
     again = _phase_figures(replies)
     run.histograms["recovery_us"] = again.pop("hist")
-    run.histograms["api_probe_us"] = probed["hist"]
+    run.histograms["api_probe_us"] = probed["hists"]["publish"]
+    run.histograms["api_info_us"] = probed["hists"]["info"]
+    counters_after = await _recovery_counters(run)
+    reads: dict[str, Any] | None = None
+    if counters_before is not None and counters_after is not None:
+        # After a restart the counters start again from zero.
+        base = {} if (args.restart or args.restart_cmd) else counters_before
+        reads = {
+            "history_reads": counters_after["rtcore_recovery_reads_total"]
+            - base.get("rtcore_recovery_reads_total", 0.0),
+            "reads_merged": counters_after["rtcore_recovery_reads_merged_total"]
+            - base.get("rtcore_recovery_reads_merged_total", 0.0),
+            "before": counters_before,
+            "after": counters_after,
+        }
     verdicts = add_counts(r["verdicts"] for r in replies)
     recovered = verdicts.get("ok", 0)
     last_recovered = max(r["last_recovered"] for r in replies)
@@ -339,8 +388,15 @@ async def storm(run: Run) -> None:
             "reconnect_server_cpu_us_per_client": _per_connection(rph, "cpu_s", before, 1e6),
             "reconnect_server_cpu_pct": server.get("cpu_pct"),
             "api_publish_ms": summary_ms(run.histograms["api_publish_us"]),
-            "api_probe_ms": summary_ms(probed["hist"]),
-            "api_probe_errors": probed["errors"],
+            "api_probe_ms": summary_ms(probed["hists"]["publish"]),
+            "api_probe_errors": probed["errors"]["publish"],
+            "api_info_ms": summary_ms(probed["hists"]["info"]),
+            "api_info_errors": probed["errors"]["info"],
+            "recovery_reads": reads,
+            # Closed by the server once ready (e.g. 3012: a pong not seen in time), over the run.
+            "lost": add_counts(s["lost"] for s in stats),
+            "pings_answered": sum(s["pings"] for s in stats),
+            "still_ready": sum(s["ready"] for s in stats),
         }
     )
     if recovered != args.connections:

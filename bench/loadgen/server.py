@@ -440,3 +440,48 @@ class ApiClient:
             conn = self.pool.get_nowait()
             if conn is not None:
                 conn[1].close()
+
+
+async def scrape_metrics(
+    host: str, port: int, names: tuple[str, ...], attempts: int = 1, timeout: float = 5.0
+) -> dict[str, float] | None:
+    """Sum ``names`` over every process answering ``GET /metrics`` on ``host:port``.
+
+    With ``--workers`` each worker answers for itself and the kernel picks the
+    worker per connection, so ``attempts`` fresh connections are made and the
+    answers are told apart by ``process_start_time_seconds``. None when no
+    answer came (metrics off, or not on this port).
+    """
+    seen: dict[str, dict[str, float]] = {}
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    for _ in range(max(1, attempts)):
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (TimeoutError, OSError):
+            continue
+        try:
+            writer.write(
+                f"GET /metrics HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n\r\n".encode()
+            )
+            status, body = await asyncio.wait_for(ApiClient._response(reader), timeout)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+            continue
+        finally:
+            writer.close()
+        if status != 200:
+            continue
+        values: dict[str, float] = {}
+        start = ""
+        for line in body.decode("utf-8", "replace").splitlines():
+            if line.startswith("process_start_time_seconds "):
+                start = line.split()[1]
+            elif not line.startswith("#"):
+                name, _, value = line.partition(" ")
+                if name in names:
+                    values[name] = float(value)
+        seen[start] = values
+    if not seen:
+        return None
+    return {n: sum(v.get(n, 0.0) for v in seen.values()) for n in names} | {
+        "processes_seen": float(len(seen))
+    }
