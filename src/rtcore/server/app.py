@@ -120,6 +120,8 @@ class NodeApp:
             check_origin=self._check_origin,
             deflate=deflate,
             max_message_size=node.config.websocket.message_size_limit,
+            # Pongs count against the same limit as the session's writes (3008).
+            max_output_size=node.config.client.queue_max_size,
         )
 
     def mount(self, path: str, handler: HttpHandler, *, prefix: bool = False) -> None:

@@ -80,7 +80,9 @@ class HttpResponseWriter:
         if transport is None or transport.is_closing():
             return
         proto._http = None
-        transport.resume_reading()
+        proto._pending.clear()
+        proto._backlog.clear()
+        proto._update_reading()
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the client's connection is lost before :meth:`end`."""

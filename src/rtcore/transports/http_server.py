@@ -28,13 +28,15 @@ import logging
 import socket
 import ssl as _ssl
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rtcore.engine.timers import TimerWheel
 from rtcore.errors import HttpError
-from rtcore.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, OP_BINARY, OP_PING, OP_TEXT
+from rtcore.frames import CLOSE_GOING_AWAY, OP_BINARY, OP_PING, OP_TEXT
 from rtcore.transports.http_response import HttpResponseWriter
 from rtcore.transports.websocket_io import WebSocket, WebSocketHandler, WebSocketRoute
 from rtcore.wire.handshake import accept_websocket
@@ -51,6 +53,7 @@ __all__ = [
     "WebSocket",
     "WebSocketHandler",
     "WebSocketRoute",
+    "current_connection",
     "new_event_loop",
     "run",
     "serve",
@@ -59,6 +62,21 @@ __all__ = [
 logger = logging.getLogger("rtcore.transports.http_server")
 
 _HTTP_CHUNK = 64 * 1024
+# Pipelined input is parsed in slices of this size, so that a full pipeline
+# stops the parsing of a large read early (the rest waits unparsed).
+_PARSE_SLICE = 4096
+
+# The connection whose request the application routes or handles (an async
+# handler's task inherits it): admission looks at the peer through it.
+_current: ContextVar[_Connection | None] = ContextVar("rtcore_connection", default=None)
+
+
+def current_connection() -> _Connection | None:
+    """The connection of the request being routed or handled (None outside one).
+
+    Per-IP admission uses its ``peer_host`` and ``call_when_closed``.
+    """
+    return _current.get()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -105,9 +123,18 @@ class ServerOptions:
     # Largest request line + headers (431 beyond) and request body (413 beyond).
     max_header_size: int = 16 * 1024
     max_body_size: int = 1 << 20
-    # Transport write-buffer watermarks: above high the connection is "paused".
+    # Transport write-buffer watermarks: above high the connection is "paused"
+    # and not read (no request parsed, no frame handled) until under low.
     write_high_water: int = 1 << 20
     write_low_water: int = 256 * 1024
+    # Most pipelined HTTP requests parsed and waiting for their turn on one
+    # connection; past it the connection is not read until they are answered.
+    max_pipelined_requests: int = 32
+    # Lingering close: after the server's last bytes (an HTTP error, a close
+    # frame for a protocol violation) input is discarded for up to this long
+    # and this many bytes before the socket closes (0 s: close at once).
+    linger_timeout: float = 5.0
+    linger_max_bytes: int = 16 << 20
     # Seconds an idle keep-alive HTTP connection stays open.
     keepalive_timeout: float = 75.0
     # TCP listen backlog.
@@ -118,7 +145,12 @@ class ServerOptions:
 
 
 class _Connection(asyncio.BufferedProtocol):
-    """One TCP connection: HTTP/1.1 until an upgrade, then WebSocket."""
+    """One TCP connection: HTTP/1.1 until an upgrade, then WebSocket.
+
+    Nothing is read while the write buffer is above its high-water mark, so a
+    peer that never reads the answers (pipelined requests, pings) holds at
+    most that buffer, not a growing queue of responses.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -127,6 +159,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.lost = False
         self.closing = False
         self.write_paused = False
+        # Whether the transport reads (as last told by _update_reading).
+        self._reading = True
         # While handling several messages of one read: frames to write at the end.
         self.cork: list[bytes | bytearray | memoryview] | None = None
         # HTTP mode state.
@@ -138,20 +172,51 @@ class _Connection(asyncio.BufferedProtocol):
         # buffer_updated() hands the bytes to the HTTP parser (which copies
         # them) before any other connection can read into it.
         self._chunk_view = server._http_chunk
-        self._pending: list[Request] = []
+        self._pending: deque[Request] = deque()
+        # Received HTTP bytes not yet parsed: they wait while the pipeline is full.
+        self._backlog = bytearray()
         # True while a response is being produced (requests wait in _pending).
         self._busy = False
+        # True while _next_request runs (a resume inside it must not re-enter).
+        self._serving = False
         # True when bytes of a not yet complete request were received.
         self._partial = False
         # True between a keep-alive response and the next request's first byte.
         self._idle = False
         self._writer: HttpResponseWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        # Lingering close: input is discarded until EOF, the deadline or the budget.
+        self._lingering = False
+        self._linger_left = 0
+        # Called once when the connection is lost (see call_when_closed).
+        self._on_lost: list[Callable[[], None]] | None = None
         # WebSocket mode state.
         self.ws: WebSocket | None = None
         self._wsconn: WebSocketConnection | None = None
         self._handler: WebSocketHandler | None = None
-        self._closed_notified = False
+        # Bytes in the write buffer above which pongs end the connection (0: none).
+        self._max_output = 0
+        # Set when a read was answered with pongs: the output limit is checked.
+        self._ponged = False
+
+    # -- peer ------------------------------------------------------------------
+
+    @property
+    def peer_host(self) -> str | None:
+        """The peer's IP address as text, or None (e.g. a Unix socket)."""
+        peer = self.peername
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str) and peer[0]:
+            return peer[0]
+        return None
+
+    def call_when_closed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once when the connection is lost (at once if it already is)."""
+        if self.lost:
+            callback()
+            return
+        if self._on_lost is None:
+            self._on_lost = []
+        self._on_lost.append(callback)
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -174,11 +239,14 @@ class _Connection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         wsconn = self._wsconn
-        if wsconn is not None:
+        if wsconn is not None and not self._lingering:
             return wsconn.get_buffer(sizehint)
         return self._chunk_view
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._lingering:
+            self._discard(nbytes)
+            return
         wsconn = self._wsconn
         if wsconn is not None:
             self._ws_messages(wsconn.buffer_updated(nbytes))
@@ -200,18 +268,110 @@ class _Connection(asyncio.BufferedProtocol):
             self._writer._notify_lost()
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        self._pending.clear()
+        self._backlog = bytearray()
         self.transport = None
+        callbacks, self._on_lost = self._on_lost, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - one callback must not break teardown
+                logger.exception("connection close callback failed")
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._http is not None and self._wsconn is None:
+            self._next_request()
+        else:
+            self._update_reading()
+
+    # -- flow control --------------------------------------------------------
+
+    def _wants_input(self) -> bool:
+        if self._lingering:
+            return True
+        if self._wsconn is None and self._http is None:
+            # A streamed last response: input is discarded, and reading shows
+            # at once when the client goes away.
+            return True
+        if self.write_paused:
+            return False
+        if self._wsconn is not None:
+            return True
+        # HTTP: not while an async handler runs or the pipeline is full.
+        return (
+            self._task is None
+            and not self._backlog
+            and len(self._pending) < self.server.options.max_pipelined_requests
+        )
+
+    def _update_reading(self) -> None:
+        """Pause or resume reading the transport as the state asks."""
+        transport = self.transport
+        if transport is None or self.lost or transport.is_closing():
+            return
+        want = self._wants_input()
+        if want == self._reading:
+            return
+        self._reading = want
+        if want:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    # -- closing -------------------------------------------------------------
+
+    def _close_lingering(self) -> None:
+        """Close after what is written, discarding input meanwhile (as nginx does).
+
+        Closing with unread input makes the kernel send a reset that can
+        destroy our last bytes (an error response, a close frame) before the
+        peer reads them. So the write side is shut down and input discarded
+        until the peer closes, ``linger_timeout`` or ``linger_max_bytes``.
+        """
+        transport = self.transport
+        self.closing = True
+        if transport is None or self.lost or self._lingering or transport.is_closing():
+            return
+        opts = self.server.options
+        if opts.linger_timeout <= 0 or not transport.can_write_eof():
+            # TLS transports cannot half-close: a plain close.
+            self._close_transport()
+            return
+        self._lingering = True
+        self._linger_left = opts.linger_max_bytes
+        self._http = None
+        self._pending.clear()
+        self._backlog = bytearray()
+        transport.write_eof()
+        self.server._deadlines.schedule_in(self, opts.linger_timeout)
+        self._update_reading()
+
+    def _discard(self, nbytes: int) -> None:
+        self._linger_left -= nbytes
+        if self._linger_left < 0 and self.transport is not None:
+            self.transport.abort()
+
+    def _close_transport(self) -> None:
+        """Close once the write buffer is flushed, or drop TCP after the close timeout."""
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            # A peer that never reads would keep the connection and its buffer.
+            self.server._deadlines.schedule_in(self, self.server.options.close_timeout)
+        else:
+            self.server._deadlines.cancel(self)
+        transport.close()
 
     # -- timers --------------------------------------------------------------
 
     def on_timer(self, now: float) -> None:
-        """A handshake, keep-alive or close timeout expired: drop the connection."""
+        """A handshake, keep-alive, close or linger timeout expired: drop the connection."""
         if self.transport is None:
             return
         if self._wsconn is None and self._partial and not self.closing:
@@ -242,10 +402,15 @@ class _Connection(asyncio.BufferedProtocol):
         if wsconn.should_close_transport:
             if cork is not None:
                 return  # closed by _uncork(), after the corked frames are written
-            self.server._deadlines.cancel(self)
             self._notify_closed()
-            if self.transport is not None:
-                self.transport.close()
+            if self._lingering or self.transport is None:
+                return
+            if wsconn.close_code_received is None:
+                # We failed the connection while the peer may still be sending.
+                self._close_lingering()
+            else:
+                self.closing = True
+                self._close_transport()
 
     # -- WebSocket mode ------------------------------------------------------
 
@@ -265,6 +430,10 @@ class _Connection(asyncio.BufferedProtocol):
             self._dispatch(wsconn, handler, events)
         wsconn.receive_done()
         self.flush_ws()
+        if self._ponged and self.ws is not None:
+            # Pongs count against the output limit like the application's writes.
+            self._ponged = False
+            self.ws._check_output(self._max_output)
 
     def _uncork(self) -> None:
         cork = self.cork
@@ -297,6 +466,7 @@ class _Connection(asyncio.BufferedProtocol):
                     # Answer now, so the pong keeps its place among the replies
                     # the handler already wrote.
                     wsconn.pong(payload)
+                    self._ponged = True
                     self.flush_ws()
                 else:
                     on_pong = getattr(handler, "on_pong", None)
@@ -304,29 +474,18 @@ class _Connection(asyncio.BufferedProtocol):
                         on_pong(payload)
 
     def _notify_closed(self) -> None:
-        if self._closed_notified or self._wsconn is None:
-            return
-        self._closed_notified = True
-        wsconn = self._wsconn
-        handler = self._handler
-        if handler is None:
-            return
-        code = wsconn.close_code_received
-        reason = wsconn.close_reason_received
-        if code is None:
-            code = wsconn.close_code_sent if wsconn.close_code_sent is not None else CLOSE_ABNORMAL
-            reason = ""
-        try:
-            handler.on_close(code, reason)
-        except Exception:  # noqa: BLE001
-            logger.exception("WebSocket on_close handler failed")
+        if self.ws is not None:
+            self.ws._notify_closed()
 
     def _upgrade(self, request: Request, trailing: bytes) -> None:
+        token = _current.set(self)
         try:
             route = self.server.app.route_websocket(request)
         except HttpError as exc:
             self._send_error(exc)
             return
+        finally:
+            _current.reset(token)
         if route is None:
             self._send_error(HttpError(404, "no WebSocket endpoint at this path"))
             return
@@ -344,9 +503,11 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self.server._deadlines.cancel(self)
         self._http = None
+        self._backlog = bytearray()
         wsconn = WebSocketConnection(
             is_server=True, max_message_size=route.max_message_size, deflate=accepted.deflate
         )
+        self._max_output = route.max_output_size
         self.write(accepted.response)
         self._wsconn = wsconn
         ws = WebSocket(self, request, accepted.subprotocol, wsconn)
@@ -366,47 +527,98 @@ class _Connection(asyncio.BufferedProtocol):
             return
         if trailing:
             self._ws_messages(wsconn.receive_data(trailing))
+        self._update_reading()
 
     # -- HTTP mode -----------------------------------------------------------
 
     def _http_data(self, data: memoryview) -> None:
-        parser = self._http
-        if parser is None or self.closing:
+        if self._http is None or self.closing:
             return
         if self._idle:
             # First bytes of the next request: it gets the handshake timeout.
             self._idle = False
             self.server._deadlines.schedule_in(self, self.server.options.handshake_timeout)
-        try:
-            requests = parser.feed_data(data)
-        except HttpError as exc:
-            self._pending.clear()
-            self._send_error(exc)
-            return
-        interim = parser.data_to_send()
-        if interim:
-            # "100 Continue" for a client that asked before sending its body.
-            self.write(interim)
-        self._partial = not requests
-        if requests:
-            self._pending.extend(requests)
-            self._next_request()
+        if self._backlog:
+            self._backlog += data
+        else:
+            used = self._parse(data)
+            if used < len(data):
+                self._backlog += data[used:]
+        self._next_request()
+
+    def _parse(self, data: memoryview | bytearray) -> int:
+        """Feed ``data`` to the parser until the pipeline is full; returns the bytes used."""
+        parser = self._http
+        if parser is None:
+            return len(data)
+        limit = self.server.options.max_pipelined_requests
+        pending = self._pending
+        size = len(data)
+        used = 0
+        completed = False
+        while used < size and len(pending) < limit and not parser.upgraded:
+            piece = data[used : used + _PARSE_SLICE] if size - used > _PARSE_SLICE else data[used:]
+            used += len(piece)
+            try:
+                requests = parser.feed_data(piece)
+            except HttpError as exc:
+                pending.clear()
+                self._backlog = bytearray()
+                self._send_error(exc)
+                return size
+            interim = parser.data_to_send()
+            if interim:
+                # "100 Continue" for a client that asked before sending its body.
+                self.write(interim)
+            if requests:
+                completed = True
+                pending.extend(requests)
+        self._partial = not completed and not pending
+        return used
 
     def _next_request(self) -> None:
-        while self._pending and not self._busy and not self.closing and not self.lost:
-            request = self._pending.pop(0)
+        """Answer the waiting requests in order while the peer keeps up; then read on."""
+        if self._serving:
+            return
+        self._serving = True
+        try:
+            self._serve_pending()
+        finally:
+            self._serving = False
+        self._update_reading()
+
+    def _serve_pending(self) -> None:
+        pending = self._pending
+        while not self._busy and not self.closing and not self.lost and not self.write_paused:
+            if not pending:
+                backlog = self._backlog
+                if not backlog or self._http is None:
+                    return
+                used = self._parse(backlog)
+                del backlog[:used]
+                if not pending:
+                    return
+                continue
+            request = pending.popleft()
             if request.upgrade:
                 parser = self._http
+                # Bytes after the upgrade request: the parser's and the unparsed rest.
                 trailing = bytes(parser.trailing_data) if parser is not None else b""
-                self._pending.clear()
+                trailing += self._backlog
+                pending.clear()
                 self._upgrade(request, trailing)
                 return
             self._busy = True
             self.server._deadlines.cancel(self)
             writer = HttpResponseWriter(self, request)
             self._writer = writer
+            token = _current.set(self)
             try:
                 result = self.server.app.handle_http(request, writer)
+                if inspect.isawaitable(result):
+                    # The task inherits the context: admission sees this connection.
+                    self._task = asyncio.ensure_future(self._await_handler(result, writer))
+                    return
             except HttpError as exc:
                 self._handler_error(writer, exc)
                 continue
@@ -414,11 +626,8 @@ class _Connection(asyncio.BufferedProtocol):
                 logger.exception("HTTP handler failed")
                 self._handler_error(writer, HttpError(500, "internal server error"))
                 continue
-            if inspect.isawaitable(result):
-                assert self.transport is not None
-                self.transport.pause_reading()
-                self._task = asyncio.ensure_future(self._await_handler(result, writer))
-                return
+            finally:
+                _current.reset(token)
             if not writer.started:
                 self._handler_error(writer, HttpError(500, "handler sent no response"))
 
@@ -439,16 +648,14 @@ class _Connection(asyncio.BufferedProtocol):
                 writer.end()
         finally:
             self._task = None
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        if self.transport is not None:
             self._next_request()
 
     def _handler_error(self, writer: HttpResponseWriter, exc: HttpError) -> None:
         if writer.started:
             # Too late for a status line: end the connection.
             self.closing = True
-            if self.transport is not None:
-                self.transport.close()
+            self._close_transport()
             return
         writer.send(
             exc.status,
@@ -460,9 +667,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._busy = False
         self._writer = None
         if not keep_alive:
-            self.closing = True
-            if self.transport is not None:
-                self.transport.close()
+            self._close_lingering()
             return
         self._idle = True
         self.server._deadlines.schedule_in(self, self.server.options.keepalive_timeout)
@@ -470,8 +675,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _send_error(self, exc: HttpError) -> None:
         self.closing = True
         self.write(error_response(exc, keep_alive=False))
-        if self.transport is not None:
-            self.transport.close()
+        self._close_lingering()
 
 
 # -- server -------------------------------------------------------------------

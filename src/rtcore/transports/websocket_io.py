@@ -11,11 +11,12 @@ importable from :mod:`rtcore.transports.http_server`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rtcore.frames import OP_BINARY, OP_TEXT
+from rtcore.frames import CLOSE_ABNORMAL, CLOSE_POLICY_VIOLATION, OP_BINARY, OP_TEXT
 from rtcore.wire.deflate import DeflateOptions
 from rtcore.wire.http import Request
 from rtcore.wire.websocket import OPEN, WebSocketConnection
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 
 __all__ = ["WebSocket", "WebSocketHandler", "WebSocketRoute"]
+
+# The I/O edge logs under one name, whichever of its modules speaks.
+logger = logging.getLogger("rtcore.transports.http_server")
 
 
 class WebSocketHandler(Protocol):
@@ -40,6 +44,10 @@ class WebSocketHandler(Protocol):
 
     def on_close(self, code: int, reason: str) -> None:
         """The connection ended: the peer's close code, or 1006 if it dropped."""
+
+    # Optional: ``on_pong(payload)`` for the peer's pongs, and ``on_slow()``,
+    # called when pongs pushed the write buffer over the route's
+    # ``max_output_size`` (it should close the connection).
 
 
 @dataclass(slots=True)
@@ -58,6 +66,10 @@ class WebSocketRoute:
     deflate: DeflateOptions | None = None
     # Largest incoming message in bytes (1009 beyond it); 0 = unlimited.
     max_message_size: int = 1 << 20
+    # Bytes in the connection's write buffer above which answering pings ends
+    # it: the handler's ``on_slow()`` when it has one, else close 1008; 0: no
+    # limit (reading still pauses while the buffer is above its high-water mark).
+    max_output_size: int = 0
     # Extra headers for the 101 response.
     extra_headers: Sequence[tuple[str, str]] = ()
 
@@ -78,6 +90,7 @@ class WebSocket:
         "_proto",
         "handler",
         "remote_address",
+        "_closed_notified",
     )
 
     def __init__(
@@ -99,6 +112,7 @@ class WebSocket:
         self.conn = conn
         self.handler: WebSocketHandler | None = None
         self.remote_address: Any = proto.peername
+        self._closed_notified = False
 
     @property
     def open(self) -> bool:
@@ -171,3 +185,35 @@ class WebSocket:
         """Drop the TCP connection at once, without a closing handshake."""
         if self._transport is not None:
             self._transport.abort()
+
+    # -- called by the connection ----------------------------------------------
+
+    def _check_output(self, limit: int) -> None:
+        """After pongs: over ``limit`` buffered bytes the peer is slow, and the connection ends."""
+        conn = self.conn
+        if not limit or conn.state != OPEN or self.write_buffer_size <= limit:
+            return
+        on_slow = getattr(self.handler, "on_slow", None)
+        if on_slow is not None:
+            on_slow()
+        if conn.state == OPEN:
+            self.close(CLOSE_POLICY_VIOLATION, "output buffer full (peer not reading)")
+
+    def _notify_closed(self) -> None:
+        """Call the handler's ``on_close`` once: the peer's code, else ours, else 1006."""
+        if self._closed_notified:
+            return
+        self._closed_notified = True
+        handler = self.handler
+        if handler is None:
+            return
+        conn = self.conn
+        code = conn.close_code_received
+        reason = conn.close_reason_received
+        if code is None:
+            code = conn.close_code_sent if conn.close_code_sent is not None else CLOSE_ABNORMAL
+            reason = ""
+        try:
+            handler.on_close(code, reason)
+        except Exception:  # noqa: BLE001
+            logger.exception("WebSocket on_close handler failed")
