@@ -10,7 +10,9 @@ never in time.
 * a ping flood on a WebSocket that never reads: pongs count against
   ``client.queue_max_size`` (close 3008), before and after ``connect``;
 * a message over ``websocket.message_size_limit`` always gets close 1009 with
-  its reason, even while the client is still sending (lingering close).
+  its reason, even while the client is still sending (lingering close);
+* per-connection command rate limits (error 111 or disconnect 3013), per-IP
+  connection limits and per-IP connection rate (429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -483,3 +485,211 @@ def _api_post(port: int, path: str, body: bytes) -> int:
         while chunk := s.recv(65536):
             data += chunk
     return int(data.split(b" ", 2)[1])
+
+
+# -- per-client limits -------------------------------------------------------------------
+
+
+async def _in_process(config: dict[str, Any]) -> tuple[Any, Any]:
+    from rtcore.config import config_from_mapping
+    from rtcore.engine.node import Node
+    from rtcore.server.app import serve_node
+
+    node = Node(config_from_mapping(config))
+    server = await serve_node(node, "127.0.0.1", 0)
+    return node, server
+
+
+async def _stop(node: Any, server: Any) -> None:
+    await server.close(timeout=0)
+    await node.close()
+
+
+async def _connected(url: str) -> Any:
+    ws = await websockets.connect(url)
+    await ws.send(connect_frame())
+    assert "connect" in json.loads(await ws.recv())
+    return ws
+
+
+async def _replies(ws: Any, n: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        out += [json.loads(line) for line in (await ws.recv()).splitlines()]
+    return out
+
+
+def test_command_rate_limit_error_111_per_kind() -> None:
+    config = base_config(client={"command_rate_limit": {"publish": 5, "publish_burst": 3}})
+
+    async def main() -> None:
+        node, server = await _in_process(config)
+        try:
+            url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+            ws = await _connected(url)
+            frame = "\n".join(
+                json.dumps({"id": 10 + i, "publish": {"channel": "c", "data": i}})
+                for i in range(10)
+            )
+            await ws.send(frame)
+            replies = sorted(await _replies(ws, 10), key=lambda r: r["id"])
+            assert all("publish" in r for r in replies[:3]), replies
+            refused = [r for r in replies if "error" in r]
+            assert len(refused) >= 6
+            assert all(r["error"]["code"] == 111 for r in refused)
+            assert all(r["error"]["message"] == "too many requests" for r in refused)
+            assert all(r["error"].get("temporary") for r in refused)
+            # Another kind has its own bucket; the connection keeps working.
+            await ws.send(json.dumps({"id": 30, "history": {"channel": "c", "limit": 10}}))
+            (reply,) = await _replies(ws, 1)
+            assert reply["id"] == 30 and "history" in reply, reply
+            await ws.close()
+        finally:
+            await _stop(node, server)
+
+    run(main())
+
+
+def test_command_rate_limit_disconnect_3013() -> None:
+    config = base_config(
+        client={"command_rate_limit": {"history": 1, "history_burst": 2, "action": "disconnect"}}
+    )
+
+    async def main() -> None:
+        node, server = await _in_process(config)
+        try:
+            url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+            ws = await _connected(url)
+            frame = "\n".join(
+                json.dumps({"id": 10 + i, "history": {"channel": "c", "limit": 1}})
+                for i in range(5)
+            )
+            await ws.send(frame)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.recv()
+            assert (ws.close_code, ws.close_reason) == (3013, "too many requests")
+            # A new connection has full buckets.
+            ws = await _connected(url)
+            await ws.send(json.dumps({"id": 2, "history": {"channel": "c", "limit": 1}}))
+            assert "history" in (await _replies(ws, 1))[0]
+            await ws.close()
+        finally:
+            await _stop(node, server)
+
+    run(main())
+
+
+def test_command_rate_limit_drops_send_and_leaves_unlimited_kinds_alone() -> None:
+    config = base_config(client={"command_rate_limit": {"send": 1, "send_burst": 1}})
+
+    async def main() -> None:
+        node, server = await _in_process(config)
+        received: list[bytes] = []
+
+        async def on_message(event: Any) -> None:
+            received.append(event.data)
+
+        node.hook(on_message)
+        try:
+            url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+            ws = await _connected(url)
+            sends = "\n".join(json.dumps({"send": {"data": {"n": i}}}) for i in range(5))
+            publishes = "\n".join(
+                json.dumps({"id": 10 + i, "publish": {"channel": "c", "data": i}})
+                for i in range(150)
+            )
+            await ws.send(sends + "\n" + publishes)
+            replies = await _replies(ws, 150)
+            # publish has no limit by default; the sends over the limit got no reply.
+            assert all("publish" in r for r in replies), [r for r in replies if "error" in r]
+            assert len(received) == 1
+            await ws.close()
+        finally:
+            await _stop(node, server)
+
+    run(main())
+
+
+async def _status_of_upgrade(port: int, path: str = "/connection/websocket") -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    writer.close()
+    retry = ""
+    for line in head.split("\r\n"):
+        if line.lower().startswith("retry-after:"):
+            retry = line.split(":", 1)[1].strip()
+    return int(head.split()[1]), retry
+
+
+def test_per_ip_connection_limit_429_and_release() -> None:
+    config = base_config(client={"per_ip_connection_limit": 2})
+
+    async def main() -> None:
+        node, server = await _in_process(config)
+        try:
+            url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+            first, second = await _connected(url), await _connected(url)
+            status, retry = await _status_of_upgrade(server.port)
+            assert status == 429 and int(retry) >= 1
+            # HTTP-streaming connections count too; plain requests do not.
+            stream_status = await _post_status(server.port, "/connection/http_stream")
+            assert stream_status == 429
+            assert await _get_status(server.port, "/health") == 200
+            await first.close()
+            # Released when the TCP connection ends.
+            for _ in range(100):
+                if (await _status_of_upgrade(server.port))[0] == 101:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the slot was not released")
+            await second.close()
+        finally:
+            await _stop(node, server)
+
+    run(main())
+
+
+def test_per_ip_connect_rate_429_with_retry_after() -> None:
+    config = base_config(
+        client={"per_ip_connect_rate_limit": 0.5, "per_ip_connect_burst": 3}
+    )
+
+    async def main() -> None:
+        node, server = await _in_process(config)
+        try:
+            statuses = [(await _status_of_upgrade(server.port)) for _ in range(5)]
+            assert [s for s, _ in statuses[:3]] == [101, 101, 101]
+            refused = [(s, r) for s, r in statuses if s != 101]
+            assert refused and all(s == 429 and int(r) >= 1 for s, r in refused)
+            assert await _get_status(server.port, "/health") == 200
+        finally:
+            await _stop(node, server)
+
+    run(main())
+
+
+async def _get_status(port: int, path: str) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    writer.close()
+    return int(head.split()[1])
+
+
+async def _post_status(port: int, path: str) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = connect_frame().encode()
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    writer.close()
+    return int(head.split()[1])

@@ -161,6 +161,59 @@ class ChannelConfig:
                 yield _err(path, key, "must be a single character")
 
 
+#: Command kinds of client.command_rate_limit and the protocol methods each covers.
+COMMAND_RATE_KINDS: dict[str, tuple[str, ...]] = {
+    "subscribe": ("subscribe", "unsubscribe", "sub_refresh"),
+    "publish": ("publish",),
+    "history": ("history",),
+    "presence": ("presence", "presence_stats"),
+    "rpc": ("rpc",),
+    "send": ("send",),
+    "refresh": ("refresh",),
+}
+
+
+@dataclass(slots=True)
+class CommandRateLimitConfig:
+    """Per-connection token buckets, one per command kind (docs/security.md).
+
+    A rate is commands per second (0: no limit); the burst is how many may come
+    at once. publish, rpc and send carry the application's own traffic, whose
+    normal rate only it knows: they are unlimited unless set.
+    """
+
+    action: str = _f(
+        "error",
+        "Over a limit: 'error' (the command gets error 111 'too many requests', temporary; "
+        "a send is dropped) or 'disconnect' (3013 'too many requests').",
+    )
+    subscribe: float = _f(50.0, "subscribe, unsubscribe and sub_refresh per second.")
+    subscribe_burst: int = _f(
+        300, "subscribe/unsubscribe/sub_refresh burst (reconnects resubscribe all)."
+    )
+    publish: float = _f(0.0, "publish per second (0: no limit).")
+    publish_burst: int = _f(100, "publish burst.")
+    history: float = _f(50.0, "history per second.")
+    history_burst: int = _f(100, "history burst.")
+    presence: float = _f(50.0, "presence and presence_stats per second.")
+    presence_burst: int = _f(100, "presence/presence_stats burst.")
+    rpc: float = _f(0.0, "rpc per second (0: no limit).")
+    rpc_burst: int = _f(100, "rpc burst.")
+    send: float = _f(0.0, "send (asynchronous messages) per second (0: no limit).")
+    send_burst: int = _f(100, "send burst.")
+    refresh: float = _f(1.0, "refresh (connection token renewal) per second.")
+    refresh_burst: int = _f(10, "refresh burst.")
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.action not in ("error", "disconnect"):
+            yield _err(path, "action", "must be 'error' or 'disconnect'")
+        for kind in COMMAND_RATE_KINDS:
+            if getattr(self, kind) < 0:
+                yield _err(path, kind, "must be >= 0 (0: no limit)")
+            if getattr(self, f"{kind}_burst") < 1:
+                yield _err(path, f"{kind}_burst", "must be >= 1")
+
+
 @dataclass(slots=True)
 class ClientConfig:
     """Client connections: authentication, limits, timers."""
@@ -210,6 +263,23 @@ class ClientConfig:
     connect_rate_limit: float = _f(
         0.0, "New connections accepted per second on this node (0: no limit)."
     )
+    per_ip_connection_limit: int = _f(
+        0,
+        "Most client connections from one IP address (IPv6: one /64) on this node; more get "
+        "429 at the handshake (0: no limit). Clients behind one NAT or proxy share an address.",
+    )
+    per_ip_connect_rate_limit: float = _f(
+        0.0,
+        "New client connections per second from one IP address (IPv6: one /64); over it "
+        "429 with Retry-After (0: no limit).",
+    )
+    per_ip_connect_burst: int = _f(
+        20, "Connections one IP address may open at once before per_ip_connect_rate_limit applies."
+    )
+    command_rate_limit: CommandRateLimitConfig = field(
+        default_factory=CommandRateLimitConfig,
+        metadata={"doc": "Per-connection command rate limits by kind."},
+    )
     reconnect_jitter: float = _duration(
         5.0,
         "Window over which shutdown disconnects (3001) are spread, so clients reconnect spread out.",
@@ -235,6 +305,11 @@ class ClientConfig:
                 yield _err(path, key, "must be >= 1")
         if self.connect_rate_limit < 0:
             yield _err(path, "connect_rate_limit", "must be >= 0")
+        for key in ("per_ip_connection_limit", "per_ip_connect_rate_limit"):
+            if getattr(self, key) < 0:
+                yield _err(path, key, "must be >= 0 (0: no limit)")
+        if self.per_ip_connect_burst < 1:
+            yield _err(path, "per_ip_connect_burst", "must be >= 1")
 
 
 @dataclass(slots=True)
@@ -266,6 +341,21 @@ class HttpServerConfig:
     )
     tls_key: str = _f("", "PEM private key file for TLS.")
     max_body_size: int = _f(1 << 20, "Largest HTTP request body (larger: 413).")
+    max_pipelined_requests: int = _f(
+        32,
+        "Most pipelined requests waiting on one connection; beyond it (or while the "
+        "connection's unread responses exceed 1 MiB) the connection is not read.",
+    )
+    linger_timeout: float = _duration(
+        5.0,
+        "After an error response or a close frame for a protocol violation, how long input "
+        "is read and discarded before the socket closes (so the peer gets the answer, not a reset).",
+    )
+    debug_endpoint: bool = _f(
+        False,
+        "Serve GET /debug/stats (asyncio tasks, open files, connections, RSS as JSON; "
+        "needs the API key unless api.insecure).",
+    )
     shutdown_timeout: float = _duration(
         10.0, "At shutdown, longest wait for in-flight server API requests to finish."
     )
@@ -277,6 +367,10 @@ class HttpServerConfig:
             yield _err(path, "tls_cert", "tls_cert and tls_key go together")
         if self.max_body_size < 1:
             yield _err(path, "max_body_size", "must be >= 1")
+        if self.max_pipelined_requests < 1:
+            yield _err(path, "max_pipelined_requests", "must be >= 1")
+        if self.linger_timeout < 0:
+            yield _err(path, "linger_timeout", "must be >= 0 (0: close at once)")
 
 
 @dataclass(slots=True)

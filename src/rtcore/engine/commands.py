@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rtcore.auth import TokenError, TokenOp
+from rtcore.engine.ratelimit import CommandRateLimits
 from rtcore.engine.session import CONNECTED, CONNECTING
 from rtcore.protocol import (
     Command,
@@ -76,11 +77,30 @@ async def dispatch(session: ClientSession, cmd: Command) -> None:
     if session.state != CONNECTED:
         # The first command must be connect.
         raise DisconnectError(codes.BAD_REQUEST)
+    limits = session.rate_limits
+    if limits is None:
+        limits = session.rate_limits = CommandRateLimits(
+            session.node.config.client.command_rate_limit
+        )
+    if not limits.allow(method):
+        _rate_limited(session, limits, method)
+        return
     handler = _HANDLERS.get(method)
     if handler is None:
         # ``ping`` is not used by protocol v2 clients.
         raise codes.ERROR_NOT_AVAILABLE
     await handler(session, cmd)
+
+
+def _rate_limited(session: ClientSession, limits: CommandRateLimits, method: str) -> None:
+    """Over client.command_rate_limit: error 111 (a send is dropped) or disconnect 3013."""
+    if limits.refused == 1:
+        # One line per connection, not one per refused command.
+        _refused(session, method, "over client.command_rate_limit (further refusals not logged)")
+    if limits.disconnect:
+        raise DisconnectError(codes.TOO_MANY_REQUESTS)
+    if method != "send":
+        raise codes.ERROR_TOO_MANY_REQUESTS
 
 
 # -- connect / refresh -----------------------------------------------------

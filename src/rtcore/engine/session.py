@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rtcore.config import ChannelOptions
     from rtcore.engine.node import Node
     from rtcore.engine.presence import PresenceEntry
+    from rtcore.engine.ratelimit import CommandRateLimits
     from rtcore.protocol.codec import Codec
 
 
@@ -169,6 +170,8 @@ class ClientSession:
             max_frame_size=cfg.max_frame_size,
         )
         self.subscriptions: dict[str, SubscriptionState] = {}
+        # client.command_rate_limit buckets, made at the first command after connect.
+        self.rate_limits: CommandRateLimits | None = None
         # Command queue and the task draining it (only while there is work).
         self._commands: deque[Command] = deque()
         self._task: asyncio.Task[None] | None = None

@@ -6,7 +6,7 @@
   centrifuge-js fallbacks, and ``/connection/uni_websocket``, ``uni_sse``,
   ``uni_http_stream`` when enabled (``rtcore.transports.http_stream``,
   ``rtcore.transports.uni``, docs/transports.md).
-* ``/health``: liveness (200 ``{}``).
+* ``/health``: liveness (200 ``{}``); ``/debug/stats`` when ``http.debug_endpoint``.
 * ``/api`` and ``/api/<method>``: the server API (see ``rtcore.server.api``) and
   ``/metrics`` when ``metrics.enabled``; both move to an internal port of
   their own when ``api.port`` is set (``rtcore.server.api.InternalApp``).
@@ -14,19 +14,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import gc
+import hmac
+import ipaddress
 import json
 import logging
+import math
+import os
 import random
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rtcore.backends.proxy import install_proxies
+from rtcore.engine.ratelimit import TokenBucket
 from rtcore.errors import HttpError
 from rtcore.protocol import get_codec
 from rtcore.server.api import ServerApi, mount_internal
-from rtcore.transports.http_server import HttpResponseWriter, Server, ServerOptions, WebSocketRoute
+from rtcore.transports.http_server import (
+    HttpResponseWriter,
+    Server,
+    ServerOptions,
+    WebSocketRoute,
+    current_connection,
+)
 from rtcore.transports.http_stream import mount_http_transports
 from rtcore.transports.routing import HttpHandler, origin_checker
 from rtcore.transports.uni import mount_uni_transports
@@ -47,34 +60,81 @@ PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
 JSON_SUBPROTOCOL = "centrifuge-json"
 
 
-class RateLimiter:
-    """A token bucket: ``rate`` events per second with bursts up to ``burst``."""
+class PeerLimits:
+    """``client.per_ip_connection_limit`` and ``client.per_ip_connect_rate_limit``.
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_clock")
+    Client connections (WebSocket upgrades and streams, not plain HTTP
+    requests) are counted per IP address, an IPv6 address by its /64 (what
+    one host usually gets). A connection is counted from its admission to the
+    end of its TCP connection.
+    """
 
-    def __init__(
-        self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be > 0")
+    # Buckets kept before full (idle) ones are dropped, and the hard cap.
+    _PRUNE_AT = 10_000
+    _MAX_BUCKETS = 100_000
+
+    def __init__(self, limit: int, rate: float, burst: int) -> None:
+        self.limit = limit
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self.burst
-        self._clock = clock
-        self._stamp = clock()
+        self.burst = burst
+        self.open: dict[str, int] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self.refused = 0
 
-    def allow(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+    @staticmethod
+    def key(host: str) -> str:
+        """The address an IPv4 client is counted by, or the /64 of an IPv6 one."""
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return host
+        if isinstance(address, ipaddress.IPv6Address):
+            mapped = address.ipv4_mapped
+            if mapped is not None:
+                return str(mapped)
+            return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return str(address)
 
-    def retry_after(self) -> float:
-        """Seconds until a token is available."""
-        return max(0.0, (1.0 - self._tokens) / self.rate)
+    def admit(self, host: str) -> str:
+        """Count a new connection from ``host``; HttpError 429 when over a limit. Returns its key."""
+        key = self.key(host)
+        if self.limit and self.open.get(key, 0) >= self.limit:
+            self.refused += 1
+            raise HttpError(
+                429,
+                "too many connections from this address",
+                [("Retry-After", str(random.randint(5, 15)))],
+            )
+        if self.rate:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= self._PRUNE_AT:
+                    self._prune()
+                bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
+            if not bucket.allow():
+                self.refused += 1
+                wait = bucket.retry_after() + random.uniform(0, 1)
+                raise HttpError(
+                    429,
+                    "too many new connections from this address, retry later",
+                    [("Retry-After", str(max(1, math.ceil(wait))))],
+                )
+        self.open[key] = self.open.get(key, 0) + 1
+        return key
+
+    def release(self, key: str) -> None:
+        left = self.open.get(key, 0) - 1
+        if left > 0:
+            self.open[key] = left
+        else:
+            self.open.pop(key, None)
+
+    def _prune(self) -> None:
+        # Full buckets remember nothing: dropping them changes no decision.
+        for key in [k for k, b in self._buckets.items() if b.full()]:
+            del self._buckets[key]
+        if len(self._buckets) >= self._MAX_BUCKETS:
+            self._buckets.clear()
 
 
 class NodeApp:
@@ -92,14 +152,26 @@ class NodeApp:
         self._check_origin = origin_checker(cfg.client.allowed_origins, "websocket")
         # New client connections per second (mass reconnects); None: unlimited.
         rate = cfg.client.connect_rate_limit
-        self.connect_limiter = RateLimiter(rate) if rate else None
+        self.connect_limiter = TokenBucket(rate) if rate else None
         self.connections_refused = 0
+        client = cfg.client
+        self.peer_limits = (
+            PeerLimits(
+                client.per_ip_connection_limit,
+                client.per_ip_connect_rate_limit,
+                client.per_ip_connect_burst,
+            )
+            if client.per_ip_connection_limit or client.per_ip_connect_rate_limit
+            else None
+        )
         self._json = get_codec("json")
         self._protobuf = get_codec("protobuf")
         self.ws_route_json = self._route(deflate, self._json)
         self.ws_route_protobuf = self._route(deflate, self._protobuf)
         # Extra HTTP routes (path -> handler) mounted by other components.
         self.http_routes: dict[str, HttpHandler] = {"/health": self._health}
+        if cfg.http.debug_endpoint:
+            self.http_routes["/debug/stats"] = self._debug_stats
         self.http_prefixes: list[tuple[str, HttpHandler]] = []
         # WebSocket endpoints besides /connection/websocket (path -> router).
         self.ws_routers: dict[str, Callable[[Request], WebSocketRoute | None]] = {}
@@ -137,6 +209,21 @@ class NodeApp:
         transport failure and reconnect with backoff, and the jitter spreads
         the retries of a mass reconnect.
         """
+        # First the limits per IP address (client.per_ip_*, PeerLimits): 429.
+        peers = self.peer_limits
+        conn = current_connection() if peers is not None else None
+        if peers is None or conn is None or conn.peer_host is None:
+            self._admit_rate()
+            return
+        release = functools.partial(peers.release, peers.admit(conn.peer_host))
+        try:
+            self._admit_rate()
+        except HttpError:
+            release()
+            raise
+        conn.call_when_closed(release)
+
+    def _admit_rate(self) -> None:
         limiter = self.connect_limiter
         if limiter is not None and not limiter.allow():
             self.connections_refused += 1
@@ -190,6 +277,52 @@ class NodeApp:
         body = json.dumps({"error": problem}).encode()
         response.send(503, [("Content-Type", "application/json"), ("Retry-After", "1")], body)
 
+    def _debug_stats(self, request: Request, response: HttpResponseWriter) -> None:
+        """``http.debug_endpoint``: what a leak shows in, as JSON (soak runs read it).
+
+        Needs the API key in a header (``X-API-Key`` or ``Authorization: apikey``)
+        unless ``api.insecure``.
+        """
+        api = self.node.config.api
+        if not api.insecure:
+            given = request.header("x-api-key")
+            scheme, _, value = (request.header("authorization") or "").partition(" ")
+            if given is None and scheme.lower() == "apikey":
+                given = value.strip()
+            if not api.key or given is None or not hmac.compare_digest(given, api.key):
+                response.send(401, [("Content-Type", "text/plain")], b"unauthorized\n")
+                return
+        hub = self.node.hub
+        stats = {
+            "asyncio_tasks": len(asyncio.all_tasks()),
+            "open_files": _count_open_files(),
+            "rss_bytes": _rss_bytes(),
+            "gc_objects": len(gc.get_objects()),
+            "clients": hub.num_sessions,
+            "channels": hub.num_channels,
+            "subscriptions": hub.num_subscriptions,
+            "timers": len(self.node.timers),
+            "peer_addresses": len(self.peer_limits.open) if self.peer_limits else 0,
+            "connections_refused": self.connections_refused
+            + (self.peer_limits.refused if self.peer_limits else 0),
+        }
+        response.send(200, [("Content-Type", "application/json")], json.dumps(stats).encode())
+
+
+def _count_open_files() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux
+        return None
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        return None
+
 
 def ssl_context_from_config(node: Node) -> ssl.SSLContext | None:
     """A server TLS context from ``http.tls_cert``/``http.tls_key``, or None without TLS."""
@@ -223,6 +356,8 @@ async def serve_node(
         handshake_timeout=cfg.websocket.handshake_timeout,
         close_timeout=cfg.websocket.close_timeout,
         max_body_size=cfg.http.max_body_size,
+        max_pipelined_requests=cfg.http.max_pipelined_requests,
+        linger_timeout=cfg.http.linger_timeout,
     )
     ssl_context = kwargs.pop("ssl", None)
     server = Server(app, options)
