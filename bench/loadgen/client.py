@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -57,6 +58,9 @@ from bench.loadgen.proto import (
 from rtcore.auth import make_connect_token
 from rtcore.frames import OP_BINARY, OP_PING, OP_TEXT
 from rtcore.wire.websocket import WebSocketConnection
+
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux 4.2+
 
 
 __all__ = ["Conn", "Worker", "WorkerSpec", "judge_recovery", "worker_main"]
@@ -289,12 +293,28 @@ class Conn(asyncio.Protocol):
         self.ws = None
         w.pending.add(self)
         spec = w.spec
-        task = w.loop.create_task(
-            w.loop.create_connection(
-                lambda: self, spec.host, spec.port, local_addr=(spec.source, 0)
-            )
-        )
+        task = w.loop.create_task(self._open(spec.host, spec.port, spec.source))
         task.add_done_callback(self._tcp_done)
+
+    async def _open(self, host: str, port: int, source: str) -> None:
+        loop = self.w.loop
+        if not source or ":" in host:
+            await loop.create_connection(lambda: self, host, port)
+            return
+        # bind((source, 0)) picks a port unused by every socket bound to that
+        # address, a search that grows with the connections already open (and
+        # fails long before 28,000); IP_BIND_ADDRESS_NO_PORT defers the choice
+        # to connect(), which needs the 4-tuple to be unique only.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+            await loop.sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        await loop.create_connection(lambda: self, sock=sock)
 
     def _tcp_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
