@@ -38,9 +38,6 @@ __all__ = ["BLOCK", "DeltaError", "apply_delta", "checksum", "create_delta"]
 #: ``2 * BLOCK - 1`` bytes is always found.
 BLOCK: Final = 16
 
-# Candidates kept per block value (repeated blocks: JSON arrays of alike items).
-_CANDIDATES: Final = 4
-
 _DIGITS: Final = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _VALUES: Final = {c: i for i, c in enumerate(_DIGITS)}
 
@@ -111,6 +108,11 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
+def _digits(value: int) -> int:
+    """Length of ``_int(value)``."""
+    return (value.bit_length() + 5) // 6 or 1
+
+
 def create_delta(source: bytes, target: bytes) -> bytes:
     """A fossil delta that turns ``source`` into ``target``.
 
@@ -124,45 +126,44 @@ def create_delta(source: bytes, target: bytes) -> bytes:
     literal_from = 0
     if source and n > BLOCK:
         text = _is_utf8(target)
-        index: dict[bytes, list[int]] = {}
-        for p in range(0, len(source) - BLOCK + 1, BLOCK):
-            found = index.setdefault(source[p : p + BLOCK], [])
-            if len(found) < _CANDIDATES:
-                found.append(p)
+        # Aligned source blocks by value; the first of equal blocks wins.
+        index = {
+            source[p : p + BLOCK]: p
+            for p in range((len(source) - BLOCK) // BLOCK * BLOCK, -1, -BLOCK)
+        }
         get = index.get
         i = 0
         last = n - BLOCK
         while i <= last:
-            candidates = get(target[i : i + BLOCK])
-            if candidates is None:
+            p = get(target[i : i + BLOCK])
+            if p is None:
                 i += 1
                 continue
-            best_len = 0
-            best_t = best_s = 0
-            for p in candidates:
-                back = _common_backward(source, p, target, i, min(p, i - literal_from))
-                length = back + BLOCK + _common_forward(source, p + BLOCK, target, i + BLOCK)
-                if length > best_len:
-                    best_len, best_t, best_s = length, i - back, p - back
+            back_limit = i - literal_from
+            if p < back_limit:
+                back_limit = p
+            back = _common_backward(source, p, target, i, back_limit) if back_limit else 0
+            length = back + BLOCK + _common_forward(source, p + BLOCK, target, i + BLOCK)
+            start_t = i - back
+            start_s = p - back
             if text:
                 # Copies start and end on character boundaries of the target
                 # (continuation bytes are 0b10xxxxxx), so literals stay UTF-8.
-                while best_len and best_t < n and target[best_t] & 0xC0 == 0x80:
-                    best_t += 1
-                    best_s += 1
-                    best_len -= 1
-                end = best_t + best_len
-                while end > best_t and end < n and target[end] & 0xC0 == 0x80:
+                while length and start_t < n and target[start_t] & 0xC0 == 0x80:
+                    start_t += 1
+                    start_s += 1
+                    length -= 1
+                end = start_t + length
+                while end > start_t and end < n and target[end] & 0xC0 == 0x80:
                     end -= 1
-                best_len = end - best_t
-            cost = len(_int(best_len)) + len(_int(best_s)) + 2
-            if best_len <= cost:
-                i += 1
+                length = end - start_t
+            if length <= _digits(length) + _digits(start_s) + 2:
+                i += 1  # a copy would not be shorter than the bytes themselves
                 continue
-            if best_t > literal_from:
-                out += (_int(best_t - literal_from), b":", target[literal_from:best_t])
-            out += (_int(best_len), b"@", _int(best_s), b",")
-            literal_from = i = best_t + best_len
+            if start_t > literal_from:
+                out += (_int(start_t - literal_from), b":", target[literal_from:start_t])
+            out += (_int(length), b"@", _int(start_s), b",")
+            literal_from = i = start_t + length
     if literal_from < n:
         out += (_int(n - literal_from), b":", target[literal_from:])
     out += (_int(checksum(target)), b";")
