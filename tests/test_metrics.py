@@ -71,12 +71,15 @@ class Scraper:
         self.server = server
         self.base = f"http://127.0.0.1:{server.port}"
 
-    async def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Every sample as ``{(name, sorted labels): value}``."""
+    async def text(self) -> str:
         async with aiohttp.ClientSession() as http, http.get(self.base + "/metrics") as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            text = await resp.text()
+            return await resp.text()
+
+    async def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample as ``{(name, sorted labels): value}``."""
+        text = await self.text()
         samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -301,6 +304,36 @@ def test_api_requests_and_backend_latency() -> None:
     run(main())
 
 
+def test_commands_and_connects_are_counted() -> None:
+    async def main() -> None:
+        async with served(config()) as s:
+            ws = await s.client("alice", "h:room")
+            await ws.send(json.dumps({"id": 3, "subscribe": {"channel": "nope:x"}}))
+            assert json.loads(await ws.recv())["error"]["code"] == 102
+            await ws.send(json.dumps({"id": 4, "history": {"channel": "h:room", "limit": 1}}))
+            # Subscribers of "h" may not read history: 103.
+            assert json.loads(await ws.recv())["error"]["code"] == 103
+            url = f"ws://127.0.0.1:{s.server.port}/connection/websocket"
+            async with websockets.connect(url) as bad:
+                await bad.send(json.dumps({"id": 1, "connect": {"token": "not-a-jwt"}}))
+                await bad.wait_closed()
+                assert bad.close_code == 3500
+            samples = await s.scrape()
+
+            def commands(method: str, code: str) -> float:
+                return value(samples, "rtcore_client_commands_total", method=method, code=code)
+
+            assert commands("connect", "0") == 1
+            assert commands("connect", "3500") == 1
+            assert commands("subscribe", "0") == 1
+            assert commands("subscribe", "102") == 1
+            assert commands("history", "103") == 1
+            assert value(samples, "rtcore_client_connects_total", transport="websocket") == 1
+            await ws.close()
+
+    run(main())
+
+
 def test_process_metrics_and_http_behaviour() -> None:
     async def main() -> None:
         async with served(config()) as s:
@@ -365,3 +398,4 @@ def test_delivery_latency_recorded_after_the_tick() -> None:
         assert latency.count == 3 and latency.counts[0] == 1
 
     run(main())
+

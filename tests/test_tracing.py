@@ -198,6 +198,8 @@ def test_api_publish_broker_and_fanout_form_one_trace(provider: RecordingProvide
             body = await api(server.port, "publish", {"channel": "t:room", "data": {"n": 1}})
             assert body == {"result": {"offset": 1, "epoch": body["result"]["epoch"]}}
             assert '"pub"' in await ws.recv()
+            await ws.send(json.dumps({"id": 3, "subscribe": {"channel": "zz:room"}}))
+            assert json.loads(await ws.recv())["error"]["code"] == 102
             body = await api(server.port, "publish", {"channel": "zz:room", "data": 1})
             assert body["error"]["code"] == 102
             await ws.close()
@@ -221,6 +223,19 @@ def test_api_publish_broker_and_fanout_form_one_trace(provider: RecordingProvide
     assert fanout.attributes == {"rtcore.channel": "t:room", "rtcore.subscribers": 1}
     # The unknown namespace never reaches the broker.
     assert refused.context.trace_id != request.context.trace_id
+    connect = only(provider.named("rtcore.connect"))
+    assert connect.kind is SpanKind.SERVER and connect.parent is None
+    assert connect.attributes["rtcore.transport"] == "websocket"
+    assert connect.status is StatusCode.UNSET
+    subscribe, failed = provider.named("rtcore.subscribe")
+    assert subscribe.attributes["rtcore.channel"] == "t:room"
+    assert subscribe.attributes["rtcore.user"] == "alice"
+    assert subscribe.attributes["rtcore.client"] == connect.attributes["rtcore.client"]
+    assert subscribe.status is StatusCode.UNSET
+    # A refused subscribe (error 102) ends its span as failed.
+    assert failed.attributes["rtcore.channel"] == "zz:room"
+    assert failed.status is StatusCode.ERROR
+    assert failed.attributes["exception.type"] == "ClientError"
     assert all(r.ended for r in provider.finished)
 
 

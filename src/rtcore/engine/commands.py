@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rtcore.auth import TokenError, TokenOp
+from rtcore.engine import tracing
 from rtcore.engine.ratelimit import CommandRateLimits
 from rtcore.engine.session import CONNECTED, CONNECTING
 from rtcore.protocol import (
@@ -63,12 +64,52 @@ def _refused(session: ClientSession, op: str, why: str, channel: str = "") -> No
         logger.info("%s%s refused: %s", op, target, why, extra=extra)
 
 
+# Client commands traced when a tracer is installed (rtcore.engine.tracing).
+_TRACED = frozenset({"connect", "subscribe", "publish"})
+
+
 async def dispatch(session: ClientSession, cmd: Command) -> None:
+    """Run one command; counts it by method and result code, and connects by transport."""
     methods = cmd.methods
     if len(methods) != 1:
         # No request (with an id) or several requests in one command.
         raise DisconnectError(codes.BAD_REQUEST)
     method = methods[0]
+    stats = session.node.stats
+    try:
+        tracer = tracing.tracer
+        if tracer is not None and method in _TRACED:
+            with tracer.span("rtcore." + method, _span_attributes(session, cmd)):
+                await _run(session, cmd, method)
+        else:
+            await _run(session, cmd, method)
+    except ClientError as exc:
+        stats.count_command(method, exc.code)
+        raise
+    except DisconnectError as exc:
+        stats.count_command(method, exc.disconnect.code)
+        raise
+    stats.count_command(method, 0)
+    if method == "connect":
+        connects = stats.connects
+        name = session.transport.name
+        connects[name] = connects.get(name, 0) + 1
+
+
+def _span_attributes(session: ClientSession, cmd: Command) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        "rtcore.transport": session.transport.name,
+        "rtcore.client": session.client_id,
+    }
+    if session.user:
+        attributes["rtcore.user"] = session.user
+    request = cmd.subscribe or cmd.publish
+    if request is not None:
+        attributes["rtcore.channel"] = request.channel
+    return attributes
+
+
+async def _run(session: ClientSession, cmd: Command, method: str) -> None:
     if method != "send" and cmd.id <= 0:
         raise DisconnectError(codes.BAD_REQUEST)
     if method == "connect":
