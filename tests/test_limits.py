@@ -656,9 +656,7 @@ def test_per_ip_connection_limit_429_and_release() -> None:
 
 
 def test_per_ip_connect_rate_429_with_retry_after() -> None:
-    config = base_config(
-        client={"per_ip_connect_rate_limit": 0.5, "per_ip_connect_burst": 3}
-    )
+    config = base_config(client={"per_ip_connect_rate_limit": 0.5, "per_ip_connect_burst": 3})
 
     async def main() -> None:
         node, server = await _in_process(config)

@@ -302,6 +302,7 @@ class NodeApp:
             "channels": hub.num_channels,
             "subscriptions": hub.num_subscriptions,
             "timers": len(self.node.timers),
+            "disconnects": {str(code): n for code, n in sorted(self.node.disconnects.items())},
             "peer_addresses": len(self.peer_limits.open) if self.peer_limits else 0,
             "connections_refused": self.connections_refused
             + (self.peer_limits.refused if self.peer_limits else 0),
