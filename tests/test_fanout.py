@@ -8,13 +8,19 @@ docstring of ``rtcore._fanout_py``, the positioning rules are PROTOCOL.md §4.4.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import gc
+import os
+import socket
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from rtcore.frames import OP_BINARY, OP_TEXT, FrameParser, frame_header
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -719,3 +725,336 @@ def test_memory_returns_to_baseline(fanout_impl: ModuleType) -> None:
     assert peak - baseline > 300 * 1024
     # ...and all of it comes back (the margin covers allocator noise only).
     assert after - baseline < 64 * 1024, (baseline, peak, after)
+
+
+# -- WebSocketSink: frames written from C (compiled) or by the twin ---------------------------
+
+OPEN = 1  # the state of a WebSocketConnection that may still send
+
+
+class FakeSocket:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+class FakeTransport:
+    """An asyncio transport that records calls; ``fd`` stands for its socket."""
+
+    def __init__(self, fd: int | None = None, *, buffered: int = 0, tls: bool = False) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fd = fd
+        self.buffered = buffered
+        self.tls = tls
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def writelines(self, parts: Any) -> None:
+        self.calls.append(("writelines", list(parts)))
+
+    def get_write_buffer_size(self) -> int:
+        self.calls.append(("get_write_buffer_size",))
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        self.calls.append(("is_closing",))
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return object() if self.tls else None
+        if name == "socket":
+            return FakeSocket(self.fd) if self.fd is not None else None
+        return default
+
+    @property
+    def written(self) -> bytes:
+        """Everything handed to write/writelines, in order."""
+        out = bytearray()
+        for call in self.calls:
+            if call[0] == "write":
+                out += call[1]
+            elif call[0] == "writelines":
+                out += b"".join(call[1])
+        return bytes(out)
+
+
+class Conn:
+    """The protocol state a WebSocketSink asks whether it may still write."""
+
+    def __init__(self) -> None:
+        self.state = OPEN
+
+
+@contextlib.contextmanager
+def pipe(capacity: int | None = None) -> Iterator[tuple[int, int]]:
+    """A non-blocking pipe (read end, write end): a socket whose bytes can be read back."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    if capacity is not None:
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), capacity)
+    try:
+        yield r, w
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def drain(fd: int) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
+def ws_writer(impl: ModuleType, transport: FakeTransport, opcode: int = OP_TEXT, **limits: int):
+    slow: list[int] = []
+    loop = ManualLoop()
+    flusher = impl.Flusher(loop)
+    sink = impl.WebSocketSink(transport, opcode, Conn(), OPEN, lambda: slow.append(1))
+    return impl.Writer(sink, flusher, **limits), sink, loop, slow
+
+
+JSON_BATCH = [b'{"id":1,"connect":{"client":"c"}}\n', b'{"push":{"channel":"a","pub":{}}}\n']
+PROTOBUF_BATCH = [bytes([5]) + b"\x08\x01\x12\x01x", bytes([3]) + b"\x0a\x01a"]
+
+
+@pytest.mark.parametrize(
+    ("opcode", "batch"),
+    [(OP_TEXT, JSON_BATCH), (OP_BINARY, PROTOBUF_BATCH), (OP_TEXT, JSON_BATCH[:1])],
+    ids=["json", "protobuf", "json-one"],
+)
+def test_websocket_sink_writes_one_frame_per_batch(
+    fanout_impl: ModuleType, opcode: int, batch: list[bytes]
+) -> None:
+    """The bytes on the wire: one unmasked frame, header + the delimited messages joined."""
+    transport = FakeTransport()
+    writer, sink, loop, _ = ws_writer(fanout_impl, transport, opcode)
+    assert sink.direct is False  # no socket: everything goes through the transport
+    for payload in batch:
+        writer.enqueue(payload)
+    loop.run_once()
+    frame = frame_header(opcode, sum(map(len, batch))) + b"".join(batch)
+    assert transport.calls == [("write", frame), ("get_write_buffer_size",)]
+    parser = FrameParser(is_server=False)
+    assert parser.feed_data(frame) == [(opcode, b"".join(batch))]
+    assert (writer.frames_sent, writer.messages_sent) == (1, len(batch))
+
+
+def test_websocket_sink_frames_follow_the_batch_limits(fanout_impl: ModuleType) -> None:
+    transport = FakeTransport()
+    writer, _, loop, _ = ws_writer(fanout_impl, transport, max_batch=2, max_frame_size=64)
+    payloads = [msg(i, 20) for i in range(5)] + [msg(5, 100)]
+    for p in payloads:
+        writer.enqueue(p)
+    loop.run_once()
+    groups = [payloads[0:2], payloads[2:4], payloads[4:5], payloads[5:6]]
+    expected = [("write", frame_header(OP_TEXT, sum(map(len, g))) + b"".join(g)) for g in groups]
+    assert transport.calls == [*expected, ("get_write_buffer_size",)]
+
+
+def test_websocket_sink_writes_to_the_socket_when_the_transport_is_empty(
+    fanout_impl: ModuleType,
+) -> None:
+    with pipe() as (r, w):
+        transport = FakeTransport(w)
+        writer, sink, loop, _ = ws_writer(fanout_impl, transport, OP_BINARY)
+        assert sink.direct is True
+        writer.enqueue(PROTOBUF_BATCH[0])
+        writer.enqueue(PROTOBUF_BATCH[1])
+        loop.run_once()
+        frame = frame_header(OP_BINARY, 10) + b"".join(PROTOBUF_BATCH)
+        assert drain(r) == frame
+        # Nothing left in the transport: no buffer check after the write.
+        assert transport.calls == [("is_closing",), ("get_write_buffer_size",)]
+        assert not writer.slow
+
+
+@pytest.mark.parametrize("reason", ["buffered", "closing", "tls"])
+def test_websocket_sink_uses_the_transport_when_it_must(
+    fanout_impl: ModuleType, reason: str
+) -> None:
+    """Bytes already buffered must go first; a closing transport drops writes; TLS encrypts."""
+    with pipe() as (r, w):
+        transport = FakeTransport(w, buffered=7 if reason == "buffered" else 0, tls=reason == "tls")
+        transport.closing = reason == "closing"
+        writer, sink, loop, _ = ws_writer(fanout_impl, transport)
+        assert sink.direct is (reason != "tls")
+        writer.enqueue(b"x\n")
+        loop.run_once()
+        assert drain(r) == b""
+        frame = frame_header(OP_TEXT, 2) + b"x\n"
+        checks = {
+            "buffered": [("is_closing",), ("get_write_buffer_size",)],
+            "closing": [("is_closing",)],
+            "tls": [],
+        }[reason]
+        assert transport.calls == [*checks, ("write", frame), ("get_write_buffer_size",)]
+
+
+def test_websocket_sink_hands_what_the_socket_refuses_to_the_transport(
+    fanout_impl: ModuleType,
+) -> None:
+    with pipe(capacity=4096) as (r, w):
+        transport = FakeTransport(w)
+        writer, _, loop, _ = ws_writer(fanout_impl, transport, max_frame_size=1 << 20)
+        os.write(w, b"\0" * 1000)
+        big = b"b" * 4095 + b"\n"  # a 4,100-byte frame: the pipe takes only part of it
+        writer.enqueue(big)
+        loop.run_once()
+        frame = frame_header(OP_TEXT, len(big)) + big
+        head = drain(r)[1000:]
+        assert 0 < len(head) < len(frame)
+        assert transport.calls == [
+            ("is_closing",),
+            ("get_write_buffer_size",),
+            ("write", frame[len(head) :]),
+            ("get_write_buffer_size",),
+        ]
+        # A full socket (EAGAIN): the whole frame goes to the transport.
+        transport.calls.clear()
+        while True:
+            try:
+                os.write(w, b"\0")
+            except BlockingIOError:
+                break
+        writer.enqueue(b"y\n")
+        loop.run_once()
+        assert transport.calls[2] == ("write", frame_header(OP_TEXT, 2) + b"y\n")
+
+
+def test_websocket_sink_gathers_large_frames_without_copying(fanout_impl: ModuleType) -> None:
+    with pipe() as (r, w):
+        transport = FakeTransport(w)
+        writer, _, loop, _ = ws_writer(fanout_impl, transport, max_frame_size=1 << 20)
+        payloads = [bytes([97 + i]) * 3000 + b"\n" for i in range(2)]
+        for p in payloads:
+            writer.enqueue(p)
+        loop.run_once()
+        assert drain(r) == b""
+        ((name, parts), last) = transport.calls
+        assert name == "writelines" and last == ("get_write_buffer_size",)
+        assert parts[0] == frame_header(OP_TEXT, 6002)
+        assert parts[1] is payloads[0] and parts[2] is payloads[1]
+
+
+def test_websocket_sink_writes_nothing_once_the_connection_is_not_open(
+    fanout_impl: ModuleType,
+) -> None:
+    with pipe() as (r, w):
+        transport = FakeTransport(w)
+        writer, sink, loop, _ = ws_writer(fanout_impl, transport)
+        sink.conn.state = 2  # CLOSING: a close frame went out
+        writer.enqueue(b"late\n")
+        loop.run_once()
+        assert drain(r) == b"" and transport.calls == [("get_write_buffer_size",)]
+        assert (writer.frames_sent, writer.messages_sent) == (1, 1)
+
+
+def test_websocket_sink_slow_client(fanout_impl: ModuleType) -> None:
+    transport = FakeTransport(buffered=0)
+    writer, sink, loop, slow = ws_writer(fanout_impl, transport, max_queue_size=100)
+    writer.enqueue(b"a\n")
+    loop.run_once()
+    assert not writer.slow
+    transport.buffered = 101  # the peer stopped reading
+    writer.enqueue(b"b\n")
+    loop.run_once()
+    assert writer.slow and slow == []  # on_slow waits for the next round
+    assert writer.enqueue(b"c\n") is False
+    loop.run_once()
+    assert slow == [1] and writer.sink is None
+    loop.run_once()
+    assert slow == [1]
+
+
+def test_websocket_sink_non_bytes_payloads(fanout_impl: ModuleType) -> None:
+    with pipe() as (r, w):
+        transport = FakeTransport(w)
+        writer, _, loop, _ = ws_writer(fanout_impl, transport)
+        writer.enqueue(bytearray(b"ab\n"))
+        writer.enqueue(memoryview(b"cd\n"))
+        loop.run_once()
+        assert drain(r) == frame_header(OP_TEXT, 6) + b"ab\ncd\n"
+
+
+def test_websocket_sink_called_directly(fanout_impl: ModuleType) -> None:
+    transport = FakeTransport()
+    called: list[int] = []
+    sink = fanout_impl.WebSocketSink(transport, OP_TEXT, Conn(), OPEN, lambda: called.append(1))
+    assert (sink.transport, sink.opcode, sink.open_state) == (transport, OP_TEXT, OPEN)
+    sink.write_batch((b"a\n", b"b\n"), 4)
+    transport.buffered = 9
+    assert sink.buffer_size() == 9
+    sink.on_slow()
+    assert called == [1]
+    assert transport.calls == [
+        ("write", frame_header(OP_TEXT, 4) + b"a\nb\n"),
+        ("get_write_buffer_size",),
+    ]
+    with pytest.raises(ValueError, match="negative length"):
+        sink.write_batch([b"a"], -1)
+    for opcode in (-1, 16):
+        with pytest.raises(ValueError, match="opcode out of range"):
+            fanout_impl.WebSocketSink(transport, opcode, Conn(), OPEN, lambda: None)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_websocket_sink_on_real_transports(fanout_impl: ModuleType, loop_kind: str) -> None:
+    """A socket pair under asyncio's and uvloop's own transports: the bytes arrive in
+    order, and a peer that stops reading makes the writer slow."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ours, peer = socket.socketpair()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+        slow: list[int] = []
+        sink = fanout_impl.WebSocketSink(transport, OP_TEXT, Conn(), OPEN, lambda: slow.append(1))
+        assert sink.direct is True
+        writer = fanout_impl.Writer(sink, fanout_impl.Flusher(), max_queue_size=200_000)
+        try:
+            expected = bytearray()
+            for i in range(50):
+                batch = [msg(i * 3 + k, 30) for k in range(1 + i % 3)]
+                for m in batch:
+                    writer.enqueue(m)
+                expected += frame_header(OP_TEXT, sum(map(len, batch))) + b"".join(batch)
+                await asyncio.sleep(0)
+            received = bytearray()
+            peer.setblocking(False)
+            while len(received) < len(expected):
+                try:
+                    received += peer.recv(1 << 16)
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+            assert bytes(received) == bytes(expected)
+            # The peer stops reading: the transport buffers, then the writer gives up.
+            chunk = b"z" * 3999 + b"\n"
+            for _ in range(200):
+                if writer.slow:
+                    break
+                writer.enqueue(chunk)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert writer.slow and slow == [1]
+        finally:
+            transport.abort()
+            peer.close()
+            await asyncio.sleep(0)
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(scenario())
+    else:
+        asyncio.run(scenario())

@@ -1,10 +1,12 @@
-"""The twin rule for the frame core, and the canary for missing extensions.
+"""The twin rule for the frame and fan-out cores, and the canary for missing extensions.
 
 ``rtcore._frames`` (compiled) and ``rtcore._frames_py`` (pure Python) must
 expose the same public names, call signatures, exception classes and
 docstrings; the facade ``rtcore.frames`` must pick the right one. The C-level
 seam declared in ``_frames.pxd`` (what ``_fanout.pyx`` cimports) is checked
-through the module's C-API capsules.
+through the module's C-API capsules. ``rtcore._fanout`` and
+``rtcore._fanout_py`` must expose the same names, signatures and docstring
+summaries, class by class and method by method.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from typing import Any
 
 import pytest
 
+import rtcore._fanout_py as fanout_twin
 import rtcore._frames_py as twin
 import rtcore.errors
+import rtcore.fanout
 import rtcore.frames
 
 
@@ -328,3 +332,53 @@ def test_capi_utf8_feed() -> None:
     assert utf8_feed(accept, b"\xe2\x82", 2) not in (accept, reject)
     assert utf8_feed(accept, b"\xed\xa0\x80", 3) == reject
     assert utf8_feed(reject, b"a", 1) == reject
+
+
+# -- the fan-out core ------------------------------------------------------------------------
+
+try:
+    fanout_compiled: ModuleType | None = importlib.import_module("rtcore._fanout")
+except ImportError:  # pragma: no cover - depends on the build
+    fanout_compiled = None
+
+needs_fanout = pytest.mark.skipif(fanout_compiled is None, reason="rtcore._fanout is not built")
+FANOUT_CLASSES = ["Writer", "Flusher", "Subscriber", "WebSocketSink"]
+
+
+@needs_fanout
+def test_fanout_same_public_names() -> None:
+    assert fanout_compiled is not None
+    assert fanout_compiled.__all__ == fanout_twin.__all__
+    assert fanout_twin.__all__ == [n for n in rtcore.fanout.__all__ if n != "IMPLEMENTATION"]
+    for name in fanout_twin.__all__:
+        assert hasattr(fanout_compiled, name), name
+    assert fanout_compiled.Sink is fanout_twin.Sink
+    assert fanout_compiled.COPY_LIMIT == fanout_twin.COPY_LIMIT
+
+
+@needs_fanout
+@pytest.mark.parametrize("name", [*FANOUT_CLASSES, "broadcast"])
+def test_fanout_signatures(name: str) -> None:
+    ours, reference = getattr(fanout_compiled, name), getattr(fanout_twin, name)
+    assert _shape(ours) == _shape(reference)
+    summary = inspect.getdoc(reference).splitlines()[0]
+    assert summary in (ours.__doc__ or "")
+
+
+@needs_fanout
+@pytest.mark.parametrize("name", FANOUT_CLASSES)
+def test_fanout_members(name: str) -> None:
+    """Every public method and property of the twin, with the same shape and summary."""
+    ours = _public_members(getattr(fanout_compiled, name))
+    for member, value in _public_members(getattr(fanout_twin, name)).items():
+        assert member in ours, member
+        if isinstance(value, property):
+            assert inspect.isdatadescriptor(ours[member]), member
+            if value.__doc__:
+                assert ours[member].__doc__ == value.__doc__, member
+        elif callable(value):
+            assert callable(ours[member]), member
+            assert _shape(ours[member]) == _shape(value), member
+            doc = inspect.getdoc(value)
+            if doc:
+                assert doc.splitlines()[0] in (ours[member].__doc__ or ""), member

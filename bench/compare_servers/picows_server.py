@@ -5,6 +5,10 @@ publication. The loop calls ``WSTransport.send`` for every connection, so
 each connection gets its own frame built by picows' C code (no
 encode-once, no per-client queue bound). Driven by ``bench/fanout_load.py
 --server picows`` through the stdin control loop of ``bench/load_control.py``.
+
+picows uses aiofastnet's transports when that package is installed (its
+default); ``--no-aiofastnet`` (``--server picows-uvloop``) makes it use
+uvloop's own TCP transports, as rtcore does.
 """
 
 from __future__ import annotations
@@ -49,7 +53,11 @@ async def main(args: argparse.Namespace) -> None:
         return sampled_max(snapshot, lambda t: t.underlying_transport.get_write_buffer_size())
 
     server = await ws_create_server(
-        lambda request: Subscriber(), args.host, args.port, backlog=4096
+        lambda request: Subscriber(),
+        args.host,
+        args.port,
+        backlog=4096,
+        use_aiofastnet=False if args.no_aiofastnet else None,
     )
     try:
         await serve_control(args.port, publish, lambda: len(conns), backlog)
@@ -62,4 +70,7 @@ if __name__ == "__main__":
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--channel", default="bench", help="ignored: one implicit channel")
+    p.add_argument(
+        "--no-aiofastnet", action="store_true", help="uvloop's transports instead of aiofastnet's"
+    )
     uvloop.run(main(p.parse_args()))

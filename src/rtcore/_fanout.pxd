@@ -11,16 +11,57 @@ Call sequence for one publication (see docs/fanout.md):
 1. ``broadcast()`` walks the channel's subscribers. For each ``Subscriber``
    it applies the positioning rules (``_deliver``) and hands the payload
    shared by every subscriber of that codec to ``Writer._enqueue``.
-2. ``Writer._enqueue`` appends to ``_queue``; the first message of a tick
-   registers the writer with its ``Flusher`` (``add``), which schedules one
-   ``loop.call_soon(flush)`` for the whole tick.
+2. ``Writer._enqueue`` keeps the message in ``_head`` (one) or ``_queue``
+   (more); the first message of a tick registers the writer with its
+   ``Flusher`` (``add``), which schedules one ``loop.call_soon(flush)`` for
+   the whole tick.
 3. ``Flusher.flush`` runs once per tick and calls ``Writer.flush`` for each
-   registered writer; ``Writer.flush`` cuts ``_queue`` into frames of at most
-   ``max_batch`` messages / ``max_frame_size`` bytes and calls
-   ``sink.write_batch`` once per frame, then checks ``sink.buffer_size()``.
+   registered writer (prefetching the next ones' objects); ``Writer.flush``
+   cuts the queue into frames of at most ``max_batch`` messages /
+   ``max_frame_size`` bytes and calls ``sink.write_batch`` once per frame,
+   then checks ``sink.buffer_size()``. For a sink that is exactly a
+   ``WebSocketSink`` these are the C methods ``_write_frame`` (which builds
+   the frame and writes it to the socket, or hands it to the transport) and
+   ``_buffer_size``, and the check is skipped when the last frame left
+   nothing in the transport.
 4. A writer over ``max_queue_size`` (``_overflow``) drops its queue, stops
    accepting messages and calls ``sink.on_slow()`` from its next flush.
 """
+
+from cpython.object cimport PyObject
+
+
+cdef class WebSocketSink:
+    # The asyncio/uvloop transport, and the methods of its class (called
+    # with the transport; shared by every connection, so no bound-method
+    # object per connection has to be loaded).
+    cdef object _transport
+    cdef object _write
+    cdef object _writelines
+    cdef object _get_buffer_size
+    cdef object _is_closing
+    # The socket's file descriptor for direct writes; -1: always the transport.
+    cdef Py_ssize_t _fd
+    # Frame opcode (0..15): OP_TEXT or OP_BINARY.
+    cdef int _opcode
+    # Frames are written only while _conn.state is _open_state.
+    cdef object _conn
+    cdef object _open_state
+    # Called by on_slow().
+    cdef object _on_slow
+    # True when the last frame went whole to the socket (the transport's
+    # buffer was empty and still is): Writer.flush skips its buffer check.
+    cdef bint _sent_whole
+
+    # May the next frame go straight to the socket (see _send)?
+    cdef bint _direct_now(self) except -1
+    # Write one complete frame: to the socket if ``direct``, the rest (or all
+    # of it) through transport.write.
+    cdef int _send(self, const char* data, Py_ssize_t size, bint direct) except -1
+    # One frame of the ``count`` payloads at ``items`` (borrowed pointers; exact
+    # bytes are copied in C).
+    cdef int _write_frame(self, PyObject** items, Py_ssize_t count, Py_ssize_t nbytes) except -1
+    cdef Py_ssize_t _buffer_size(self) except? -1
 
 
 cdef class Flusher:
@@ -48,7 +89,10 @@ cdef class Writer:
     cdef public Py_ssize_t max_queue_size
     cdef public Py_ssize_t max_batch
     cdef public Py_ssize_t max_frame_size
-    # Queued delimited messages and their total size in bytes.
+    # Queued delimited messages: one message alone is kept in _head (no list:
+    # the common case, one message per tick), two or more in _queue; the
+    # other field is None. Their total size in bytes.
+    cdef object _head
     cdef list _queue
     cdef Py_ssize_t _queued_bytes
     # True while this writer is registered with the flusher for this tick.

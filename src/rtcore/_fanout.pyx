@@ -19,6 +19,19 @@ What differs is how the work is done:
 * Objects that are not compiled :class:`Subscriber` instances (duck-typed
   stand-ins) and writers whose class overrides ``enqueue`` in Python still
   work: they take the generic, attribute-based path.
+* A :class:`Writer` keeps a single queued message without a list (the
+  common case: one publication per connection per tick).
+* A :class:`Writer` whose sink is exactly a :class:`WebSocketSink` writes
+  its frames from C (``WebSocketSink._write_frame``): the header comes from
+  ``_frames.write_header``, header and payloads are copied into one static
+  buffer and written to the socket with ``write(2)`` when the transport
+  holds nothing; the transport's methods are called only for its state and
+  for what the socket does not take. No Python-level call per connection.
+  Any other sink (or a Python subclass of :class:`WebSocketSink`) gets its
+  ``write_batch`` / ``buffer_size`` methods called, as in the twin.
+* :meth:`Flusher.flush` prefetches the objects of the next writers (see
+  ``_prefetch_ahead``): with thousands of connections the round is bound by
+  cache misses, not by instructions.
 
 Offsets are unsigned 64-bit integers, as in the protocol: a compiled
 ``Subscriber.offset`` outside ``[0, 2**64)`` raises ``OverflowError``, and so
@@ -26,9 +39,31 @@ does a :func:`broadcast` offset above ``2**64 - 1``.
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.list cimport (
+    PyList_GET_ITEM,
+    PyList_GET_SIZE,
+    PyList_New,
+    PyList_SET_ITEM,
+)
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.string cimport memcpy
+from posix.unistd cimport write
+
+from rtcore._frames cimport WS_MAX_HEADER, write_header
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject** ob_item
+        Py_ssize_t allocated
 
 import asyncio
 
@@ -44,12 +79,26 @@ __all__ = [
     "Writer",
     "Flusher",
     "Subscriber",
+    "WebSocketSink",
     "broadcast",
 ]
 
 # Actions returned by broadcast() for a subscriber (plain ints, as in the twin).
 ACTION_INSUFFICIENT_STATE = 1  # position gap or epoch change: unsubscribe 2500 / disconnect 3010
 ACTION_INAPPROPRIATE_PROTOCOL = 2  # payload cannot be encoded for its codec: disconnect 3506
+
+# WebSocketSink: frames up to this many payload bytes are written as one
+# joined buffer (one small copy is cheaper than a gather write); larger ones
+# as a gather write of the shared message objects (no copy per connection).
+COPY_LIMIT = 4096
+
+cdef enum:
+    _COPY_LIMIT = 4096
+
+# Where WebSocketSink builds a frame of at most _COPY_LIMIT payload bytes. One
+# per module is enough: a frame is built and written (or copied into a bytes
+# object) without running Python code or releasing the GIL in between.
+cdef unsigned char _scratch[WS_MAX_HEADER + _COPY_LIMIT]
 
 # The same values for C code; 0 means "delivered, buffered or skipped".
 cdef enum:
@@ -63,6 +112,35 @@ cdef enum:
     # measured per subscriber instead.
     _MAX_CACHED_SIZES = 8
 
+cdef extern from *:
+    """
+    /* GCC's dead-code elimination drops __builtin_prefetch in code it sees
+       as having no other effect (what the prefetch pipeline is), so the
+       instruction is written as volatile asm where the target is known. */
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    #define RTCORE_PREFETCH(p) __asm__ __volatile__("prefetcht0 %0" : : "m"(*(const char *)(p)))
+    #elif defined(__GNUC__) && defined(__aarch64__)
+    #define RTCORE_PREFETCH(p) __asm__ __volatile__("prfm pldl1keep, %0" : : "Q"(*(const char *)(p)))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define RTCORE_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define RTCORE_PREFETCH(p) ((void)(p))
+    #endif
+    /* Where the values pointer of a managed dict is known to sit (see
+       _prefetch_values); elsewhere 0, and nothing is prefetched. */
+    #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    #define RTCORE_MANAGED_DICT Py_TPFLAGS_MANAGED_DICT
+    #else
+    #define RTCORE_MANAGED_DICT 0
+    #endif
+    """
+    # A hint to load a cache line; never faults, even on a bad address.
+    void _prefetch "RTCORE_PREFETCH"(const void* p) noexcept nogil
+    # Py_TPFLAGS_MANAGED_DICT on CPython 3.11, else 0.
+    unsigned long _MANAGED_DICT "RTCORE_MANAGED_DICT"
+    int PyType_HasFeature(PyTypeObject* tp, unsigned long feature) noexcept nogil
+
+
 # Cached stdlib callable (one module attribute lookup at import time).
 cdef object _get_running_loop = asyncio.get_running_loop
 
@@ -72,6 +150,233 @@ cdef inline Py_ssize_t _size_of(object payload) except -1:
     if PyBytes_CheckExact(payload):
         return PyBytes_GET_SIZE(payload)
     return len(payload)
+
+
+@cython.embedsignature(False)
+cdef class WebSocketSink:
+    """WebSocketSink(transport, opcode, conn, open_state, on_slow)
+--
+
+    A Sink writing each batch as one uncompressed WebSocket frame to a transport.
+
+    Arguments and behaviour: see ``rtcore._fanout_py.WebSocketSink``.
+    """
+
+    def __init__(self, transport, opcode, conn, open_state, on_slow):
+        if not 0 <= opcode <= 0xF:
+            raise ValueError("opcode out of range")
+        self._transport = transport
+        self._opcode = opcode
+        self._conn = conn
+        self._open_state = open_state
+        self._on_slow = on_slow
+        # The methods of the transport's class, shared by all its instances
+        # (no bound-method object per connection to load from memory).
+        cls = type(transport)
+        self._write = cls.write
+        self._writelines = cls.writelines
+        self._get_buffer_size = cls.get_write_buffer_size
+        self._is_closing = cls.is_closing
+        self._fd = _direct_fd(transport)
+        self._sent_whole = False
+
+    @property
+    def transport(self):
+        return self._transport
+
+    @property
+    def opcode(self):
+        return self._opcode
+
+    @property
+    def conn(self):
+        return self._conn
+
+    @property
+    def open_state(self):
+        return self._open_state
+
+    @property
+    def direct(self):
+        """True when small frames may be written straight to the socket."""
+        return self._fd >= 0
+
+    cdef bint _direct_now(self) except -1:
+        # True when this frame may go straight to the socket: there is one, the
+        # transport is not closing and holds nothing, so writing now keeps the
+        # order of the bytes.
+        return (
+            self._fd >= 0
+            and not self._is_closing(self._transport)
+            and self._get_buffer_size(self._transport) == 0
+        )
+
+    cdef int _send(self, const char* data, Py_ssize_t size, bint direct) except -1:
+        # One complete frame of ``size`` bytes at ``data``. ``data`` may be the
+        # module's scratch buffer: nothing here runs Python code before it has
+        # been written or copied into a bytes object.
+        cdef Py_ssize_t written
+        if direct:
+            written = write(self._fd, data, <size_t>size)
+            if written == size:
+                self._sent_whole = True
+                return 0
+            if written > 0:
+                data += written
+                size -= written
+            # else EAGAIN or an error: the transport deals with it.
+        self._write(self._transport, PyBytes_FromStringAndSize(data, size))
+        return 0
+
+    cdef int _write_frame(self, PyObject** items, Py_ssize_t count, Py_ssize_t nbytes) except -1:
+        # The frame of the ``count`` payloads at ``items`` (nbytes >= 0). The
+        # caller keeps them alive and in place: they are borrowed pointers.
+        # The transport is called in the twin's order.
+        cdef unsigned char header[WS_MAX_HEADER]
+        cdef Py_ssize_t hlen, i, total, size
+        cdef object state = self._conn.state
+        cdef object payload, data
+        cdef list parts
+        cdef unsigned char* out
+        cdef bint direct
+        self._sent_whole = False
+        if state is not self._open_state and state != self._open_state:
+            return 0
+        hlen = write_header(header, self._opcode, nbytes, True, False)
+        if nbytes > _COPY_LIMIT:
+            # A gather write of [header, *payloads]: the messages are not copied.
+            parts = PyList_New(count + 1)
+            data = PyBytes_FromStringAndSize(<char*>header, hlen)
+            Py_INCREF(data)
+            PyList_SET_ITEM(parts, 0, data)
+            for i in range(count):
+                payload = <object>items[i]
+                Py_INCREF(payload)
+                PyList_SET_ITEM(parts, i + 1, payload)
+            self._writelines(self._transport, parts)
+            return 0
+        total = 0
+        for i in range(count):
+            payload = <object>items[i]
+            if not PyBytes_CheckExact(payload):
+                total = -1
+                break
+            total += PyBytes_GET_SIZE(payload)
+            if total > _COPY_LIMIT:
+                # Only when write_batch() was given a wrong nbytes.
+                total = -1
+                break
+        if total < 0:
+            # bytearray, memoryview...: what the twin does, in Python.
+            data = PyBytes_FromStringAndSize(<char*>header, hlen) + b"".join(
+                [<object>items[i] for i in range(count)]
+            )
+            direct = self._direct_now()
+            self._send(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), direct)
+            return 0
+        direct = self._direct_now()
+        # Header and payloads side by side in the scratch buffer
+        # (hlen + total <= WS_MAX_HEADER + _COPY_LIMIT, its size).
+        memcpy(_scratch, header, hlen)
+        out = _scratch + hlen
+        for i in range(count):
+            payload = <object>items[i]
+            size = PyBytes_GET_SIZE(payload)
+            memcpy(out, PyBytes_AS_STRING(payload), size)
+            out += size
+        self._send(<char*>_scratch, hlen + total, direct)
+        return 0
+
+    cdef Py_ssize_t _buffer_size(self) except? -1:
+        return self._get_buffer_size(self._transport)
+
+    def write_batch(self, payloads, Py_ssize_t nbytes):
+        """Write ``payloads`` (total ``nbytes``) as one transport frame."""
+        cdef list items
+        if nbytes < 0:
+            raise ValueError("negative length")
+        # A private copy: its items stay put while the transport is called.
+        items = list(payloads)
+        self._write_frame((<PyListObject*>items).ob_item, PyList_GET_SIZE(items), nbytes)
+
+    def buffer_size(self):
+        """Bytes the transport has accepted but not yet sent."""
+        return self._get_buffer_size(self._transport)
+
+    def on_slow(self):
+        """The writer overflowed: disconnect the client (3008)."""
+        self._on_slow()
+
+
+cdef Py_ssize_t _direct_fd(object transport) except? -2:
+    # The socket's file descriptor when frames may bypass the transport, else
+    # -1. Never through TLS (the bytes must be encrypted by the transport).
+    if transport.get_extra_info("ssl_object") is not None:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return -1
+    return sock.fileno()
+
+
+cdef inline void _prefetch_lines(PyObject* obj, int lines) noexcept:
+    cdef int k
+    for k in range(lines):
+        _prefetch(<char*>obj + 64 * k)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void _prefetch_ahead(list dirty, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """Start loading what the flushes of the next writers will touch.
+
+    With thousands of connections, each one's writer, queue, sink, protocol
+    state and transport are cold when its turn comes (the kernel's socket
+    send in between evicts them), and a flush round is a chain of cache
+    misses. Loading them a few writers ahead, one level of the pointer chain
+    per writer, overlaps those misses with the current writer's work. A
+    pointer is only read from an object prefetched one step earlier; only
+    borrowed pointers are read (no reference count is touched) and nothing
+    is written.
+    """
+    cdef PyObject* item
+    cdef PyObject* sink
+    cdef PyObject* conn
+    # Unchecked reads below: every index is checked against n == len(dirty).
+    if i + 3 < n:
+        _prefetch_lines(PyList_GET_ITEM(dirty, i + 3), 3)
+    if i + 2 < n:
+        item = PyList_GET_ITEM(dirty, i + 2)
+        if type(<object>item) is Writer:
+            _prefetch_lines(<PyObject*>(<Writer>item).sink, 2)
+            if (<Writer>item)._queue is not None:
+                _prefetch(<PyObject*>(<Writer>item)._queue)
+    if i + 1 < n:
+        item = PyList_GET_ITEM(dirty, i + 1)
+        if type(<object>item) is Writer:
+            if (<Writer>item)._queue is not None:
+                _prefetch((<PyListObject*>(<Writer>item)._queue).ob_item)
+            sink = <PyObject*>(<Writer>item).sink
+            if type(<object>sink) is WebSocketSink:
+                conn = <PyObject*>(<WebSocketSink>sink)._conn
+                # On 3.11 an ordinary Python object keeps a pointer to its
+                # attribute values 32 bytes before itself (_prefetch_values).
+                _prefetch(<char*>conn - 32)
+                _prefetch(conn)
+                _prefetch_lines(<PyObject*>(<WebSocketSink>sink)._transport, 3)
+    item = PyList_GET_ITEM(dirty, i)
+    if type(<object>item) is Writer:
+        sink = <PyObject*>(<Writer>item).sink
+        if type(<object>sink) is WebSocketSink:
+            _prefetch_values(<PyObject*>(<WebSocketSink>sink)._conn)
+
+
+cdef inline void _prefetch_values(PyObject* obj) noexcept:
+    # CPython 3.11: an instance of an ordinary class stores its attributes
+    # in a values array whose pointer is the fourth word before the object
+    # (Py_TPFLAGS_MANAGED_DICT). Other versions and types: nothing to do.
+    if PyType_HasFeature(Py_TYPE(<object>obj), _MANAGED_DICT):
+        _prefetch((<void**>obj)[-4])
 
 
 @cython.embedsignature(False)
@@ -105,6 +410,7 @@ cdef class Flusher:
         cdef list dirty
         cdef object writer
         cdef object error = None
+        cdef Py_ssize_t i, n
         self._scheduled = False
         dirty = self._dirty
         if not dirty:
@@ -113,7 +419,11 @@ cdef class Flusher:
         self.flushes += 1
         # ``dirty`` is a local list nobody else can reach (add() appends to
         # the new self._dirty), so iterating it directly is safe.
-        for writer in dirty:
+        n = PyList_GET_SIZE(dirty)
+        for i in range(n):
+            _prefetch_ahead(dirty, i, n)
+            # Unchecked read: i < n == len(dirty), which nothing changes.
+            writer = <object>PyList_GET_ITEM(dirty, i)
             try:
                 if isinstance(writer, Writer):
                     # cpdef call through the vtable (honours Python overrides).
@@ -166,7 +476,8 @@ cdef class Writer:
         self.max_queue_size = max_queue_size
         self.max_batch = max_batch
         self.max_frame_size = max_frame_size
-        self._queue = []
+        self._head = None
+        self._queue = None
         self._queued_bytes = 0
         self._scheduled = False
         self.closed = False
@@ -180,14 +491,23 @@ cdef class Writer:
 
     @property
     def queued_messages(self):
-        return PyList_GET_SIZE(self._queue)
+        if self._queue is not None:
+            return PyList_GET_SIZE(self._queue)
+        return 0 if self._head is None else 1
 
     cdef bint _enqueue(self, object payload, Py_ssize_t size) except -1:
         # ``size`` is len(payload), or -1 when the caller did not measure it
         # (then it is measured here, after the closed check, as the twin does).
         if self.closed:
             return False
-        self._queue.append(payload)
+        if self._queue is not None:
+            self._queue.append(payload)
+        elif self._head is None:
+            # The common case, one message per tick: no list at all.
+            self._head = payload
+        else:
+            self._queue = [self._head, payload]
+            self._head = None
         if size < 0:
             size = len(payload)
         self._queued_bytes += size
@@ -208,7 +528,8 @@ cdef class Writer:
     cdef int _overflow(self) except -1:
         self.slow = True
         self.closed = True
-        self._queue = []
+        self._head = None
+        self._queue = None
         self._queued_bytes = 0
         if not self._scheduled:
             self._scheduled = True
@@ -222,7 +543,10 @@ cdef class Writer:
     cpdef flush(self):
         """Write everything queued, in order, as few frames as the limits allow."""
         cdef list queue
-        cdef object sink
+        cdef object head, sink
+        cdef PyObject* head_ptr
+        cdef PyObject** items
+        cdef WebSocketSink ws = None
         cdef Py_ssize_t n, start, end, size, nxt, max_batch, max_frame
         self._scheduled = False
         if self.slow:
@@ -231,43 +555,72 @@ cdef class Writer:
                 self.sink = None
                 sink.on_slow()
             return
+        head = self._head
         queue = self._queue
-        n = PyList_GET_SIZE(queue)
-        if n == 0:
+        if head is None and queue is None:
             return
-        self._queue = []
+        # Detached: whatever is queued while the frames are written (a sink
+        # may run Python code) goes to the next flush.
+        self._head = None
+        self._queue = None
         self._queued_bytes = 0
         sink = self.sink
-        max_batch = self.max_batch
-        max_frame = self.max_frame_size
-        start = 0
-        while start < n:
-            # Unchecked reads: 0 <= start < end < n == len(queue). ``queue`` is
-            # detached from the writer above, and the sink only ever receives
-            # it whole on the last iteration, so its length cannot change
-            # while it is being indexed.
-            size = _size_of(<object>PyList_GET_ITEM(queue, start))
-            end = start + 1
-            while end < n and end - start < max_batch:
-                nxt = _size_of(<object>PyList_GET_ITEM(queue, end))
-                if size + nxt > max_frame:
-                    break
-                size += nxt
-                end += 1
-            if start == 0 and end == n:
-                sink.write_batch(queue, size)
+        if type(sink) is WebSocketSink:
+            # Written from C; a subclass goes through its Python methods.
+            ws = <WebSocketSink>sink
+        if head is not None:
+            # One message: one frame, whatever its size.
+            size = _size_of(head)
+            if ws is not None:
+                head_ptr = <PyObject*>head
+                ws._write_frame(&head_ptr, 1, size)
             else:
-                sink.write_batch(queue[start:end], size)
+                sink.write_batch([head], size)
             self.frames_sent += 1
-            start = end
-        self.messages_sent += n
-        if self.max_queue_size and sink.buffer_size() > self.max_queue_size:
+            self.messages_sent += 1
+        else:
+            n = PyList_GET_SIZE(queue)
+            max_batch = self.max_batch
+            max_frame = self.max_frame_size
+            start = 0
+            while start < n:
+                # Unchecked reads: 0 <= start < end < n == len(queue). ``queue``
+                # is detached from the writer above, and a sink only ever
+                # receives it whole on the last iteration, so its length cannot
+                # change while it is being indexed.
+                size = _size_of(<object>PyList_GET_ITEM(queue, start))
+                end = start + 1
+                while end < n and end - start < max_batch:
+                    nxt = _size_of(<object>PyList_GET_ITEM(queue, end))
+                    if size + nxt > max_frame:
+                        break
+                    size += nxt
+                    end += 1
+                if ws is not None:
+                    # Its items stay put: nothing else holds the list.
+                    items = (<PyListObject*>queue).ob_item
+                    ws._write_frame(items + start, end - start, size)
+                elif start == 0 and end == n:
+                    sink.write_batch(queue, size)
+                else:
+                    sink.write_batch(queue[start:end], size)
+                self.frames_sent += 1
+                start = end
+            self.messages_sent += n
+        if not self.max_queue_size:
+            return
+        if ws is not None:
+            # No call when the last frame left nothing in the transport's buffer.
+            if not ws._sent_whole and ws._buffer_size() > self.max_queue_size:
+                self._overflow()
+        elif sink.buffer_size() > self.max_queue_size:
             self._overflow()
 
     def close(self):
         """Stop accepting messages and drop what is queued (the connection is gone)."""
         self.closed = True
-        self._queue = []
+        self._head = None
+        self._queue = None
         self._queued_bytes = 0
 
 

@@ -26,13 +26,21 @@ Contract shared with the compiled module:
   positioning rules of the protocol (PROTOCOL.md §4.4) and returns the
   subscribers that need an action (insufficient state, inappropriate
   protocol), or ``None`` when there are none (the common case).
+* :class:`WebSocketSink` is the sink of an uncompressed WebSocket
+  connection: a batch becomes one frame (text for JSON lines, binary for
+  varint-delimited Protobuf) written straight to the asyncio transport. The
+  compiled :class:`Writer` recognises it and writes the frame from C, without
+  a Python call per connection; here it is an ordinary sink.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
+
+from rtcore.frames import frame_header
 
 
 __all__ = [
@@ -42,12 +50,18 @@ __all__ = [
     "Writer",
     "Flusher",
     "Subscriber",
+    "WebSocketSink",
     "broadcast",
 ]
 
 # Actions returned by broadcast() for a subscriber.
 ACTION_INSUFFICIENT_STATE = 1  # position gap or epoch change: unsubscribe 2500 / disconnect 3010
 ACTION_INAPPROPRIATE_PROTOCOL = 2  # payload cannot be encoded for its codec: disconnect 3506
+
+# WebSocketSink: frames up to this many payload bytes are written as one
+# joined buffer (one small copy is cheaper than a gather write); larger ones
+# as a gather write of the shared message objects (no copy per connection).
+COPY_LIMIT = 4096
 
 
 class Sink(Protocol):
@@ -61,6 +75,152 @@ class Sink(Protocol):
 
     def on_slow(self) -> None:
         """The writer overflowed: disconnect the client (3008)."""
+
+
+class WebSocketSink:
+    """A Sink writing each batch as one uncompressed WebSocket frame to a transport.
+
+    Args:
+        transport: the connection's asyncio (or uvloop) transport. The
+            ``write``, ``writelines``, ``get_write_buffer_size`` and
+            ``is_closing`` methods of its class are taken once, here;
+            ``get_extra_info`` tells whether it has a socket and TLS.
+        opcode: ``OP_TEXT`` (JSON lines) or ``OP_BINARY`` (varint-delimited
+            Protobuf) for every frame.
+        conn: the connection's protocol state; a batch is written only while
+            ``conn.state`` is ``open_state`` (nothing may follow a close frame,
+            and a lost connection is no longer open).
+        open_state: the value of ``conn.state`` that means "open".
+        on_slow: called (without arguments) by :meth:`on_slow`.
+
+    A frame of at most :data:`COPY_LIMIT` payload bytes is built in one
+    buffer. When the transport has a socket and no TLS (:attr:`direct`), is
+    not closing and has nothing buffered, that buffer goes straight to the
+    socket with one ``write(2)``, as the transport itself would do it but
+    without its per-call overhead; what the socket does not take (a partial
+    write, ``EAGAIN``, an error) is handed to ``transport.write``, which
+    buffers it, waits for the socket or reports the error. Otherwise the
+    frame goes to ``transport.write``. A larger frame is handed to
+    ``transport.writelines([header, *payloads])``, which does not copy the
+    messages.
+    """
+
+    __slots__ = (
+        "_transport",
+        "_opcode",
+        "_conn",
+        "_open_state",
+        "_on_slow",
+        "_write",
+        "_writelines",
+        "_get_buffer_size",
+        "_is_closing",
+        "_fd",
+        "_sent_whole",
+    )
+
+    def __init__(
+        self,
+        transport: Any,
+        opcode: int,
+        conn: Any,
+        open_state: Any,
+        on_slow: Callable[[], object],
+    ) -> None:
+        if not 0 <= opcode <= 0xF:
+            raise ValueError("opcode out of range")
+        self._transport = transport
+        self._opcode = opcode
+        self._conn = conn
+        self._open_state = open_state
+        self._on_slow = on_slow
+        # The methods of the transport's class, called with the transport.
+        cls = type(transport)
+        self._write = cls.write
+        self._writelines = cls.writelines
+        self._get_buffer_size = cls.get_write_buffer_size
+        self._is_closing = cls.is_closing
+        self._fd = _direct_fd(transport)
+        # True when the last write_batch() wrote its whole frame to the socket
+        # itself (the transport's buffer was empty and still is): the writer
+        # then needs no buffer_size() call for its slow-client check.
+        self._sent_whole = False
+
+    @property
+    def transport(self) -> Any:
+        return self._transport
+
+    @property
+    def opcode(self) -> int:
+        return self._opcode
+
+    @property
+    def conn(self) -> Any:
+        return self._conn
+
+    @property
+    def open_state(self) -> Any:
+        return self._open_state
+
+    @property
+    def direct(self) -> bool:
+        """True when small frames may be written straight to the socket."""
+        return self._fd >= 0
+
+    def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
+        """Write ``payloads`` (total ``nbytes``) as one transport frame."""
+        if nbytes < 0:
+            raise ValueError("negative length")
+        self._sent_whole = False
+        state = self._conn.state
+        if state is not self._open_state and state != self._open_state:
+            return
+        header = frame_header(self._opcode, nbytes)
+        if nbytes > COPY_LIMIT:
+            self._writelines(self._transport, [header, *payloads])
+            return
+        data = header + b"".join(payloads)
+        transport = self._transport
+        if (
+            self._fd >= 0
+            and not self._is_closing(transport)
+            and self._get_buffer_size(transport) == 0
+        ):
+            # Nothing is queued before this frame, so writing it to the
+            # socket now keeps the order of the bytes.
+            try:
+                written = os.write(self._fd, data)
+            except OSError:
+                written = -1  # EAGAIN or an error: the transport deals with it
+            if written == len(data):
+                self._sent_whole = True
+                return
+            if written > 0:
+                data = data[written:]
+        self._write(transport, data)
+
+    def buffer_size(self) -> int:
+        """Bytes the transport has accepted but not yet sent."""
+        size: int = self._get_buffer_size(self._transport)
+        return size
+
+    def on_slow(self) -> None:
+        """The writer overflowed: disconnect the client (3008)."""
+        self._on_slow()
+
+
+def _direct_fd(transport: Any) -> int:
+    """The socket's file descriptor when frames may bypass the transport, else -1.
+
+    Never through TLS (the bytes must be encrypted by the transport).
+    """
+    if transport.get_extra_info("ssl_object") is not None:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return -1
+    fd: int = sock.fileno()
+    return fd
 
 
 class Flusher:
@@ -230,7 +390,11 @@ class Writer:
             self.frames_sent += 1
             start = end
         self.messages_sent += n
-        if self.max_queue_size and sink.buffer_size() > self.max_queue_size:
+        if not self.max_queue_size:
+            return
+        if type(sink) is WebSocketSink and sink._sent_whole:
+            return  # the last frame left nothing in the transport's buffer
+        if sink.buffer_size() > self.max_queue_size:
             self._overflow()
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "Writer",
     "Flusher",
     "Subscriber",
+    "WebSocketSink",
     "broadcast",
 ]
 

@@ -1,12 +1,13 @@
 """The Centrifuge protocol over WebSocket: glue between the I/O edge and a session.
 
 :class:`ProtocolWebSocketHandler` is the per-connection ``WebSocketHandler``
-for ``/connection/websocket``. It is also the session's :class:`Transport`
-and its writer's sink: a batch of delimited protocol messages becomes one
-WebSocket frame (text for JSON, binary for Protobuf), written with one
-``writelines`` of ``[frame header, *messages]`` so the messages (shared by
-every subscriber of a publication) are never copied per connection on an
-uncompressed connection.
+for ``/connection/websocket`` and the session's :class:`Transport`. A batch
+of delimited protocol messages becomes one WebSocket frame (text for JSON,
+binary for Protobuf). On an uncompressed connection the session's writer
+writes through a :class:`rtcore.fanout.WebSocketSink`: the compiled writer
+builds the frame and calls the transport from C, with no Python call per
+connection per flush. A compressed connection's frames go through
+``WebSocket.send`` (permessage-deflate), from the handler's ``write_batch``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from rtcore.engine.session import ClientSession
-from rtcore.frames import OP_BINARY, OP_TEXT, frame_header
+from rtcore.fanout import WebSocketSink
+from rtcore.frames import OP_BINARY, OP_TEXT
 from rtcore.protocol import codes
 from rtcore.protocol.codec import Codec
 from rtcore.protocol.codes import Disconnect
@@ -28,10 +30,6 @@ if TYPE_CHECKING:
 
 
 __all__ = ["ProtocolWebSocketHandler"]
-
-# Frames up to this size are written as one joined buffer; larger ones as a
-# gather write of the shared message objects (no copy per connection).
-_COPY_LIMIT = 4096
 
 logger = logging.getLogger("rtcore.websocket")
 
@@ -48,21 +46,21 @@ class ProtocolWebSocketHandler:
         "codec",
         "session",
         "_opcode",
-        "_transport",
-        "_conn",
-        "_proto",
-        "_compressed",
+        "_sink",
     )
 
     def __init__(self, ws: WebSocket, node: Node, codec: Codec) -> None:
         self.ws = ws
         self.codec = codec
         self._opcode = OP_BINARY if codec.binary else OP_TEXT
-        self._transport = ws._transport
-        # Read on every batch: keep direct references instead of properties.
-        self._conn = ws.conn
-        self._proto = ws._proto
-        self._compressed = ws.compressed
+        # Uncompressed: frames are written by the fan-out core (see the module
+        # docstring). A lost connection is CLOSED too, so conn.state alone
+        # says whether a frame may still be written.
+        self._sink: WebSocketSink | None = (
+            None
+            if ws.compressed
+            else WebSocketSink(ws._transport, self._opcode, ws.conn, OPEN, self.on_slow)
+        )
         req = ws.request
         self.session = ClientSession(
             node,
@@ -74,6 +72,8 @@ class ProtocolWebSocketHandler:
                 "query": req.query,
             },
         )
+        if self._sink is not None:
+            self.session.writer.sink = self._sink
 
     # -- WebSocketHandler ------------------------------------------------------
 
@@ -86,21 +86,12 @@ class ProtocolWebSocketHandler:
     # -- Transport / Sink ------------------------------------------------------
 
     def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
-        if self._conn.state != OPEN or self._proto.lost:
+        sink = self._sink
+        if sink is not None:
+            sink.write_batch(payloads, nbytes)
             return
-        if self._compressed:
-            self.ws.send(self._opcode, payloads[0] if len(payloads) == 1 else b"".join(payloads))
-            return
-        header = frame_header(self._opcode, nbytes)
-        if nbytes <= _COPY_LIMIT:
-            # Small frames: one contiguous buffer is cheaper than a gather write.
-            self._transport.write(
-                header + (payloads[0] if len(payloads) == 1 else b"".join(payloads))
-            )
-        elif len(payloads) == 1:
-            self._transport.writelines((header, payloads[0]))
-        else:
-            self._transport.writelines([header, *payloads])
+        # Compressed: the frame is deflated (no shared frame bytes).
+        self.ws.send(self._opcode, payloads[0] if len(payloads) == 1 else b"".join(payloads))
 
     def buffer_size(self) -> int:
         return self.ws.write_buffer_size
