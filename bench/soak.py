@@ -13,7 +13,8 @@ What runs at once, for ``--duration`` seconds:
   each subscribing and reading history once);
 * history readers (``--history-rate`` history commands per second);
 * slow clients: every ``--slow-every`` seconds a connection subscribes to a
-  firehose channel and stops reading; each must end with close 3008;
+  firehose channel (``--firehose-rate`` publications of ``--firehose-size``
+  bytes per second) and never reads; each must be dropped with 3008;
 * Redis restarts (``--redis-restarts``, spread over the run): ``SHUTDOWN SAVE``
   and a new redis-server on the same port and data directory.
 
@@ -589,8 +590,10 @@ async def slow_client(port: int, hold: float, counters: Counters) -> None:
 
     The close frame waits behind what the client did not read, and the server
     drops the TCP connection after its close timeout, so the verdict is the
-    server's own count of 3008 disconnects (``/debug/stats``).
+    server's own count of 3008 disconnects (``/debug/stats``), watched for at
+    most ``hold`` seconds.
     """
+    start = await _slow_disconnects(port)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     sock.setblocking(False)
@@ -606,11 +609,21 @@ async def slow_client(port: int, hold: float, counters: Counters) -> None:
             + _frame(1, json.dumps({"id": 2, "subscribe": {"channel": FIREHOSE}}).encode()),
         )
         counters.add("slow_clients")
-        await asyncio.sleep(hold)
-    except OSError as exc:
+        deadline = time.monotonic() + hold
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            if await _slow_disconnects(port) > start:
+                counters.add("slow_dropped")
+                break
+    except (*CLIENT_ERRORS, RuntimeError) as exc:
         counters.add(f"slow_errors_{type(exc).__name__}")
     finally:
         sock.close()
+
+
+async def _slow_disconnects(port: int) -> int:
+    stats = await debug_stats(port)
+    return int(stats.get("disconnects", {}).get("3008", 0))
 
 
 async def firehose(publisher: Publisher, rate: float, size: int, stop: asyncio.Event) -> None:
@@ -831,9 +844,11 @@ def failures(result: dict[str, Any]) -> list[str]:
     if result["duplicates"]:
         problems.append(f"{result['duplicates']} publications delivered twice")
     slow = result["counters"].get("slow_clients", 0)
-    if result["slow_disconnects_3008"] < slow:
+    dropped = result["counters"].get("slow_dropped", 0)
+    if dropped < slow or result["slow_disconnects_3008"] < slow:
         problems.append(
-            f"{slow} slow clients but only {result['slow_disconnects_3008']} disconnects 3008"
+            f"{slow} slow clients, {dropped} seen dropped, "
+            f"{result['slow_disconnects_3008']} disconnects 3008"
         )
     return problems
 
@@ -853,7 +868,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--firehose-rate", type=float, default=20.0)
     parser.add_argument("--firehose-size", type=int, default=32 * 1024)
     parser.add_argument("--slow-every", type=float, default=60.0)
-    parser.add_argument("--slow-hold", type=float, default=20.0)
+    parser.add_argument(
+        "--slow-hold", type=float, default=60.0, help="longest wait for a slow client's 3008"
+    )
     parser.add_argument("--redis-restarts", type=int, default=2)
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     parser.add_argument("--sample-every", type=float, default=10.0)
