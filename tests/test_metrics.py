@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -29,6 +31,7 @@ from rtcore.transports.http_server import Server, run as run_loop
 
 T = TypeVar("T")
 
+DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana" / "rtcore.json"
 SECRET = "rtcore-metrics-tests-hmac-secret-0123456789"
 KEY = "metrics-test-key"
 
@@ -173,6 +176,9 @@ def test_values_move_with_traffic() -> None:
             # Connect and subscribe replies, join pushes and 3 publications per client.
             assert value(after, "rtcore_client_messages_sent_total") >= 2 * (2 + 3)
             assert value(after, "rtcore_client_frames_sent_total") >= 2 * 2
+            # Two command frames (connect, subscribe) from each client.
+            received = value(after, "rtcore_client_bytes_received_total")
+            assert received > 4 * len('{"id":1,"connect":{}}')
             assert value(after, "rtcore_delivery_latency_seconds_bucket", le="+Inf") == 3
             assert 0 <= value(after, "rtcore_delivery_latency_seconds_sum") < 3 * 5.0
             assert value(after, "rtcore_node_uptime_seconds") >= value(
@@ -196,6 +202,7 @@ def test_values_move_with_traffic() -> None:
             assert value(final, "rtcore_node_messages_received_total", type="control") == 1
             # Counts of closed sessions are kept.
             assert value(final, "rtcore_client_messages_sent_total") >= sent_before_close
+            assert value(final, "rtcore_client_bytes_received_total") == received
             await b.close()
 
     run(main())
@@ -399,3 +406,72 @@ def test_delivery_latency_recorded_after_the_tick() -> None:
 
     run(main())
 
+
+def _exposed_names(text: str) -> set[str]:
+    """Every series name a query may use: samples, and the names of families
+    without samples yet (a counter's ``_total``, a histogram's parts)."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_count", "_sum"))
+        else:
+            names.add(family.name)
+    return names
+
+
+def _dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            exprs.append(variable["definition"])
+    return exprs
+
+
+def test_grafana_dashboard_queries_exported_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = _dashboard_queries(dashboard)
+    queried = set(re.findall(r"\b((?:rtcore|process|python)_[a-z0-9_]+)\b", " ".join(exprs)))
+    assert len(queried) >= 30
+
+    async def exposed() -> set[str]:
+        async with served(config()) as s:
+            ws = await s.client("alice", "h:room")
+            await s.api("publish", {"channel": "h:room", "data": {"n": 1}})
+            await s.api("history", {"channel": "h:room", "limit": 1})
+            await ws.recv()
+            await ws.close()
+            return _exposed_names(await s.text())
+
+    missing = sorted(queried - run(exposed()))
+    assert missing == [], f"the dashboard queries metrics no node exports: {missing}"
+
+
+def test_grafana_dashboard_is_well_formed() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["uid"] == "rtcore" and dashboard["title"] == "rtcore"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, panel["title"]
+        # No two panels overlap.
+        mine = {(pos["x"] + dx, pos["y"] + dy) for dx in range(pos["w"]) for dy in range(pos["h"])}
+        assert not mine & cells, panel["title"]
+        cells |= mine
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert expr.count("(") == expr.count(")"), expr
+            assert expr.count("{") == expr.count("}"), expr
+            # Every selector follows the instance variable.
+            for selector in re.findall(r"\b(?:rtcore|process|python)_[a-z0-9_]+(\{[^}]*\})?", expr):
+                assert 'instance=~"$instance"' in selector, expr

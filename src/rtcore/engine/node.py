@@ -567,6 +567,7 @@ class Node(BrokerEventHandler):
         by_transport = self.stats.disconnects
         key = (session.transport.name, disconnect.code)
         by_transport[key] = by_transport.get(key, 0) + 1
+        self.stats.bytes_received += session.bytes_received
         if not was_connected:
             # Ended between the handshake and a successful connect.
             refusals = self.connect_refusals

@@ -256,6 +256,9 @@ class ClientSession:
         self._presence_at = 0.0
         self._schedule()
         self.disconnect_advice: Disconnect | None = None
+        # Protocol bytes of the command frames received (metrics; the node
+        # adds them up when the session ends).
+        self.bytes_received = 0
 
     # -- helpers -------------------------------------------------------------
 
@@ -330,6 +333,7 @@ class ClientSession:
         """One transport frame of client commands."""
         if self.state == CLOSED:
             return
+        self.bytes_received += len(data)
         try:
             commands = self.codec.decode_commands(data)
         except ProtocolDecodeError as exc:

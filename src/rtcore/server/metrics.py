@@ -31,6 +31,7 @@ client_commands_total{method,code}         counter    client commands by method 
                                                       (0: success, 1xx: error, 3xxx: disconnect)
 client_recoveries_total{outcome}           counter    subscribes that asked for recovery:
                                                       recovered, not_recovered
+client_bytes_received_total                counter    protocol bytes of client command frames
 client_connect_refusals_total{code}        counter    of those, connections that ended after
                                                       the handshake and before a successful
                                                       connect (3000: the client went away)
@@ -192,12 +193,14 @@ class NodeCollector(Collector):
         )
         messages = node.client_messages_sent
         frames_sent = node.client_frames_sent
+        received = node.stats.bytes_received
         queued = 0
         for session in hub.sessions():
             writer = session.writer
             messages += writer.messages_sent
             frames_sent += writer.frames_sent
             queued += writer.queued_bytes
+            received += session.bytes_received
         yield CounterMetricFamily(
             "rtcore_client_messages_sent",
             "Protocol messages written to client connections.",
@@ -210,6 +213,11 @@ class NodeCollector(Collector):
         )
         yield GaugeMetricFamily(
             "rtcore_client_write_queue_bytes", "Bytes waiting in client write queues.", value=queued
+        )
+        yield CounterMetricFamily(
+            "rtcore_client_bytes_received",
+            "Protocol bytes of the command frames received from clients.",
+            value=received,
         )
         yield CounterMetricFamily(
             "rtcore_client_slow_disconnects",
