@@ -296,3 +296,25 @@ def test_without_the_opentelemetry_api_nothing_is_installed(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     assert server_tracing.install() is False
     assert tracing.tracer is None
+
+
+def test_serving_a_node_installs_the_configured_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = RecordingProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+
+    async def main() -> None:
+        node = Node(config_from_mapping(config()))
+        assert tracing.tracer is None
+        server = await rtcore.serve(node, "127.0.0.1", 0)
+        try:
+            assert server_tracing.installed()
+            await api(server.port, "info", {})
+        finally:
+            await server.close(timeout=1)
+            await node.close()
+
+    try:
+        run(main())
+    finally:
+        server_tracing.uninstall()
+    assert only(provider.named("rtcore.api info")).attributes["http.response.status_code"] == 200

@@ -33,6 +33,7 @@ from rtcore.engine.ratelimit import TokenBucket
 from rtcore.errors import HttpError
 from rtcore.protocol import get_codec
 from rtcore.server.api import ServerApi, mount_internal
+from rtcore.server.tracing import install as install_tracing
 from rtcore.transports.http_server import (
     HttpResponseWriter,
     Server,
@@ -336,7 +337,12 @@ def ssl_context_from_config(node: Node) -> ssl.SSLContext | None:
 
 
 async def start_node(node: Node) -> None:
-    """Start ``node`` as the server runs it: configured proxies first (docs/proxy.md)."""
+    """Start ``node`` as the server runs it: configured proxies first (docs/proxy.md).
+
+    OpenTelemetry spans are made from here on when a tracer provider is
+    configured (``rtcore.server.tracing``).
+    """
+    install_tracing()
     if node.proxies is None:
         install_proxies(node)
     await node.start()
