@@ -39,6 +39,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -77,6 +78,7 @@ def rtcore_server_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="connect_profile.py rtcore-server")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--config", required=True, help="JSON config mapping")
+    p.add_argument("--redis", help="Redis engine at this URL (default: memory engine)")
     args = p.parse_args(argv)
     raise_nofile_limit()
     import cProfile
@@ -89,7 +91,16 @@ def rtcore_server_main(argv: list[str]) -> None:
 
     async def main() -> None:
         nonlocal profiler
-        node = rtcore.Node(rtcore.config_from_mapping(json.loads(args.config)))
+        config = rtcore.config_from_mapping(json.loads(args.config))
+        prefix = f"connect-profile-{os.getpid()}"
+        if args.redis:
+            from rtcore.backends.redis import create_redis_engine
+
+            # A key prefix of its own, deleted at the end: the server is shared.
+            broker, presence = create_redis_engine([args.redis], prefix)
+            node = rtcore.Node(config, broker=broker, presence_manager=presence)
+        else:
+            node = rtcore.Node(config)
         server = await rtcore.serve(node, "127.0.0.1", args.port)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
@@ -125,6 +136,12 @@ def rtcore_server_main(argv: list[str]) -> None:
             print(json.dumps(answer), flush=True)
         await server.close(timeout=1)
         await node.close()
+        if args.redis:
+            import redis
+
+            client = redis.Redis.from_url(args.redis)
+            for key in client.scan_iter(f"{prefix}*", count=1000):
+                client.delete(key)
 
     uvloop.run(main())
 
@@ -235,7 +252,13 @@ class _Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
-            self.done.set_exception(exc or ConnectionError("closed during setup"))
+            stage = ("handshake", "connect", "subscribe")[self.state] if self.state < 3 else ""
+            close = ""
+            if self.conn is not None and self.conn.close_code_received is not None:
+                close = f" with close {self.conn.close_code_received}"
+            self.done.set_exception(
+                exc or ConnectionError(f"closed by the server during {stage}{close}")
+            )
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -252,6 +275,8 @@ class _ClientRun:
         self.WebSocketConnection = WebSocketConnection
         self.handshake_only = handshake_only
         self.port = port
+        # Why connections failed, with counts.
+        self.failures: dict[str, int] = {}
         self.channels = args.channels
         key = base64.b64encode(os.urandom(16)).decode()
         self.upgrade = (
@@ -281,12 +306,18 @@ async def open_connections(args: argparse.Namespace, run: _ClientRun) -> list[_C
 
     async def one(i: int) -> None:
         async with sem:
-            _, proto = await loop.create_connection(lambda: _Client(run, i), "127.0.0.1", port)
-            clients.append(proto)
-            await asyncio.wait_for(proto.done, 30)
+            try:
+                _, proto = await loop.create_connection(lambda: _Client(run, i), "127.0.0.1", port)
+                clients.append(proto)
+                await asyncio.wait_for(proto.done, 30)
+            except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+                why = f"{type(exc).__name__}: {exc}"[:120]
+                run.failures[why] = run.failures.get(why, 0) + 1
 
     await asyncio.gather(*(one(i) for i in range(args.connections)))
-    return clients
+    if run.failures:
+        print(json.dumps({"failures": run.failures}), file=sys.stderr, flush=True)
+    return [c for c in clients if c.state == 3 and not c.lost.done()]
 
 
 # -- orchestration ----------------------------------------------------------------
@@ -335,6 +366,8 @@ class ServerProcess:
         else:
             cfg = json.dumps(server_config(args))
             cmd = [sys.executable, HERE, "rtcore-server", "--port", str(self.port), "--config", cfg]
+            if args.redis:
+                cmd += ["--redis", args.redis]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
@@ -374,11 +407,15 @@ async def one_run(args: argparse.Namespace, index: int, src: str | None) -> dict
         if profile:
             server.ask("profile-start")
         run = _ClientRun(args, server.port, handshake_only)
+        spy = start_py_spy(args, server.pid) if index == 0 and args.py_spy else None
         c0, t0 = cpu_seconds(server.pid), time.monotonic()
         clients = await open_connections(args, run)
         setup_wall = time.monotonic() - t0
         await asyncio.sleep(args.settle)
         c1, t1 = cpu_seconds(server.pid), time.monotonic()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         if profile:
             server.ask(f"profile-stop {profile}")
         setup = (c1 - c0 - idle * (t1 - t0)) / len(clients)
@@ -397,7 +434,7 @@ async def one_run(args: argparse.Namespace, index: int, src: str | None) -> dict
     finally:
         server.stop()
     result = {
-        "server": args.server + ("-pure" if args.pure else ""),
+        "server": args.server + ("-pure" if args.pure else "") + ("-redis" if args.redis else ""),
         "src": src or "",
         "connections": len(clients),
         "channels": args.channels,
@@ -407,11 +444,47 @@ async def one_run(args: argparse.Namespace, index: int, src: str | None) -> dict
         "connects_per_s": round(len(clients) / setup_wall),
         "idle_cpu": round(idle, 4),
         "held": stats.get("clients"),
+        "failed": sum(run.failures.values()),
     }
     print(json.dumps(result), file=sys.stderr, flush=True)
     if profile:
         print_profile(profile, args.top)
+    if index == 0 and args.py_spy:
+        summarize_py_spy(args.py_spy, args.top)
     return result
+
+
+def start_py_spy(args: argparse.Namespace, pid: int) -> subprocess.Popen[Any]:
+    """py-spy sampling the server (raw collapsed stacks), without pausing it."""
+    exe = shutil.which("py-spy") or args.py_spy_bin
+    if not exe:
+        raise SystemExit("py-spy not found (pip install py-spy, or --py-spy-bin PATH)")
+    cmd = [exe, "record", "-p", str(pid), "-f", "raw", "-o", args.py_spy, "-r", "400"]
+    proc = subprocess.Popen([*cmd, "--nonblocking"], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the first connection
+    return proc
+
+
+def summarize_py_spy(path: str, top: int) -> None:
+    """Self time by function and by module from py-spy's collapsed stacks."""
+    by_function: dict[str, int] = {}
+    by_module: dict[str, int] = {}
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            leaf = stack.rsplit(";", 1)[-1]
+            total += n
+            by_function[leaf] = by_function.get(leaf, 0) + n
+            module = leaf.partition("(")[2].partition(":")[0] or leaf
+            by_module[module] = by_module.get(module, 0) + n
+    for title, table in (("module", by_module), ("function", by_function)):
+        print(f"-- py-spy self time by {title} ({total} samples)", file=sys.stderr)
+        for name, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"{100 * n / total:5.1f}%  {name}", file=sys.stderr)
 
 
 def print_profile(path: str, top: int) -> None:
@@ -437,6 +510,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--settle", type=float, default=0.5, help="seconds after each phase")
     p.add_argument("--pure", action="store_true", help="RTCORE_NO_EXTENSIONS=1 for the server")
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="the Redis engine at URL (e.g. redis://127.0.0.1:6379/0; keys under a "
+        "prefix of the server's own, deleted at its end) instead of the memory engine",
+    )
     p.add_argument("--no-join-leave", action="store_true")
     p.add_argument("--no-presence", action="store_true")
     p.add_argument("--no-history", action="store_true")
@@ -447,6 +526,8 @@ def main() -> None:
         "trees, run by run in turn",
     )
     p.add_argument("--profile", help="cProfile the setup phase of the first run into FILE")
+    p.add_argument("--py-spy", help="py-spy the setup phase of the first run into FILE (raw)")
+    p.add_argument("--py-spy-bin", help="the py-spy executable when it is not on PATH")
     p.add_argument("--top", type=int, default=40, help="functions shown from the profile")
     args = p.parse_args()
     limit = raise_nofile_limit()
