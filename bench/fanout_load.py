@@ -18,6 +18,11 @@ reports:
 * the server's user and system CPU time per delivery, from /proc/PID/stat,
   between the first publish and the last receive.
 
+``--write-delay`` runs the rtcore server with flush rounds that wait that
+many seconds after their first message (client message batching; several
+values run side by side). ``--versus SERVER`` (default picows) adds the
+ratios of every server's CPU per delivery to that server's, round by round.
+
 ``--impl compiled`` / ``pure`` runs the rtcore server with or without its
 compiled modules (``RTCORE_NO_EXTENSIONS=1`` in the server's environment);
 ``--impl both`` alternates them inside every run so that the reported ratios
@@ -29,6 +34,10 @@ Examples::
     python bench/fanout_load.py --subscribers 1000 5000 10000 --impl both --runs 3
     python bench/fanout_load.py --subscribers 10000 --payload-size 1024 --rate 0
     python bench/fanout_load.py --server websockets --subscribers 5000
+    python bench/fanout_load.py --server rtcore picows --subscribers 10000 --rate 50 \
+        --duration 2 --runs 5                             # CPU per delivery beside picows
+    python bench/fanout_load.py --impl compiled --subscribers 1000 --rate 500 \
+        --write-delay 0 0.005 0.02                        # client message batching curve
 
 Every run is bounded: publications by ``--count`` and ``--duration``, connect,
 publish and drain phases by timeouts; all traffic stays on 127.0.0.0/8.
@@ -169,6 +178,8 @@ class Result:
     engine: str = "memory"
     shards: int = 1
     workers: int = 1
+    # rtcore's flush-round delay in seconds (client message batching; 0: off).
+    write_delay: float = 0.0
     asked: int = 0
     published: int = 0
     # Achieved publications per second (first to last publish) and how far
@@ -210,7 +221,13 @@ def server_env(impl: str, secret: str) -> dict[str, str]:
 
 
 def run_once(
-    args: argparse.Namespace, server: str, impl: str, subscribers: int, payload: int, run: int
+    args: argparse.Namespace,
+    server: str,
+    impl: str,
+    subscribers: int,
+    payload: int,
+    run: int,
+    write_delay: float = 0.0,
 ) -> Result:
     script, protocol, extra = SERVERS[server]
     host = "127.0.0.1"
@@ -233,6 +250,9 @@ def run_once(
     workers = args.workers if server == "rtcore" else 1
     if server == "rtcore":
         server_cmd += ["--auth", args.auth, "--engine", args.engine]
+        if write_delay:
+            result.write_delay = write_delay
+            server_cmd += ["--write-delay", str(write_delay)]
         if args.engine == "redis":
             result.engine, result.shards = "redis", len(args.redis_urls)
             prefix = f"rtbench-{secrets.token_hex(4)}"
@@ -439,6 +459,7 @@ COLUMNS = [
     ("shards", "shards", "{}"),
     ("workers", "workers", "{}"),
     ("rate/s", "rate", "{:g}"),
+    ("delay ms", "write_delay_ms", "{:g}"),
     ("pubs", "published", "{}"),
     ("asked", "asked", "{}"),
     ("pubs/s done", "pub_rate", "{:.1f}"),
@@ -456,11 +477,22 @@ COLUMNS = [
 def median_rows(results: list[Result]) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], list[Result]] = {}
     for r in results:
-        key = (r.server, r.impl, r.engine, r.shards, r.workers, r.subscribers, r.payload, r.rate)
+        key = (
+            r.server,
+            r.impl,
+            r.engine,
+            r.shards,
+            r.workers,
+            r.subscribers,
+            r.payload,
+            r.rate,
+            r.write_delay,
+        )
         groups.setdefault(key, []).append(r)
     rows = []
     for rs in groups.values():
         row = asdict(rs[0])
+        row["write_delay_ms"] = rs[0].write_delay * 1000
         for key in (
             "published",
             "pub_rate",
@@ -490,17 +522,23 @@ def print_table(rows: list[dict[str, Any]], out: IO[str]) -> None:
 def print_ratios(results: list[Result], out: IO[str]) -> None:
     """compiled / pure ratios of runs taken side by side (same run index), medians."""
     pairs: dict[tuple[Any, ...], list[tuple[Result, Result]]] = {}
-    by_key = {(r.subscribers, r.payload, r.run, r.impl): r for r in results if r.server == "rtcore"}
-    for (subs, size, run, impl), r in by_key.items():
-        if impl == "compiled" and (subs, size, run, "pure") in by_key:
-            pairs.setdefault((subs, size), []).append((r, by_key[(subs, size, run, "pure")]))
+    by_key = {
+        (r.subscribers, r.payload, r.write_delay, r.run, r.impl): r
+        for r in results
+        if r.server == "rtcore"
+    }
+    for (subs, size, delay, run, impl), r in by_key.items():
+        pure = by_key.get((subs, size, delay, run, "pure"))
+        if impl == "compiled" and pure is not None:
+            pairs.setdefault((subs, size, delay), []).append((r, pure))
     if not pairs:
         return
     out.write(
-        "\n| subs | payload | pure/compiled user CPU per delivery | pure/compiled total CPU "
-        "per delivery | compiled/pure deliveries/s | runs |\n|---|---|---|---|---|---|\n"
+        "\n| subs | payload | delay ms | pure/compiled user CPU per delivery | pure/compiled "
+        "total CPU per delivery | compiled/pure deliveries/s | runs |\n"
+        "|---|---|---|---|---|---|---|\n"
     )
-    for (subs, size), ps in sorted(pairs.items()):
+    for (subs, size, delay), ps in sorted(pairs.items()):
         user = statistics.median(
             p.user_us_per_delivery / max(c.user_us_per_delivery, 1e-9) for c, p in ps
         )
@@ -510,7 +548,41 @@ def print_ratios(results: list[Result], out: IO[str]) -> None:
             for c, p in ps
         )
         rate = statistics.median(c.deliveries_per_s / max(p.deliveries_per_s, 1e-9) for c, p in ps)
-        out.write(f"| {subs} | {size} | {user:.2f}x | {total:.2f}x | {rate:.2f}x | {len(ps)} |\n")
+        out.write(
+            f"| {subs} | {size} | {delay * 1000:g} | {user:.2f}x | {total:.2f}x | {rate:.2f}x "
+            f"| {len(ps)} |\n"
+        )
+
+
+def print_versus(results: list[Result], baseline: str, out: IO[str]) -> None:
+    """CPU per delivery of every server relative to ``baseline`` in the same round, medians."""
+    base = {(r.subscribers, r.payload, r.run): r for r in results if r.server == baseline}
+    ratios: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+    for r in results:
+        b = base.get((r.subscribers, r.payload, r.run))
+        if b is None or r.server == baseline:
+            continue
+        user = r.user_us_per_delivery / max(b.user_us_per_delivery, 1e-9)
+        total = (r.user_us_per_delivery + r.sys_us_per_delivery) / max(
+            b.user_us_per_delivery + b.sys_us_per_delivery, 1e-9
+        )
+        key = (r.subscribers, r.payload, r.server, r.impl, r.write_delay)
+        ratios.setdefault(key, []).append((user, total))
+    if not ratios:
+        return
+    out.write(
+        f"\n| subs | payload | server | impl | delay ms | user CPU / {baseline}'s | "
+        f"user+sys CPU / {baseline}'s | runs |\n|---|---|---|---|---|---|---|---|\n"
+    )
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}x ({min(values):.2f}–{max(values):.2f})"
+
+    for (subs, size, server, impl, delay), rs in sorted(ratios.items()):
+        out.write(
+            f"| {subs} | {size} | {server} | {impl} | {delay * 1000:g} | "
+            f"{cell([u for u, _ in rs])} | {cell([t for _, t in rs])} | {len(rs)} |\n"
+        )
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -544,6 +616,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="seconds of publishing")
     p.add_argument("--count", type=int, default=0, help="most publications (0: rate x duration)")
     p.add_argument("--impl", choices=["compiled", "pure", "both"], default="both")
+    p.add_argument(
+        "--write-delay",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="rtcore: seconds each flush round waits after its first message "
+        "(client message batching); several values run side by side",
+    )
+    p.add_argument(
+        "--versus",
+        default="picows",
+        help="server whose CPU per delivery the others are divided by, round by round",
+    )
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--per-client", type=int, default=5000, help="connections per client process")
     p.add_argument("--channel", default="bench")
@@ -614,6 +699,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--workers > 1 needs --engine redis (the memory engine is per process)")
     if args.duration > 600 or args.runs > 20:
         p.error("runs are bounded: --duration <= 600, --runs <= 20")
+    if not all(0 <= d <= 1 for d in args.write_delay):
+        p.error("--write-delay is in seconds, 0 to 1")
     return args
 
 
@@ -697,12 +784,18 @@ def run_all(args: argparse.Namespace, impls: list[str]) -> int:
         for subs in args.subscribers:
             for size in args.payload_size:
                 for server in args.server:
-                    for impl in impls if server == "rtcore" else ["compiled"]:
+                    for impl, delay in [
+                        (i, d)
+                        for i in (impls if server == "rtcore" else ["compiled"])
+                        for d in (args.write_delay if server == "rtcore" else [0.0])
+                    ]:
                         what = f"{server} {impl}" if server == "rtcore" else server
+                        if delay:
+                            what += f" delay {delay * 1000:g} ms"
                         label = f"run {run + 1}: {what} {subs} subs {size} B"
                         print(label + " ...", file=sys.stderr, flush=True)
                         try:
-                            r = run_once(args, server, impl, subs, size, run)
+                            r = run_once(args, server, impl, subs, size, run, delay)
                         except LoadError as exc:
                             print(f"  FAILED: {exc}", file=sys.stderr)
                             failed = True
@@ -724,6 +817,8 @@ def run_all(args: argparse.Namespace, impls: list[str]) -> int:
     if results:
         print_table(median_rows(results), sys.stdout)
         print_ratios(results, sys.stdout)
+        if args.versus:
+            print_versus(results, args.versus, sys.stdout)
     bad = [
         r
         for r in results

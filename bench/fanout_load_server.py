@@ -6,6 +6,8 @@ and subscribe (``--auth anonymous``), or clients connect with an HS256 token
 minted by the orchestrator with :func:`rtcore.auth.make_connect_token`
 (``--auth token``; the secret comes in ``RTCORE_BENCH_SECRET``). Publications
 go through ``node.publish`` on command from stdin (see ``load_control.py``).
+``--write-delay SECONDS`` gives the sessions a flusher whose rounds wait
+that long after their first message (client message batching).
 Whether the compiled modules or the pure-Python twins are used is decided by
 ``RTCORE_NO_EXTENSIONS`` in this process's environment; the first line it
 prints names the implementation.
@@ -22,6 +24,7 @@ publishes, the others deliver what arrives from Redis.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -74,6 +77,11 @@ async def main(args: argparse.Namespace) -> None:
     else:
         node = Node(build_config(args))
     server = await rtcore.serve(node, args.host, args.port, reuse_port=args.reuse_port)
+    if args.write_delay:
+        # Client message batching: every session created from now on queues
+        # into a flusher whose rounds wait this long (the node itself has no
+        # setting for it yet).
+        node.flusher = rtcore.fanout.Flusher(asyncio.get_running_loop(), delay=args.write_delay)
     channel = args.channel
 
     def subscribers() -> int:
@@ -119,6 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channel", default="bench")
     p.add_argument("--auth", choices=["anonymous", "token"], default="anonymous")
     p.add_argument("--queue-max-size", type=int, default=1 << 20)
+    p.add_argument(
+        "--write-delay",
+        type=float,
+        default=0.0,
+        help="seconds a flush round waits after its first message (client message batching)",
+    )
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     p.add_argument("--engine", choices=["memory", "redis"], default="memory")
     p.add_argument("--redis-url", action="append", help="Redis shard URL (repeat per shard)")

@@ -53,14 +53,41 @@ class RecordingSink:
         return [m for frame in self.frames for m in frame]
 
 
+class ManualTimer:
+    def __init__(self, delay: float, callback: Callable[[], Any]) -> None:
+        self.delay = delay
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class ManualLoop:
-    """Stands in for the event loop: collects call_soon callbacks, runs them on demand."""
+    """Stands in for the event loop: collects call_soon callbacks, runs them on demand.
+
+    ``call_later`` timers are kept in ``timers`` and run by :meth:`fire`.
+    """
 
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], Any]] = []
+        self.timers: list[ManualTimer] = []
 
     def call_soon(self, callback: Callable[[], Any]) -> None:
         self.callbacks.append(callback)
+
+    def call_later(self, delay: float, callback: Callable[[], Any]) -> ManualTimer:
+        timer = ManualTimer(delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    def fire(self) -> int:
+        """Run the timers that are not cancelled (their delay has passed); returns their number."""
+        timers, self.timers = self.timers, []
+        live = [t for t in timers if not t.cancelled]
+        for t in live:
+            t.callback()
+        return len(live)
 
     def run_once(self) -> int:
         """Run the callbacks scheduled so far (one loop iteration); returns their number."""
@@ -288,6 +315,77 @@ def test_flusher_accepts_duck_typed_writers(fanout_impl: ModuleType) -> None:
     assert flusher.pending == 2 and len(loop.callbacks) == 1
     loop.run_once()
     assert flushed == [1, 1] and flusher.flushes == 1
+
+
+# -- flusher: optional write delay (client message batching) ------------------------------
+
+
+def test_write_delay_gathers_several_ticks_into_one_write(fanout_impl: ModuleType) -> None:
+    loop = ManualLoop()
+    flusher = fanout_impl.Flusher(loop, delay=0.05)
+    assert flusher.delay == 0.05
+    sinks = [RecordingSink() for _ in range(3)]
+    writers = [fanout_impl.Writer(s, flusher) for s in sinks]
+    for tick in range(4):
+        for w in writers:
+            assert w.enqueue(msg(tick))
+        assert loop.run_once() == 0  # nothing waits for the end of the tick
+    assert [t.delay for t in loop.timers] == [0.05]  # one timer per round, not per writer
+    assert all(s.calls == [] for s in sinks)
+    assert loop.fire() == 1
+    for s in sinks:
+        assert s.frames == [[msg(t) for t in range(4)]]  # one write per connection
+    assert flusher.flushes == 1 and flusher.pending == 0
+    writers[0].enqueue(msg(9))
+    assert len(loop.timers) == 1  # the next round has its own timer
+    loop.fire()
+    assert sinks[0].frames[-1] == [msg(9)]
+
+
+def test_write_delay_round_flushed_early_cancels_its_timer(fanout_impl: ModuleType) -> None:
+    loop = ManualLoop()
+    flusher = fanout_impl.Flusher(loop, delay=1.0)
+    sink = RecordingSink()
+    writer = fanout_impl.Writer(sink, flusher)
+    writer.enqueue(b"a\n")
+    (timer,) = loop.timers
+    flusher.flush()  # e.g. when the node closes
+    assert sink.frames == [[b"a\n"]] and timer.cancelled
+    writer.enqueue(b"b\n")
+    assert loop.fire() == 1 and sink.frames == [[b"a\n"], [b"b\n"]]
+    assert flusher.flushes == 2
+
+
+def test_write_delay_zero_is_the_end_of_the_tick(fanout_impl: ModuleType) -> None:
+    loop = ManualLoop()
+    flusher = fanout_impl.Flusher(loop, delay=0)
+    writer = fanout_impl.Writer(RecordingSink(), flusher)
+    writer.enqueue(b"a\n")
+    assert loop.timers == [] and loop.run_once() == 1
+    assert writer.sink.frames == [[b"a\n"]]
+    assert fanout_impl.Flusher().delay == 0.0
+
+
+@pytest.mark.parametrize("delay", [-0.001, float("nan")])
+def test_write_delay_is_validated(fanout_impl: ModuleType, delay: float) -> None:
+    with pytest.raises(ValueError, match="delay must be >= 0"):
+        fanout_impl.Flusher(delay=delay)
+
+
+def test_write_delay_in_an_event_loop(fanout_impl: ModuleType) -> None:
+    async def scenario() -> RecordingSink:
+        flusher = fanout_impl.Flusher(delay=0.001)
+        sink = RecordingSink()
+        writer = fanout_impl.Writer(sink, flusher)
+        for i in range(10):
+            writer.enqueue(msg(i))
+            await asyncio.sleep(0)
+        while flusher.pending:
+            await asyncio.sleep(0.001)
+        return sink
+
+    sink = asyncio.run(scenario())
+    assert sink.messages == [msg(i) for i in range(10)]
 
 
 # -- slow clients -----------------------------------------------------------------------

@@ -72,6 +72,10 @@ cdef class Flusher:
     cdef list _dirty
     # True while a flush callback is scheduled on the loop.
     cdef bint _scheduled
+    # Seconds a round waits after its first message (0: call_soon), and the
+    # round's call_later handle while it is pending.
+    cdef double _delay
+    cdef object _timer
     # Number of flush rounds that had work (observability, tests).
     cdef public Py_ssize_t flushes
 

@@ -381,16 +381,26 @@ cdef inline void _prefetch_values(PyObject* obj) noexcept:
 
 @cython.embedsignature(False)
 cdef class Flusher:
-    """Flusher(loop=None)
+    """Flusher(loop=None, *, delay=0.0)
 --
 
-    Flushes every writer that got messages, once per event-loop tick."""
+    Flushes every writer that got messages, once per event-loop tick.
 
-    def __init__(self, loop=None):
+    ``delay``: see ``rtcore._fanout_py.Flusher``."""
+
+    def __init__(self, loop=None, *, delay=0.0):
+        if not delay >= 0:  # also refuses NaN
+            raise ValueError("delay must be >= 0")
         self._loop = loop
         self._dirty = []
         self._scheduled = False
+        self._delay = delay
+        self._timer = None
         self.flushes = 0
+
+    @property
+    def delay(self):
+        return self._delay
 
     cpdef add(self, writer):
         self._dirty.append(writer)
@@ -399,7 +409,14 @@ cdef class Flusher:
             loop = self._loop
             if loop is None:
                 loop = self._loop = _get_running_loop()
-            loop.call_soon(self.flush)
+            if self._delay > 0:
+                self._timer = loop.call_later(self._delay, self._on_timer)
+            else:
+                loop.call_soon(self.flush)
+
+    def _on_timer(self):
+        self._timer = None
+        self.flush()
 
     cpdef flush(self):
         """Flush every pending writer now (also called by the loop callback).
@@ -412,6 +429,10 @@ cdef class Flusher:
         cdef object error = None
         cdef Py_ssize_t i, n
         self._scheduled = False
+        timer = self._timer
+        if timer is not None:  # flushed before its delay ran out
+            self._timer = None
+            timer.cancel()
         dirty = self._dirty
         if not dirty:
             return
