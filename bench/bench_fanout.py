@@ -10,7 +10,12 @@ callback, so what is measured is the fan-out code and nothing else.
   untimed, before each round);
 * ``test_flush``: the flush round alone (one message queued per writer);
 * ``test_broadcast_and_flush``: both, i.e. one publication until every
-  writer queue is empty again (the clock stops only after the drain).
+  writer queue is empty again (the clock stops only after the drain);
+* ``test_flush_websocket_sink``: the flush round with every writer on a
+  ``WebSocketSink`` (what a WebSocket connection uses): the frame is built
+  and written with ``write(2)`` to ``/dev/null``, the transport's state is
+  asked through C functions that stand in for uvloop's methods. This one
+  includes a system call per writer.
 
 Each benchmark records ``ns_per_delivery`` in its ``extra_info``; the groups
 put the two implementations of one measurement side by side.
@@ -18,6 +23,9 @@ put the two implementations of one measurement side by side.
 
 from __future__ import annotations
 
+import operator
+import os
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -41,6 +49,48 @@ class NullSink:
 
     def on_slow(self) -> None:
         pass
+
+
+class NullSocket:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+class NullTransport:
+    """A transport whose methods are C functions, as uvloop's are: it holds nothing,
+    is never closing, and its socket is /dev/null."""
+
+    __slots__ = ("sock",)
+    # Called as method(transport, ...): is_(t, data) ignores the data, not_(t) is False (0).
+    write = writelines = operator.is_
+    get_write_buffer_size = is_closing = operator.not_
+
+    def __init__(self, fd: int) -> None:
+        self.sock = NullSocket(fd)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else default
+
+
+class OpenState:
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = 1
+
+
+@pytest.fixture
+def devnull() -> Iterator[int]:
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class NullLoop:
@@ -137,4 +187,35 @@ def test_broadcast_positioned(benchmark: Any, fanout_impl: ModuleType, n: int) -
 
     benchmark.pedantic(run, setup=flusher.flush, rounds=200 if n <= 1000 else 50, warmup_rounds=2)
     assert next(iter(subs.values())).offset == offset[0]
+    record(benchmark, n)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_flush_websocket_sink(
+    benchmark: Any, fanout_impl: ModuleType, n: int, devnull: int
+) -> None:
+    flusher = fanout_impl.Flusher(NullLoop())
+    subs = {
+        f"client-{i}": fanout_impl.Subscriber(
+            fanout_impl.Writer(
+                fanout_impl.WebSocketSink(NullTransport(devnull), 1, OpenState(), 1, lambda: None),
+                flusher,
+            ),
+            0,
+            None,
+            "bench",
+        )
+        for i in range(n)
+    }
+    benchmark.group = f"flush websocket sink {n}"
+    values = subs.values()
+    payloads = [PAYLOAD, None]
+
+    def setup() -> None:
+        fanout_impl.broadcast(values, payloads, 0, "", None)
+
+    benchmark.pedantic(flusher.flush, setup=setup, rounds=200 if n <= 1000 else 50, warmup_rounds=2)
+    sub = next(iter(subs.values()))
+    assert sub.writer.frames_sent == sub.writer.messages_sent >= 1 and not sub.writer.slow
+    assert sub.writer.sink.direct
     record(benchmark, n)

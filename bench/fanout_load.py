@@ -71,6 +71,8 @@ from procstat import proc_cpu_split  # noqa: E402
 # name -> (script, client protocol, extra server arguments)
 SERVERS: dict[str, tuple[Path, str, list[str]]] = {
     "rtcore": (HERE / "fanout_load_server.py", "centrifuge", []),
+    # rtcore from another source tree (--ref-src): a before/after in one run.
+    "rtcore-ref": (HERE / "fanout_load_server.py", "centrifuge", []),
     "websockets": (HERE / "compare_servers" / "websockets_server.py", "raw", []),
     "picows": (HERE / "compare_servers" / "picows_server.py", "raw", []),
     "picows-uvloop": (HERE / "compare_servers" / "picows_server.py", "raw", ["--no-aiofastnet"]),
@@ -210,6 +212,10 @@ class Result:
 # -- one run ------------------------------------------------------------------------------
 
 
+def is_rtcore(server: str) -> bool:
+    return server in ("rtcore", "rtcore-ref")
+
+
 def server_env(impl: str, secret: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RTCORE_")}
     env["RTCORE_BENCH_SECRET"] = secret
@@ -234,7 +240,7 @@ def run_once(
     port = free_port(host)
     secret = secrets.token_hex(16)
     result = Result(
-        server, impl if server == "rtcore" else "-", subscribers, payload, args.rate, run
+        server, impl if is_rtcore(server) else "-", subscribers, payload, args.rate, run
     )
     server_cmd = [
         sys.executable,
@@ -247,8 +253,8 @@ def run_once(
         args.channel,
         *extra,
     ]
-    workers = args.workers if server == "rtcore" else 1
-    if server == "rtcore":
+    workers = args.workers if is_rtcore(server) else 1
+    if is_rtcore(server):
         server_cmd += ["--auth", args.auth, "--engine", args.engine]
         if write_delay:
             result.write_delay = write_delay
@@ -266,6 +272,8 @@ def run_once(
     srvs: list[subprocess.Popen[bytes]] = []
     for index in range(workers):
         env = server_env(impl, secret)
+        if server == "rtcore-ref":
+            env["PYTHONPATH"] = str(args.ref_src)
         if workers > 1:
             env["RTCORE_WORKER_INDEX"] = str(index)
         srvs.append(
@@ -293,7 +301,7 @@ def run_once(
         nproc = max(1, math.ceil(subscribers / args.per_client))
         share = [subscribers // nproc + (1 if i < subscribers % nproc else 0) for i in range(nproc)]
         token: list[str] = []
-        if server == "rtcore" and args.auth == "token":
+        if is_rtcore(server) and args.auth == "token":
             from rtcore.auth import make_connect_token
 
             token = ["--token", make_connect_token(secret, "bench-user", ttl=3600)]
@@ -617,6 +625,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=0, help="most publications (0: rate x duration)")
     p.add_argument("--impl", choices=["compiled", "pure", "both"], default="both")
     p.add_argument(
+        "--ref-src",
+        type=Path,
+        help="with --server rtcore-ref: the src/ directory of another rtcore tree (built)",
+    )
+    p.add_argument(
         "--write-delay",
         type=float,
         nargs="+",
@@ -699,6 +712,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--workers > 1 needs --engine redis (the memory engine is per process)")
     if args.duration > 600 or args.runs > 20:
         p.error("runs are bounded: --duration <= 600, --runs <= 20")
+    if "rtcore-ref" in args.server and (
+        args.ref_src is None or not (args.ref_src / "rtcore").is_dir()
+    ):
+        p.error("--server rtcore-ref needs --ref-src pointing at a src/ directory with rtcore/")
     if not all(0 <= d <= 1 for d in args.write_delay):
         p.error("--write-delay is in seconds, 0 to 1")
     return args
@@ -786,10 +803,10 @@ def run_all(args: argparse.Namespace, impls: list[str]) -> int:
                 for server in args.server:
                     for impl, delay in [
                         (i, d)
-                        for i in (impls if server == "rtcore" else ["compiled"])
+                        for i in (impls if is_rtcore(server) else ["compiled"])
                         for d in (args.write_delay if server == "rtcore" else [0.0])
                     ]:
-                        what = f"{server} {impl}" if server == "rtcore" else server
+                        what = f"{server} {impl}" if is_rtcore(server) else server
                         if delay:
                             what += f" delay {delay * 1000:g} ms"
                         label = f"run {run + 1}: {what} {subs} subs {size} B"
