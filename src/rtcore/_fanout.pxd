@@ -126,3 +126,9 @@ cdef class Subscriber:
     # (pub, offset, epoch) tuples held while subscribing, or None.
     cdef public list buffer
     cdef public bint join_leave
+    # Delta compression: index of the delta payload (-1: none), and whether
+    # the client holds the stream's previous publication (the delta's base).
+    cdef public Py_ssize_t delta_index
+    cdef public bint delta_ready
+    # A function of a publication's tags (None: every publication passes).
+    cdef public object tags_filter

@@ -662,6 +662,8 @@ cdef class Subscriber:
         self.epoch = ""
         self.buffer = None
         self.join_leave = False
+        self.delta_index, self.delta_ready = -1, False
+        self.tags_filter = None
 
 
 cdef inline int _deliver(
@@ -694,8 +696,14 @@ cdef inline int _deliver(
         if offset - last > 1:  # no overflow: offset > last
             return _INSUFFICIENT_STATE
         sub.offset = offset
+    if sub.tags_filter is not None and not sub.tags_filter(pub.tags):
+        sub.delta_ready = False  # the client's base is not this publication
+        return _DELIVERED
     npayloads = PyTuple_GET_SIZE(payloads)
     index = sub.codec
+    if sub.delta_index >= 0:  # the delta once the client holds the stream's previous one
+        index = sub.delta_index if sub.delta_ready and positioning else index
+        sub.delta_ready = positioning
     if index < 0:
         index += npayloads
     if index < 0 or index >= npayloads:
@@ -733,7 +741,15 @@ cdef int _deliver_object(object sub, object payloads, object offset, object epoc
         if offset <= last:
             return _DELIVERED
         sub.offset = offset
-    payload = payloads[sub.codec]
+    tags_filter = getattr(sub, "tags_filter", None)  # duck-typed subscribers may lack it
+    if tags_filter is not None and not tags_filter(pub.tags):
+        sub.delta_ready = False
+        return _DELIVERED
+    index = sub.codec
+    if getattr(sub, "delta_index", -1) >= 0:
+        index = sub.delta_index if sub.delta_ready and offset > 0 else index
+        sub.delta_ready = offset > 0
+    payload = payloads[index]
     if payload is None:
         return _INAPPROPRIATE_PROTOCOL
     sub.writer.enqueue(payload)
@@ -745,16 +761,14 @@ def broadcast(subscribers, payloads, offset, epoch, pub):
 
     Args:
         subscribers: the channel's subscribers.
-        payloads: the publication encoded once per codec, indexed by
-            ``Subscriber.codec``; ``None`` where it cannot be encoded for that
-            codec (its subscribers get ``ACTION_INAPPROPRIATE_PROTOCOL``).
-        offset, epoch: the publication's stream position (offset 0: the
-            channel keeps no history and positioning does not apply).
-        pub: the publication object, kept in the buffer of subscribers that
-            are in the middle of subscribing.
+        payloads: the publication encoded once per slot, indexed by
+            ``Subscriber.codec`` and ``delta_index``; ``None`` where it cannot
+            be encoded for that codec (``ACTION_INAPPROPRIATE_PROTOCOL``).
+        offset, epoch: the publication's stream position (0: no history, no positioning).
+        pub: the publication: kept in the buffer of subscribers that are
+            subscribing; its ``tags`` pass a subscriber's ``tags_filter``.
 
-    Returns:
-        ``(subscriber, action)`` pairs for subscribers needing an action, or None.
+    Returns ``(subscriber, action)`` pairs for subscribers needing an action, or None.
     """
     cdef list actions = None
     cdef tuple payload_tuple = tuple(payloads)

@@ -25,7 +25,12 @@ Contract shared with the compiled module:
 * :func:`broadcast` delivers one publication to many subscribers with the
   positioning rules of the protocol (PROTOCOL.md §4.4) and returns the
   subscribers that need an action (insufficient state, inappropriate
-  protocol), or ``None`` when there are none (the common case).
+  protocol), or ``None`` when there are none (the common case). A
+  subscriber with a tags filter gets only the publications that match it
+  (the others still move its position); a delta subscriber gets the delta
+  payload once it holds the publication before it, the full one otherwise.
+  Either way it picks one of the shared payloads: nothing is encoded per
+  subscriber.
 * :class:`WebSocketSink` is the sink of an uncompressed WebSocket
   connection: a batch becomes one frame (text for JSON lines, binary for
   varint-delimited Protobuf) written straight to the asyncio transport. The
@@ -448,6 +453,9 @@ class Subscriber:
         "epoch",
         "buffer",
         "join_leave",
+        "delta_index",
+        "delta_ready",
+        "tags_filter",
     )
 
     def __init__(self, writer: Writer, codec: int, session: Any, channel: str) -> None:
@@ -467,6 +475,13 @@ class Subscriber:
         self.buffer: list[Any] | None = None
         # Receives join/leave pushes.
         self.join_leave = False
+        # Delta compression: the index of the delta payload (-1: none) and
+        # whether the client holds the previous publication of the stream
+        # (the base of that delta); until then it gets the full payload.
+        self.delta_index = -1
+        self.delta_ready = False
+        # A function of a publication's tags: False drops it for this subscriber.
+        self.tags_filter: Any = None
 
 
 def broadcast(
@@ -480,9 +495,10 @@ def broadcast(
 
     Args:
         subscribers: the channel's subscribers.
-        payloads: the publication encoded once per codec, indexed by
-            ``Subscriber.codec``; ``None`` where it cannot be encoded for that
-            codec (its subscribers get ``ACTION_INAPPROPRIATE_PROTOCOL``).
+        payloads: the publication encoded once per codec (and form), indexed
+            by ``Subscriber.codec`` and ``Subscriber.delta_index``; ``None``
+            where it cannot be encoded for that codec (its subscribers get
+            ``ACTION_INAPPROPRIATE_PROTOCOL``).
         offset, epoch: the publication's stream position (offset 0: the
             channel keeps no history and positioning does not apply).
         pub: the publication object, kept in the buffer of subscribers that
@@ -514,7 +530,18 @@ def broadcast(
             if offset <= last:
                 continue  # a stale duplicate
             sub.offset = offset
-        payload = payloads[sub.codec]
+        # getattr: broadcast also takes duck-typed subscribers without these.
+        tags_filter = getattr(sub, "tags_filter", None)
+        if tags_filter is not None and not tags_filter(pub.tags):
+            sub.delta_ready = False  # the client's base is not this publication
+            continue
+        index = sub.codec
+        if getattr(sub, "delta_index", -1) >= 0:
+            if sub.delta_ready and offset > 0:
+                index = sub.delta_index
+            # Only a publication of the stream is the base of the next delta.
+            sub.delta_ready = offset > 0
+        payload = payloads[index]
         if payload is None:
             if actions is None:
                 actions = []

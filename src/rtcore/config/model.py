@@ -91,6 +91,16 @@ class ChannelOptions:
     sub_refresh_proxy_name: str = _f(
         "default", "Sub_refresh proxy: 'default' (channel.proxy.sub_refresh) or a proxy.named name."
     )
+    allowed_delta_types: list[str] = _f(
+        [], "Delta compressions subscribers may ask for: [] or ['fossil'] (docs/protocol.md)."
+    )
+    delta_publish: bool = _f(
+        False, "Publications are delta-compressed unless the publisher says otherwise."
+    )
+    allow_tags_filter: bool = _f(False, "Subscribers may filter publications by tags (tf).")
+    allow_channel_compaction: bool = _f(
+        False, "Subscribers that ask for it get pushes with a numeric channel id."
+    )
 
     @property
     def history_enabled(self) -> bool:
@@ -111,6 +121,13 @@ class ChannelOptions:
             yield _err(path, "force_recovery", "recovery needs history_size and history_ttl")
         if self.history_enabled and self.history_meta_ttl < self.history_ttl:
             yield _err(path, "history_meta_ttl", "must be >= history_ttl")
+        unknown = [t for t in self.allowed_delta_types if t != "fossil"]
+        if unknown:
+            yield _err(
+                path,
+                "allowed_delta_types",
+                f"unknown delta type {unknown[0]!r} (the only one is 'fossil')",
+            )
 
 
 @dataclass(slots=True)
@@ -280,6 +297,12 @@ class ClientConfig:
         default_factory=CommandRateLimitConfig,
         metadata={"doc": "Per-connection command rate limits by kind."},
     )
+    channel_position_check_delay: float = _duration(
+        40.0,
+        "Positioned subscriptions that got no publication for this long have their stream "
+        "position checked; one found behind is resubscribed (2500) or reconnected (3010). "
+        "0: off.",
+    )
     reconnect_jitter: float = _duration(
         5.0,
         "Window over which shutdown disconnects (3001) are spread, so clients reconnect spread out.",
@@ -305,6 +328,8 @@ class ClientConfig:
                 yield _err(path, key, "must be >= 1")
         if self.connect_rate_limit < 0:
             yield _err(path, "connect_rate_limit", "must be >= 0")
+        if self.channel_position_check_delay < 0:
+            yield _err(path, "channel_position_check_delay", "must be >= 0 (0: off)")
         for key in ("per_ip_connection_limit", "per_ip_connect_rate_limit"):
             if getattr(self, key) < 0:
                 yield _err(path, key, "must be >= 0 (0: no limit)")

@@ -51,7 +51,7 @@ from rtcore.engine.history import HistoryOptions, HistoryResult
 from rtcore.engine.hub import Hub
 from rtcore.engine.memory import MemoryBroker, MemoryPresenceManager
 from rtcore.engine.presence import PresenceEntry, PresenceManager, add_many
-from rtcore.engine.recovery import HistoryReads
+from rtcore.engine.recovery import HistoryReads, PositionCheck
 from rtcore.engine.session import ClientSession
 from rtcore.engine.stats import NodeStats
 from rtcore.engine.subscriptions import Subscriptions
@@ -133,6 +133,14 @@ class Node(BrokerEventHandler):
         # The history reads of subscribes, merged per channel (single flight).
         self.history_reads = HistoryReads(
             self.broker, self._subscriptions.broker_token, clock=lambda: self.timers.now()
+        )
+        # Idle positioned subscriptions compared with their stream's top.
+        self.position_check = PositionCheck(
+            self.hub,
+            self.history_reads,
+            lambda channel: (self.channels.options(channel) or ChannelOptions()).history_meta_ttl,
+            self._subscriptions.lost_state,
+            self.config.client.channel_position_check_delay,
         )
         self._started = False
         self.closing = False
@@ -231,6 +239,8 @@ class Node(BrokerEventHandler):
         await self.broker.start(self)
         if self.clustered:
             self.cluster.start()
+        if self.position_check.delay > 0:
+            self.position_check.start()
         self.timers.start()
 
     async def close(
@@ -250,6 +260,7 @@ class Node(BrokerEventHandler):
         await self._finish_tasks(timeout)
         self.timers.stop()
         await self.cluster.stop()
+        await self.position_check.stop()
         if self.proxies is not None:
             await self.proxies.close()
         if self._started:
@@ -405,14 +416,19 @@ class Node(BrokerEventHandler):
         tags: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         skip_history: bool = False,
+        delta: bool | None = None,
     ) -> tuple[StreamPosition, bool]:
         """Publish into a channel; returns its stream position and ``suppressed``.
 
+        ``delta`` (default: the namespace's ``delta_publish``) lets subscribers
+        that negotiated delta compression get it as a fossil delta from the
+        channel's previous publication (PROTOCOL.md §4.5; with history only).
         Raises ClientError 102 for an unknown namespace and 107 for an invalid name.
         """
         opts = self._channel_options(channel)
         history = None if skip_history else self.history_options(opts)
         pub = Publication(data=bytes(data), info=info, tags=tags or None)
+        use_delta = (opts.delta_publish if delta is None else delta) and history is not None
         self.publications_in += 1
         tracer = tracing.tracer
         span = (
@@ -424,7 +440,11 @@ class Node(BrokerEventHandler):
         try:
             with span:
                 result = await self.broker.publish(
-                    channel, pub, history=history, idempotency_key=idempotency_key or None
+                    channel,
+                    pub,
+                    history=history,
+                    idempotency_key=idempotency_key or None,
+                    use_delta=use_delta,
                 )
         except Exception:
             self.count_broker_error("publish")
@@ -483,10 +503,10 @@ class Node(BrokerEventHandler):
         self.history_reads.delivered(channel, position)
         tracer = tracing.tracer
         if tracer is None:
-            delivered = self.hub.broadcast_publication(channel, pub, position.epoch)
+            delivered = self.hub.broadcast_publication(channel, pub, position.epoch, prev_pub)
         else:
             with tracer.span("rtcore.fanout", {"rtcore.channel": channel}) as span:
-                delivered = self.hub.broadcast_publication(channel, pub, position.epoch)
+                delivered = self.hub.broadcast_publication(channel, pub, position.epoch, prev_pub)
                 if span is not None:
                     span.set_attribute("rtcore.subscribers", delivered)
         latency = self.delivery_latency

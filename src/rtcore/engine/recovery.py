@@ -8,6 +8,17 @@ subscribe is in progress are held; :func:`flush_buffer` delivers them after
 the reply, continuing from the position the reply gave. A gap or a new epoch
 there means the subscriber lost its state.
 
+:class:`PositionCheck` catches what positioning alone cannot: a positioned
+subscriber whose stream moved while nothing reached it (a publication lost
+between nodes, a stream lost and recreated). Every
+``client.channel_position_check_delay`` it compares the stream top with the
+positions of the subscribers of each channel that got no publication for
+that long, with one history read per channel.
+
+A subscriber with a tags filter gets only the publications that match it,
+recovered and held ones alike; the others still move its position, as they
+do live. In cache mode it recovers the newest publication that matches.
+
 The reads go through :class:`HistoryReads`, which merges concurrent reads of
 one channel (single flight): after a mass reconnect the history of a channel
 is read about once per burst of subscribes, not once per client, and every
@@ -18,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rtcore.engine.history import HistoryResult
 from rtcore.protocol import SubscribeRequest, SubscribeResult, codes
@@ -35,7 +47,17 @@ if TYPE_CHECKING:
     from rtcore.fanout import Subscriber
 
 
-__all__ = ["HistoryReads", "position", "flush_buffer", "READ_TOP", "READ_LAST", "READ_SINCE"]
+logger = logging.getLogger("rtcore.engine.recovery")
+
+__all__ = [
+    "HistoryReads",
+    "PositionCheck",
+    "position",
+    "flush_buffer",
+    "READ_TOP",
+    "READ_LAST",
+    "READ_SINCE",
+]
 
 #: The three reads of a subscribe: the stream top only (positioning), the
 #: newest publication (cache-mode recovery), the publications after an offset
@@ -162,6 +184,7 @@ class HistoryReads:
         "_reads",
         "_done",
         "_last",
+        "delivered_at",
         "_tasks",
         "reads",
         "saved",
@@ -182,6 +205,8 @@ class HistoryReads:
         self._done: deque[_Read] = deque()
         # channel -> (offset, epoch) of the newest publication delivered here.
         self._last: dict[str, tuple[int, str]] = {}
+        # channel -> monotonic time of the newest publication delivered here.
+        self.delivered_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Reads sent to the broker, and reads saved by merging.
         self.reads = 0
@@ -191,11 +216,13 @@ class HistoryReads:
         """A publication of ``channel`` reached this node (before its subscribers)."""
         if position.offset:
             self._last[channel] = (position.offset, position.epoch)
+            self.delivered_at[channel] = self._clock()
 
     def forget(self, channel: str) -> None:
         """The node's broker subscription of ``channel`` ended."""
         self._reads.pop(channel, None)
         self._last.pop(channel, None)
+        self.delivered_at.pop(channel, None)
 
     async def read(
         self,
@@ -311,6 +338,108 @@ class HistoryReads:
                     del self._reads[read.channel]
 
 
+class PositionCheck:
+    """The periodic check of idle positioned subscriptions (Centrifuge's position sync).
+
+    Every ``delay`` seconds, each channel whose positioned subscribers here
+    got no publication for ``delay`` seconds has its stream top read (once
+    for all of them, :data:`CONCURRENCY` channels at a time). A subscriber
+    whose offset or epoch differs from the top lost publications: it gets
+    ``lost_state`` (unsubscribe 2500 / disconnect 3010) and recovers. A
+    channel that got a publication while its top was read is left for the
+    next round: the read may predate it.
+
+    Args:
+        hub: the node's hub (its subscribers).
+        reads: the node's history reads (when publications arrived).
+        meta_ttl: ``meta_ttl(channel)``, the history meta TTL of the channel's namespace.
+        lost_state: called for each subscriber found behind.
+        delay: seconds (> 0).
+    """
+
+    #: Stream tops read at once.
+    CONCURRENCY = 32
+
+    def __init__(
+        self,
+        hub: Any,
+        reads: HistoryReads,
+        meta_ttl: Callable[[str], float],
+        lost_state: Callable[[Subscriber], None],
+        delay: float,
+    ) -> None:
+        self.hub = hub
+        self.reads = reads
+        self.meta_ttl = meta_ttl
+        self.lost_state = lost_state
+        self.delay = delay
+        # channel -> when its positions were last found right (monotonic).
+        self._checked_at: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        # Stream tops read, and subscribers found behind (observability, tests).
+        self.checks = 0
+        self.lost = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.delay)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                logger.exception("position check failed")
+
+    async def sweep(self) -> None:
+        """One round: check every channel that is due."""
+        now = self.reads._clock()
+        due = []
+        checked = self._checked_at
+        for channel in self.hub.channels():
+            idle_since = max(self.reads.delivered_at.get(channel, 0.0), checked.get(channel, 0.0))
+            if not idle_since:
+                checked[channel] = now  # first seen: due one delay from now
+            elif now - idle_since >= self.delay:
+                due.append(channel)
+        for gone in set(checked) - set(self.hub.channels()):
+            del checked[gone]
+        for start in range(0, len(due), self.CONCURRENCY):
+            batch = due[start : start + self.CONCURRENCY]
+            await asyncio.gather(*(self._check(channel) for channel in batch))
+
+    async def _check(self, channel: str) -> None:
+        subs = [s for s in self.hub.subscribers(channel) if s.positioned and s.buffer is None]
+        if not subs:
+            return
+        before = self.reads.delivered_at.get(channel)
+        try:
+            result = await self.reads.broker.history(
+                channel, limit=0, meta_ttl=self.meta_ttl(channel)
+            )
+        except Exception as exc:  # noqa: BLE001 - the engine is down: check later
+            logger.warning("position check of %s failed: %s", channel, exc)
+            return
+        self.checks += 1
+        if self.reads.delivered_at.get(channel) != before:
+            return  # a publication came meanwhile: the read may predate it
+        top = result.position
+        for sub in subs:
+            if self.hub.subscriber(channel, sub.session.client_id) is not sub:
+                continue  # unsubscribed meanwhile
+            if sub.offset != top.offset or sub.epoch != top.epoch:
+                self.lost += 1
+                self.lost_state(sub)
+        self._checked_at[channel] = self.reads._clock()
+
+
 def _fresh(exc: BaseException) -> BaseException:
     try:
         return copy.copy(exc).with_traceback(None)
@@ -333,6 +462,7 @@ async def position(
     """
     opts = state.options
     channel = state.channel
+    tags_filter = state.subscriber.tags_filter
     result.positioned = True
     result.recoverable = recoverable
     recover = recoverable and req.recover
@@ -357,7 +487,16 @@ async def position(
         else:
             recovered = pubs[0].offset == req.offset + 1 and pubs[-1].offset == top.offset
     elif recover:
-        hr = await reads.read(READ_LAST, channel, meta_ttl)
+        if tags_filter is None:
+            hr = await reads.read(READ_LAST, channel, meta_ttl)
+        else:
+            # The newest publication that matches, wherever it is in the stream.
+            hr = await reads.broker.history(
+                channel,
+                limit=max_publications if max_publications else -1,
+                reverse=True,
+                meta_ttl=meta_ttl,
+            )
         top = hr.position
         at_top = req.offset > 0 and req.offset == top.offset and req.epoch == top.epoch
         if at_top:
@@ -365,6 +504,8 @@ async def position(
         elif hr.publications and hr.publications[0].offset == top.offset:
             recovered = True
             pubs = [hr.publications[0]]
+            if tags_filter is not None:
+                pubs = [p for p in hr.publications if tags_filter(p.tags)][:1]
         else:
             recovered = top.offset == 0 or at_top
     else:
@@ -377,6 +518,8 @@ async def position(
     result.offset = top.offset
     result.was_recovering = bool(recover)
     result.recovered = recovered
+    if recovered and tags_filter is not None:
+        pubs = [p for p in pubs if tags_filter(p.tags)]
     if recovered:
         result.publications = pubs
         result.offset = req.offset if pubs else top.offset
@@ -393,6 +536,7 @@ def flush_buffer(
 
     A positioned subscriber gets them in order from ``state.flush_from`` on;
     a gap or another epoch calls ``lost_state(subscriber)`` and delivers no more.
+    A delta subscriber gets them in full; the next live one may be a delta.
     """
     sub = state.subscriber
     buffered = sub.buffer or []
@@ -401,7 +545,8 @@ def flush_buffer(
     if not buffered:
         return
     channel = state.channel
-    codec = session.codec
+    hub = session.node.hub
+    tags_filter = sub.tags_filter
     last = state.flush_from
     for pub, offset, epoch in buffered:
         if sub.positioned and offset > 0:
@@ -414,11 +559,16 @@ def flush_buffer(
                 lost_state(sub)
                 return
             last = offset
+        if tags_filter is not None and not tags_filter(pub.tags):
+            sub.delta_ready = False  # the client's base is not this publication
+            continue
         try:
-            payload = codec.encode_publication(channel, pub)
+            payload = hub.encode_publication(channel, sub.codec, pub)
         except ValueError:
             session.disconnect(codes.INAPPROPRIATE_PROTOCOL)
             return
         sub.writer.enqueue(payload)
+        if sub.delta_index >= 0:
+            sub.delta_ready = offset > 0
     if sub.positioned:
         sub.offset = max(sub.offset, last)

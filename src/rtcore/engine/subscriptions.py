@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rtcore.auth import TokenError, TokenOp
 from rtcore.engine.events import ChannelEvent, SubscribeEvent, SubscribeReply
+from rtcore.engine.hub import FORM_DELTA, FORM_FULL, FORM_PLAIN, slot
 from rtcore.engine.recovery import flush_buffer, position
 from rtcore.engine.session import CLOSED, SubscriptionState
 from rtcore.fanout import Subscriber
@@ -32,6 +33,9 @@ from rtcore.protocol import (
     codes,
 )
 from rtcore.protocol.codes import ClientError, DisconnectError
+from rtcore.protocol.delta import FOSSIL, delta_chain
+from rtcore.protocol.errors import InappropriateProtocol
+from rtcore.protocol.tags_filter import FilterError, TagsMatcher, compile_filter
 
 
 if TYPE_CHECKING:
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Subscriptions"]
 
+# SubscribeRequest.flag bit: the client reads pushes that name the channel by number.
+FLAG_CHANNEL_COMPACTION = 1
+
 logger = logging.getLogger("rtcore.engine.subscriptions")
 
 
@@ -51,6 +58,16 @@ def _refused(session: ClientSession, channel: str, why: str) -> None:
     if logger.isEnabledFor(logging.INFO):
         extra = {**session.log_fields, "op": "subscribe", "channel": channel, "reason": why}
         logger.info("subscribe to %s refused: %s", channel, why, extra=extra)
+
+
+def _long_ids(session: ClientSession) -> bool:
+    """centrifuge-js over Protobuf: it asks for channel compaction but cannot route by id.
+
+    Its Protobuf decoder gives 64-bit ids as Long objects, and it matches a
+    push's id to a subscription's with ``===``, which two such objects never
+    pass (centrifuge-js 5.8.0): the publications would be dropped.
+    """
+    return session.codec.binary and session.name == "js"
 
 
 class _Grant(NamedTuple):
@@ -95,8 +112,10 @@ class Subscriptions:
         opts = node._channel_options(channel)
         if req.type != 0:
             raise codes.ERROR_NOT_AVAILABLE
-        if req.tf is not None:
-            raise codes.ERROR_BAD_REQUEST
+        tags_filter = self._tags_filter(session, req, opts)
+        if req.delta and req.delta != FOSSIL:
+            _refused(session, channel, f"unknown delta type {req.delta[:32]!r}")
+            raise DisconnectError(codes.BAD_REQUEST)
         if channel in session.subscriptions:
             raise codes.ERROR_ALREADY_SUBSCRIBED
         limit = node.config.client.channel_limit
@@ -142,8 +161,23 @@ class Subscriptions:
         )
         if not opts.history_enabled:
             recoverable = positioned = False
+        # Client-side only: server-side subscriptions negotiate neither.
+        delta = not server_side and req.delta == FOSSIL and FOSSIL in opts.allowed_delta_types
+        compact = (
+            not server_side
+            and opts.allow_channel_compaction
+            and bool(req.flag & FLAG_CHANNEL_COMPACTION)
+            and not _long_ids(session)
+        )
 
-        sub = Subscriber(session.writer, session.codec_index, session, channel)
+        ncodecs = len(node.codecs)
+        index = session.codec_index
+        full = FORM_FULL if delta and not session.codec.binary else FORM_PLAIN
+        sub = Subscriber(session.writer, slot(index, ncodecs, full, compact), session, channel)
+        if delta and positioned:
+            # Deltas need the position: the base of one is the publication before it.
+            sub.delta_index = slot(index, ncodecs, FORM_DELTA, compact)
+        sub.tags_filter = tags_filter
         sub.join_leave = push_join_leave
         sub.positioned = positioned
         sub.buffer = []
@@ -162,7 +196,9 @@ class Subscriptions:
         info: ClientInfo | None = None
         try:
             await self._broker_subscribe(channel)
-            result = SubscribeResult()
+            result = SubscribeResult(delta=delta)
+            if compact:
+                result.id = node.hub.channel_id(channel)
             if positioned:
                 await position(
                     node.history_reads,
@@ -172,6 +208,8 @@ class Subscriptions:
                     recoverable,
                     node.config.client.recovery_max_publication_limit,
                 )
+                if delta and result.publications:
+                    self._delta_chain(session, sub, result)
             if data:
                 result.data = data
             if expire_at and not server_side:
@@ -193,11 +231,9 @@ class Subscriptions:
             return None  # unsubscribed or disconnected meanwhile
         if emit_join_leave:
             node.spawn(self._publish_join(channel, info or session.channel_info(channel)))
-        state.flush_from = (
-            result.offset
-            if not result.recovered
-            else (result.publications[-1].offset if result.publications else req.offset)
-        )
+        # Held publications continue from the stream top the reply reached
+        # (recovered or not, filtered or not).
+        state.flush_from = sub.offset
         state.epoch = result.epoch
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -233,6 +269,33 @@ class Subscriptions:
             )
         flush_buffer(session, state, self.lost_state)
         return result
+
+    @staticmethod
+    def _tags_filter(
+        session: ClientSession, req: SubscribeRequest, opts: ChannelOptions
+    ) -> TagsMatcher | None:
+        """The matcher of the request's tags filter (``tf``); 107 when refused."""
+        if req.tf is None:
+            return None
+        if not opts.allow_tags_filter:
+            _refused(session, req.channel, "a tags filter, and allow_tags_filter is off")
+            raise codes.ERROR_BAD_REQUEST
+        try:
+            return compile_filter(req.tf)
+        except FilterError as exc:
+            _refused(session, req.channel, f"invalid tags filter: {exc}")
+            raise codes.ERROR_BAD_REQUEST from None
+
+    @staticmethod
+    def _delta_chain(session: ClientSession, sub: Subscriber, result: SubscribeResult) -> None:
+        """Recovered publications for a delta subscriber: the first full, then deltas."""
+        pubs = result.publications
+        try:
+            result.publications = delta_chain(pubs, not session.codec.binary)
+        except InappropriateProtocol:
+            return  # sent as they are: the reply's encoding disconnects with 3506
+        # The client's base is the stream top: the next publication may be a delta.
+        sub.delta_ready = pubs[-1].offset == sub.offset
 
     async def _authorize(
         self, session: ClientSession, req: SubscribeRequest, opts: ChannelOptions, wall: float

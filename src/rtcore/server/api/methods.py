@@ -164,6 +164,8 @@ class Executor:
             tags=p.get("tags") or None,
             idempotency_key=p.get("idempotency_key") or None,
             skip_history=bool(p.get("skip_history")),
+            # Absent: the namespace's delta_publish decides.
+            delta=p.get("delta"),
         )
         return _position(position)
 

@@ -179,7 +179,7 @@ _PUBLICATION: Final = {
     "skip_history": _bool,
     "tags": _str_map,
     "idempotency_key": _str,
-    "delta": _unsupported(_bool),
+    "delta": _bool,
     "version": _unsupported(_u64),
     "version_epoch": _unsupported(_str),
 }
