@@ -488,6 +488,10 @@ async def publish(run: Run) -> None:
     dups = sum(r["duplicates"] for r in collected)
     still_ready = sum(r["ready"] for r in collected)
     expected = sum(r["expected"] for r in collected)
+    # Closed by the server during the run (e.g. 3008 when a client fell too far
+    # behind): their deliveries are in `received` but not in `expected`, which
+    # counts the connections still ready only.
+    lost = add_counts(r["lost"] for r in collected)
     last_recv = max((r["last_recv"] for r in collected), default=0)
     window = (last_recv - start_ns) / 1e9 if last_recv else 0.0
     server = pph.get("server") or {}
@@ -503,6 +507,7 @@ async def publish(run: Run) -> None:
             "deliveries_per_s": round(received / window, 1) if window > 0 else None,
             "complete_connections": complete,
             "still_ready": still_ready,
+            "lost": lost,
             "gaps": gaps,
             "duplicates": dups,
             "latency_ms": summary_ms(run.histograms["latency_us"]),
@@ -515,10 +520,16 @@ async def publish(run: Run) -> None:
     )
     if errors:
         run.problems.append(f"{len(errors)} publish requests failed ({errors[0]})")
-    if received != expected or gaps or dups or complete != still_ready:
+    if lost:
         run.problems.append(
-            f"deliveries: {received} received of {expected} expected, {gaps} missing in gaps, "
-            f"{dups} duplicates, {still_ready - complete} connections incomplete"
+            f"{sum(lost.values())} connections closed by the server during the run "
+            f"({_top(lost, 3)})"
+        )
+    if (received != expected and not lost) or gaps or dups or complete != still_ready:
+        run.problems.append(
+            f"deliveries: {received} received of {expected} expected by the {still_ready} "
+            f"connections still ready, {gaps} missing in gaps, {dups} duplicates, "
+            f"{still_ready - complete} connections incomplete"
         )
 
 
