@@ -78,3 +78,34 @@ def server_impl(request: pytest.FixtureRequest) -> str:
             pytest.fail("compiled modules are required but were not built")
         pytest.skip("compiled modules not built")
     return str(request.param)
+
+
+# Tests that run for tens of seconds or minutes (a server process, a browser, a
+# conformance or load run), longest first. They go before the rest, so that
+# pytest-xdist's load scheduling hands them out round-robin while the short
+# tests fill the gaps, instead of one worker finishing alone on a long tail.
+LONG_RUNNING = (
+    "test_autobahn.py",
+    "tests/browser/",
+    "tests/multinode/",
+    "test_sdk_js.py",
+    "test_sdk_python.py",
+    "test_loadgen_smoke.py",
+    "test_soak_smoke.py",
+    "test_packaging.py",
+    "test_consumers.py",
+    "test_redis_sentinel.py",
+    "test_fuzz_smoke.py",
+    "test_sourcecode.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        for i, marker in enumerate(LONG_RUNNING):
+            if marker in path:
+                return i
+        return len(LONG_RUNNING)
+
+    items.sort(key=rank)  # stable: the order within a rank is kept
