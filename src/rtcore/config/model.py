@@ -427,6 +427,46 @@ class ApiConfig:
 
 
 @dataclass(slots=True)
+class AdminConfig:
+    """The admin web UI (docs/admin.md), off by default.
+
+    Served on the internal port when api.port is set, else on http.port, at
+    ``/`` (or under handler_prefix).
+    """
+
+    enabled: bool = _f(False, "Serve the admin web UI.")
+    password: str = _f("", "Password to sign in to the admin UI (required unless insecure).")
+    secret: str = _f(
+        "", "Key that signs the admin's session tokens (HMAC-SHA256; required unless insecure)."
+    )
+    insecure: bool = _f(
+        False, "No sign-in: whoever reaches the UI is admin (only behind a trusted network)."
+    )
+    external: bool = _f(False, "Serve the UI on http.port even when api.port is set.")
+    handler_prefix: str = _f(
+        "", "Path prefix of the UI and its endpoints, e.g. '/ops' (empty: the UI is at /)."
+    )
+    token_ttl: float = _duration(12 * 3600.0, "How long a sign-in lasts.")
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        prefix = self.handler_prefix
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "?" in prefix):
+            yield _err(
+                path, "handler_prefix", "must start with '/' and not end with '/' (or be empty)"
+            )
+        if self.token_ttl <= 0:
+            yield _err(path, "token_ttl", "must be > 0")
+        if self.enabled and not self.insecure:
+            for key in ("password", "secret"):
+                if not getattr(self, key):
+                    yield _err(
+                        path,
+                        key,
+                        "is required when admin.enabled is true (or set admin.insecure = true)",
+                    )
+
+
+@dataclass(slots=True)
 class MetricsConfig:
     """Prometheus metrics at ``/metrics`` (on the internal port when api.port is set)."""
 
@@ -595,6 +635,9 @@ class Config:
         default_factory=WebSocketSettings, metadata={"doc": "WebSocket transport."}
     )
     api: ApiConfig = field(default_factory=ApiConfig, metadata={"doc": "Server HTTP API."})
+    admin: AdminConfig = field(
+        default_factory=AdminConfig, metadata={"doc": "Admin web UI (docs/admin.md)."}
+    )
     metrics: MetricsConfig = field(
         default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics."}
     )

@@ -7,6 +7,8 @@
   ``uni_http_stream`` when enabled (``rtcore.transports.http_stream``,
   ``rtcore.transports.uni``, docs/transports.md).
 * ``/health``: liveness (200 ``{}``); ``/debug/stats`` when ``http.debug_endpoint``.
+* ``/`` and ``/admin/...``: the admin web UI when ``admin.enabled``
+  (``rtcore.server.admin``), unless ``api.port`` moves it to the internal port.
 * ``/api`` and ``/api/<method>``: the server API (see ``rtcore.server.api``) and
   ``/metrics`` when ``metrics.enabled``; both move to an internal port of
   their own when ``api.port`` is set (``rtcore.server.api.InternalApp``).
@@ -32,6 +34,7 @@ from rtcore.backends.proxy import install_proxies
 from rtcore.engine.ratelimit import TokenBucket
 from rtcore.errors import HttpError
 from rtcore.protocol import get_codec
+from rtcore.server.admin import AdminEndpoints, mount_admin
 from rtcore.server.api import ServerApi, mount_internal
 from rtcore.server.tracing import install as install_tracing
 from rtcore.transports.http_server import (
@@ -184,6 +187,8 @@ class NodeApp:
         self.api: ServerApi | None = None
         if cfg.api.port == 0:
             self.api = mount_internal(self)
+        # The admin web UI, unless it belongs on the internal port.
+        self.admin: AdminEndpoints | None = mount_admin(self, internal=False)
 
     def _route(self, deflate: DeflateOptions | None, codec: Any) -> WebSocketRoute:
         node = self.node

@@ -1,4 +1,4 @@
-"""The internal port (``api.port``): ``/api``, ``/metrics`` and ``/health`` on their own."""
+"""The internal port (``api.port``): ``/api``, ``/metrics``, ``/health`` and the admin UI."""
 
 from __future__ import annotations
 
@@ -42,13 +42,18 @@ def mount_internal(app: Any) -> ServerApi | None:
 
 
 class InternalApp:
-    """The application of the internal port (``api.port``): ``/api``, ``/metrics``, ``/health``."""
+    """The application of the internal port (``api.port``): ``/api``, ``/metrics``, ``/health``,
+    and the admin web UI (``admin.enabled``) unless ``admin.external`` keeps it public."""
 
     def __init__(self, node: Node) -> None:
+        # The admin UI runs API methods: it imports this package, so not at its top.
+        from rtcore.server.admin import mount_admin
+
         self.node = node
         self.http_routes: dict[str, HttpHandler] = {"/health": _health}
         self.http_prefixes: list[tuple[str, HttpHandler]] = []
         self.api = mount_internal(self)
+        self.admin = mount_admin(self, internal=True)
 
     def mount(self, path: str, handler: HttpHandler, *, prefix: bool = False) -> None:
         if prefix:
