@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from rtcore.errors import HandshakeError
 from rtcore.wire.deflate import DeflateOptions, PerMessageDeflate, negotiate_deflate
-from rtcore.wire.http import Request, render_response
+from rtcore.wire.http import Request, _split_list, render_response
 
 
 __all__ = [
@@ -55,6 +55,55 @@ _RESERVED_HEADERS = frozenset(
         "transfer-encoding",
     }
 )
+
+
+# The request headers the handshake reads, collected in one pass over the request.
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "origin",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+
+_NO_VALUES: list[str] = []
+
+# The 101 response up to the accept value, and its end (no subprotocol,
+# extension or extra header): the common response is written without rendering.
+_RESPONSE_HEAD = (
+    b"HTTP/1.1 101 Switching Protocols\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: "
+)
+
+
+def _collect_headers(request: Request) -> dict[str, list[str]]:
+    """The values of every header the handshake reads, by lowercased name, in order."""
+    found: dict[str, list[str]] = {}
+    for name, value in request.headers:
+        if name in _HANDSHAKE_HEADERS:
+            values = found.get(name)
+            if values is None:
+                found[name] = [value]
+            else:
+                values.append(value)
+    return found
+
+
+def _list_items(values: list[str]) -> list[str]:
+    """Split comma-separated header values as ``Request.header_values(split=True)`` does."""
+    if len(values) == 1:
+        value = values[0]
+        if "," not in value and '"' not in value:
+            item = value.strip(" \t")
+            return [item] if item else []
+    return [item for value in values for item in _split_list(value)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +145,8 @@ def _check_config(subprotocols: Sequence[str], extra_headers: Sequence[tuple[str
             raise ValueError(f"extra_headers must not set {header[0]}: the handshake sets it")
 
 
-def _check_request(request: Request) -> str:
-    """Validate the handshake headers; return the Sec-WebSocket-Key."""
+def _check_request(request: Request, found: dict[str, list[str]]) -> str:
+    """Validate the handshake headers (``found``: see _collect_headers); return the key."""
     if request.method != "GET":
         raise HandshakeError(
             405,
@@ -112,7 +161,7 @@ def _check_request(request: Request) -> str:
             f"the WebSocket handshake requires HTTP/1.1 or later, got HTTP/{request.http_version}",
         )
 
-    hosts = request.header_values("host")
+    hosts = found.get("host", _NO_VALUES)
     if not hosts:
         raise HandshakeError(400, "missing Host header")
     if len(hosts) > 1:
@@ -120,26 +169,26 @@ def _check_request(request: Request) -> str:
     if not hosts[0]:
         raise HandshakeError(400, "empty Host header")
 
-    upgrade = request.header_values("upgrade")
+    upgrade = found.get("upgrade", _NO_VALUES)
     if not upgrade:
         raise HandshakeError(400, "missing Upgrade header (expected 'websocket')")
-    upgrade_tokens = request.header_values("upgrade", split=True)
+    upgrade_tokens = _list_items(upgrade)
     if not any(token.lower() == "websocket" for token in upgrade_tokens):
         raise HandshakeError(
             400, f"the Upgrade header does not offer 'websocket': {_quote(', '.join(upgrade))}"
         )
 
-    connection = request.header_values("connection")
+    connection = found.get("connection", _NO_VALUES)
     if not connection:
         raise HandshakeError(400, "missing Connection header (expected 'Upgrade')")
-    connection_tokens = request.header_values("connection", split=True)
+    connection_tokens = _list_items(connection)
     if not any(token.lower() == "upgrade" for token in connection_tokens):
         raise HandshakeError(
             400,
             f"the Connection header lacks the 'upgrade' option: {_quote(', '.join(connection))}",
         )
 
-    versions = request.header_values("sec-websocket-version")
+    versions = found.get("sec-websocket-version", _NO_VALUES)
     if versions != [WEBSOCKET_VERSION]:
         version_headers = [
             ("Upgrade", "websocket"),
@@ -154,7 +203,7 @@ def _check_request(request: Request) -> str:
             426, f"{message} (this server speaks version {WEBSOCKET_VERSION})", version_headers
         )
 
-    keys = request.header_values("sec-websocket-key")
+    keys = found.get("sec-websocket-key", _NO_VALUES)
     if not keys:
         raise HandshakeError(400, "missing Sec-WebSocket-Key header")
     if len(keys) > 1:
@@ -173,11 +222,12 @@ def _check_request(request: Request) -> str:
 
 def _select_subprotocol(
     request: Request,
+    found: dict[str, list[str]],
     subprotocols: Sequence[str],
     select_subprotocol: Callable[[Request, list[str]], str | None] | None,
     prefer_server_order: bool,
 ) -> str | None:
-    offered = request.header_values("sec-websocket-protocol", split=True)
+    offered = _list_items(found.get("sec-websocket-protocol", _NO_VALUES))
     for name in offered:
         if not _TOKEN_RE.fullmatch(name):
             raise HandshakeError(
@@ -240,9 +290,10 @@ def accept_websocket(
             returned a subprotocol the client did not offer.
     """
     _check_config(subprotocols, extra_headers)
-    key = _check_request(request)
+    found = _collect_headers(request)
+    key = _check_request(request, found)
 
-    origins = request.header_values("origin")
+    origins = found.get("origin", _NO_VALUES)
     if len(origins) > 1:
         raise HandshakeError(400, "multiple Origin headers")
     origin = origins[0] if origins else None
@@ -252,27 +303,32 @@ def accept_websocket(
         raise HandshakeError(403, f"origin {_quote(origin)} is not allowed")
 
     subprotocol = _select_subprotocol(
-        request, subprotocols, select_subprotocol, prefer_server_order
+        request, found, subprotocols, select_subprotocol, prefer_server_order
     )
 
     extension: PerMessageDeflate | None = None
     extension_header: str | None = None
     if deflate is not None:
-        negotiated = negotiate_deflate(request.header_values("sec-websocket-extensions"), deflate)
+        negotiated = negotiate_deflate(found.get("sec-websocket-extensions", []), deflate)
         if negotiated is not None:
             extension_header, extension = negotiated
 
-    headers = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", accept_key(key)),
-    ]
-    if subprotocol is not None:
-        headers.append(("Sec-WebSocket-Protocol", subprotocol))
-    if extension_header is not None:
-        headers.append(("Sec-WebSocket-Extensions", extension_header))
-    headers.extend(extra_headers)
-    response = render_response(101, headers)
+    accept = accept_key(key)
+    if subprotocol is None and extension_header is None and not extra_headers:
+        # The same bytes render_response gives, without rendering.
+        response = b"".join((_RESPONSE_HEAD, accept.encode("ascii"), b"\r\n\r\n"))
+    else:
+        headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept),
+        ]
+        if subprotocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", subprotocol))
+        if extension_header is not None:
+            headers.append(("Sec-WebSocket-Extensions", extension_header))
+        headers.extend(extra_headers)
+        response = render_response(101, headers)
     return WebSocketAccept(
         response=response, subprotocol=subprotocol, deflate=extension, request=request
     )
