@@ -63,6 +63,13 @@ def config(**client: Any) -> dict[str, Any]:
                     "join_leave": True,
                     "allow_subscribe_for_client": True,
                 },
+                {
+                    "name": "r",
+                    "history_size": 10,
+                    "history_ttl": "1m",
+                    "force_recovery": True,
+                    "allow_subscribe_for_client": True,
+                },
             ]
         },
     }
@@ -336,6 +343,40 @@ def test_commands_and_connects_are_counted() -> None:
             assert commands("subscribe", "102") == 1
             assert commands("history", "103") == 1
             assert value(samples, "rtcore_client_connects_total", transport="websocket") == 1
+            await ws.close()
+
+    run(main())
+
+
+def test_recovery_outcomes_and_subscribe_reads() -> None:
+    async def main() -> None:
+        async with served(config()) as s:
+            for n in range(2):
+                position = (await s.api("publish", {"channel": "r:a", "data": {"n": n}}))["result"]
+            ws = await websockets.connect(f"ws://127.0.0.1:{s.server.port}/connection/websocket")
+            token = make_connect_token(SECRET, "alice")
+            await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+            assert "connect" in json.loads(await ws.recv())
+            epoch = position["epoch"]
+            asks = [
+                ("r:a", {"recover": True, "offset": 1, "epoch": epoch}),
+                ("r:b", {"recover": True, "offset": 5, "epoch": "another-epoch"}),
+                ("r:c", {}),
+            ]
+            replies = []
+            for n, (channel, recovery) in enumerate(asks, start=2):
+                await ws.send(json.dumps({"id": n, "subscribe": {"channel": channel, **recovery}}))
+                replies.append(json.loads((await ws.recv()).splitlines()[0])["subscribe"])
+            assert replies[0].get("recovered") is True
+            assert len(replies[0]["publications"]) == 1
+            assert not replies[1].get("recovered")
+            samples = await s.scrape()
+            assert value(samples, "rtcore_client_recoveries_total", outcome="recovered") == 1
+            assert value(samples, "rtcore_client_recoveries_total", outcome="not_recovered") == 1
+            # Every subscribe of a recoverable channel read its history: timed.
+            reads = value(samples, "rtcore_recovery_reads_total")
+            assert reads >= 1
+            assert value(samples, "rtcore_history_read_duration_seconds_count") == reads
             await ws.close()
 
     run(main())

@@ -130,9 +130,15 @@ class Node(BrokerEventHandler):
         self._control = ControlMessages(self)
         # The other nodes of the broker: their info and surveys (API info, channels).
         self.cluster = Cluster(self)
+        # Commands, connects and disconnects by transport, recovery outcomes,
+        # broker publish and history read latency, bytes received (metrics).
+        self.stats = NodeStats()
         # The history reads of subscribes, merged per channel (single flight).
         self.history_reads = HistoryReads(
-            self.broker, self._subscriptions.broker_token, clock=lambda: self.timers.now()
+            self.broker,
+            self._subscriptions.broker_token,
+            clock=lambda: self.timers.now(),
+            stats=self.stats,
         )
         # Idle positioned subscriptions compared with their stream's top.
         self.position_check = PositionCheck(
@@ -156,9 +162,6 @@ class Node(BrokerEventHandler):
         self.messages_received: dict[str, int] = dict.fromkeys(_MESSAGE_TYPES, 0)
         # Failed broker / presence operations, by operation.
         self.broker_errors: dict[str, int] = {}
-        # Commands, connects and disconnects by transport, recovery outcomes,
-        # broker publish and history read latency, bytes received.
-        self.stats = NodeStats()
         # Presence refreshes waiting for this loop turn's batch, and the
         # number of batches sent (add_many calls).
         self._presence_due: list[ClientSession] = []

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rtcore.engine.history import HistoryResult
+from rtcore.engine.stats import NodeStats
 from rtcore.protocol import SubscribeRequest, SubscribeResult, codes
 from rtcore.protocol.types import Publication, StreamPosition
 
@@ -175,10 +176,13 @@ class HistoryReads:
         token: ``token(channel)`` identifies the channel's current broker
             subscription (None while there is none).
         clock: monotonic seconds.
+        stats: the node's counters: the reads are timed into ``history_read``
+            and recovery outcomes counted in ``recoveries``.
     """
 
     __slots__ = (
         "broker",
+        "stats",
         "_token",
         "_clock",
         "_reads",
@@ -195,8 +199,10 @@ class HistoryReads:
         broker: Broker,
         token: Callable[[str], object],
         clock: Callable[[], float] = time.monotonic,
+        stats: NodeStats | None = None,
     ) -> None:
         self.broker = broker
+        self.stats = stats if stats is not None else NodeStats()
         self._token = token
         self._clock = clock
         # channel -> {(kind, meta_ttl): the latest read}
@@ -288,6 +294,7 @@ class HistoryReads:
 
     async def _run(self, read: _Read) -> None:
         self.reads += 1
+        started = time.perf_counter()
         try:
             if read.kind == READ_TOP:
                 result = await self.broker.history(read.channel, limit=0, meta_ttl=read.meta_ttl)
@@ -315,6 +322,7 @@ class HistoryReads:
             if not isinstance(exc, Exception):
                 raise
             return
+        self.stats.history_read.observe(time.perf_counter() - started)
         read.result = result
         read.offsets = [p.offset for p in result.publications]
         read.done_at = now = self._clock()
@@ -510,6 +518,8 @@ async def position(
             recovered = top.offset == 0 or at_top
     else:
         top = (await reads.read(READ_TOP, channel, meta_ttl)).position
+    if recover:
+        reads.stats.recoveries["recovered" if recovered else "not_recovered"] += 1
     if not recovered:
         pubs = []
         if recover and req.flag & 2:
