@@ -3,8 +3,10 @@
 rtcore depends on the OpenTelemetry *API* only. The application (or
 ``opentelemetry-instrument rtcore serve`` from opentelemetry-distro, configured
 by the ``OTEL_*`` environment variables) sets up the SDK, its exporter and the
-global tracer provider. :func:`install`, called when a node is served, then
-puts an OpenTelemetry tracer in the engine's seam (:mod:`rtcore.engine.tracing`).
+global tracer provider. :func:`install`, called when the server edge starts a
+node (``rtcore.server.app.start_node``: ``rtcore serve``, ``rtcore.serve``, the
+ASGI app), then puts an OpenTelemetry tracer in the engine's seam
+(:mod:`rtcore.engine.tracing`).
 Without the API, or without a configured provider, nothing is installed and
 the engine keeps its no-op path.
 
