@@ -811,7 +811,11 @@ def test_wrong_http_method_and_unknown_method() -> None:
             "tags.a: expected a string, got an integer",
         ),
         ("/api/publish", '{"channel": "h:x", "data": 1, "chanel": "x"}', "chanel: unknown field"),
-        ("/api/publish", '{"channel": "h:x", "data": 1, "delta": true}', "delta: not supported"),
+        (
+            "/api/publish",
+            '{"channel": "h:x", "data": 1, "delta": "yes"}',
+            "delta: expected true or false",
+        ),
         (
             "/api/broadcast",
             '{"channels": "h:x", "data": 1}',
