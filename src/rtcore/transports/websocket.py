@@ -13,6 +13,7 @@ connection per flush. A compressed connection's frames go through
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from rtcore.engine.session import ClientSession
@@ -32,6 +33,38 @@ if TYPE_CHECKING:
 __all__ = ["ProtocolWebSocketHandler"]
 
 logger = logging.getLogger("rtcore.websocket")
+
+
+class _LazyHeaders(Mapping[str, str]):
+    """A request's headers as a dict (last line wins), built on first use.
+
+    Only the proxies read them: a connection that never calls one does not
+    pay for the copy.
+    """
+
+    __slots__ = ("_lines", "_dict")
+
+    def __init__(self, lines: list[tuple[str, str]]) -> None:
+        self._lines = lines
+        self._dict: dict[str, str] | None = None
+
+    def _headers(self) -> dict[str, str]:
+        headers = self._dict
+        if headers is None:
+            headers = self._dict = dict(self._lines)
+        return headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers())
+
+    def __len__(self) -> int:
+        return len(self._headers())
+
+    def __repr__(self) -> str:
+        return repr(self._headers())
 
 
 class ProtocolWebSocketHandler:
@@ -66,7 +99,7 @@ class ProtocolWebSocketHandler:
             node,
             self,
             request_info={
-                "headers": dict(req.headers),
+                "headers": _LazyHeaders(req.headers),
                 "remote_address": ws.remote_address,
                 "path": req.path,
                 "query": req.query,
