@@ -354,6 +354,23 @@ def test_ping_flood_never_read_is_closed_3008(
         run(_echo_publish(server.ws_url))
 
 
+def test_ping_flood_on_uni_websocket_is_closed_3008(tmp_path: Path) -> None:
+    config = base_config(uni_websocket={"enabled": True})
+    with serve(config, tmp_path) as server:
+        s = ws_handshake(server.port, "/connection/uni_websocket")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(client_frame(0x1, b"{}"))  # the connect request
+        ping = client_frame(0x9, b"p" * 125)
+        sender = send_in_thread(s, ping * (24 * MB // len(ping)))
+        server.settled_rss()  # the client reads only once the server stalled
+        code, reason, frames = read_frames_until_close(s)
+        assert (code, reason) == (3008, "slow")
+        assert frames > 1000
+        sender.join(10)
+        s.close()
+        assert server.alive()
+
+
 async def _echo_publish(url: str) -> None:
     async with websockets.connect(url) as ws:
         await ws.send(connect_frame())

@@ -182,6 +182,8 @@ class NodeApp:
         # HTTP-streaming, SSE, /emulation and the unidirectional transports.
         self.http_transports = mount_http_transports(self)
         self.uni_transports = mount_uni_transports(self)
+        # Pongs on uni_websocket count against the session's output limit too (3008).
+        self.uni_transports.ws_route.max_output_size = cfg.client.queue_max_size
         # The server API (/api) and /metrics live here unless api.port gives
         # them an internal port of their own (rtcore.server.api.InternalApp).
         self.api: ServerApi | None = None
