@@ -28,7 +28,8 @@ import logging
 import socket
 import ssl as _ssl
 import time
-from collections import deque
+import weakref
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ _PARSE_SLICE = 4096
 # The connection whose request the application routes or handles (an async
 # handler's task inherits it): admission looks at the peer through it.
 _current: ContextVar[_Connection | None] = ContextVar("rtcore_connection", default=None)
+# Every Server of this process: the metrics sum their refusals.
+live_servers: weakref.WeakSet[Server] = weakref.WeakSet()
 
 
 def current_connection() -> _Connection | None:
@@ -118,7 +121,7 @@ class ServerOptions:
 
     # Seconds a client has to send a complete upgrade/HTTP request after connecting.
     handshake_timeout: float = 10.0
-    # Seconds to wait for the peer's close frame after ours, then drop TCP.
+    # Seconds to wait for the peer's close frame after ours, then half-close (linger).
     close_timeout: float = 5.0
     # Largest request line + headers (431 beyond) and request body (413 beyond).
     max_header_size: int = 16 * 1024
@@ -198,6 +201,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._max_output = 0
         # Set when a read was answered with pongs: the output limit is checked.
         self._ponged = False
+        # A handshake or keep-alive deadline was seen passed once (see on_timer).
+        self._overdue = False
 
     # -- peer ------------------------------------------------------------------
 
@@ -224,12 +229,6 @@ class _Connection(asyncio.BufferedProtocol):
         # uvloop's TCPTransport is not an asyncio.Transport subclass.
         self.transport = transport  # type: ignore[assignment]
         self.peername = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - e.g. a socket already shut down
-                pass
         opts = self.server.options
         transport.set_write_buffer_limits(  # type: ignore[attr-defined]
             high=opts.write_high_water, low=opts.write_low_water
@@ -371,14 +370,32 @@ class _Connection(asyncio.BufferedProtocol):
     # -- timers --------------------------------------------------------------
 
     def on_timer(self, now: float) -> None:
-        """A handshake, keep-alive, close or linger timeout expired: drop the connection."""
-        if self.transport is None:
+        """A handshake, keep-alive, close or linger timeout expired: end the connection."""
+        transport = self.transport
+        if transport is None:
             return
-        if self._wsconn is None and self._partial and not self.closing:
-            # A request was begun but not finished within the timeout.
-            self._send_error(HttpError(408, "request not completed in time"))
-            return
-        self.transport.abort()
+        server = self.server
+        if self._wsconn is None and not self.closing:
+            if not self._overdue:
+                # A lagging loop may sweep before reading a request waiting in
+                # the socket: confirm at the next sweep, after a read.
+                self._overdue = True
+                server._deadlines.schedule_in(self, 0)
+                return
+            if self._partial:
+                # A request was begun but not finished within the timeout.
+                self._send_error(HttpError(408, "request not completed in time"))
+                return
+            if not self._idle:
+                server.refusals["handshake_timeout"] += 1
+        elif self._wsconn is not None and not self._lingering and not transport.is_closing():
+            # Our close frame got no answer: a reset would make the peer's kernel
+            # discard it unread. Half-close, drop TCP after the linger timeout.
+            server.refusals["close_timeout"] += 1
+            self._close_lingering()
+            if self._lingering or transport.is_closing():
+                return
+        transport.abort()
 
     # -- writing -------------------------------------------------------------
 
@@ -516,6 +533,7 @@ class _Connection(asyncio.BufferedProtocol):
             handler = route.handler_factory(ws)
         except Exception:  # noqa: BLE001
             logger.exception("WebSocket handler factory failed; closing with 1011")
+            self.server.refusals["handler_failed"] += 1
             wsconn.fail(1011, "internal error")
             self.flush_ws()
             return
@@ -536,7 +554,7 @@ class _Connection(asyncio.BufferedProtocol):
             return
         if self._idle:
             # First bytes of the next request: it gets the handshake timeout.
-            self._idle = False
+            self._idle = self._overdue = False
             self.server._deadlines.schedule_in(self, self.server.options.handshake_timeout)
         if self._backlog:
             self._backlog += data
@@ -669,10 +687,11 @@ class _Connection(asyncio.BufferedProtocol):
         if not keep_alive:
             self._close_lingering()
             return
-        self._idle = True
+        self._idle, self._overdue = True, False
         self.server._deadlines.schedule_in(self, self.server.options.keepalive_timeout)
 
     def _send_error(self, exc: HttpError) -> None:
+        self.server.refusals[f"http_{exc.status}"] += 1
         self.closing = True
         self.write(error_response(exc, keep_alive=False))
         self._close_lingering()
@@ -691,6 +710,10 @@ class Server:
         self._deadlines = TimerWheel(tick=0.5)
         self._http_chunk = memoryview(bytearray(_HTTP_CHUNK))
         self._servers: list[asyncio.base_events.Server] = []
+        # Connections refused or dropped by this core, by reason: http_<status>
+        # (an error response), handshake_timeout, close_timeout, handler_failed.
+        self.refusals: Counter[str] = Counter()
+        live_servers.add(self)
 
     @property
     def connections(self) -> int:
