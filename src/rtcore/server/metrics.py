@@ -35,6 +35,12 @@ client_bytes_received_total                counter    protocol bytes of client c
 client_connect_refusals_total{code}        counter    of those, connections that ended after
                                                       the handshake and before a successful
                                                       connect (3000: the client went away)
+http_refusals_total{reason}                counter    connections the HTTP/WebSocket core of
+                                                      this process refused or dropped:
+                                                      http_<status> (an error response, e.g. a
+                                                      bad handshake), handshake_timeout,
+                                                      close_timeout (our close frame got no
+                                                      answer), handler_failed (1011)
 broker_errors_total{op}                    counter    failed broker/presence operations
 recovery_reads_total                       counter    history reads made for subscribes
                                                       (positioning and recovery)
@@ -78,6 +84,7 @@ from rtcore import fanout, frames
 from rtcore._version import __version__
 from rtcore.engine.stats import Histogram
 from rtcore.protocol.codes import SLOW
+from rtcore.transports.http_server import live_servers
 
 
 if TYPE_CHECKING:
@@ -287,6 +294,16 @@ class NodeCollector(Collector):
             "rtcore_history_read_duration_seconds",
             "Duration of history reads of the server API and of clients' history commands.",
             stats.history_read,
+        )
+        refusals: dict[str, int] = {}
+        for server in list(live_servers):
+            for reason, count in server.refusals.items():
+                refusals[reason] = refusals.get(reason, 0) + count
+        yield _by_label(
+            "rtcore_http_refusals",
+            "Connections the HTTP/WebSocket core refused or dropped, by reason.",
+            "reason",
+            dict(sorted(refusals.items())),
         )
         if self.api_stats is not None:
             yield from _api_metrics(self.api_stats)
