@@ -3,15 +3,17 @@
 The verifier never hands a token to a general-purpose ``jwt.decode``: it
 parses the three segments itself (strict base64url, UTF-8 JSON objects), looks
 the header ``alg`` up in the keys it actually holds, and only then calls the
-matching PyJWT algorithm object's ``verify``. A key is stored together with the
-algorithms it may be used with, so an HMAC secret can only ever verify ``HS*``
-and an RSA key only ``RS*``: algorithm confusion has no code path.
+matching PyJWT algorithm object's ``verify`` (``HS*``: the same HMAC
+comparison, made here with :func:`hmac.digest`). A key is stored together with
+the algorithms it may be used with, so an HMAC secret can only ever verify
+``HS*`` and an RSA key only ``RS*``: algorithm confusion has no code path.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -65,6 +67,17 @@ _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
 # A \u escape of a UTF-16 surrogate (paired or not).
 _SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
+# Digest of each HMAC algorithm (as PyJWT's HMACAlgorithm uses).
+_HMAC_DIGESTS: Final = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+
+# base64url to base64 (the alphabet is checked before decoding).
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+
+# Decoded and checked headers by their base64url segment: a deployment signs
+# with a handful of headers, so most tokens skip decoding theirs. Bounded.
+_HEADER_CACHE: dict[str, dict[str, Any]] = {}
+_HEADER_CACHE_SIZE: Final = 64
+
 # RFC 7515 §4.1.11: a token naming a critical extension we do not implement
 # must be rejected. We implement none.
 _REJECTED_HEADERS: Final = ("crit",)
@@ -76,13 +89,18 @@ def _b64url_decode(segment: str, what: str) -> bytes:
     if not _B64URL_RE.fullmatch(segment) or len(segment) % 4 == 1:
         raise InvalidToken(f"malformed token: {what} is not valid base64url")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        padded = (segment + "=" * (-len(segment) % 4)).encode("ascii")
+        return binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
     except (binascii.Error, ValueError) as exc:  # pragma: no cover - alphabet checked above
         raise InvalidToken(f"malformed token: {what} is not valid base64url") from exc
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# One decoder for every token (json.loads with an option builds one per call).
+_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _replace_lone_surrogates(value: Any) -> Any:
@@ -102,7 +120,7 @@ def _replace_lone_surrogates(value: Any) -> Any:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _JSON_DECODER.decode(text)
         if _SURROGATE_ESCAPE_RE.search(text):
             # "\ud800" alone is valid JSON but no UTF-8 text: every string
             # claim must encode (user ids, channels, raw info re-serialised).
@@ -155,9 +173,24 @@ def parse_compact(token: str) -> ParsedToken:
     if len(parts) != 3:
         raise InvalidToken("malformed token: expected three dot-separated segments")
     header_b64, claims_b64, signature_b64 = parts
-    header = _json_object(_b64url_decode(header_b64, "header"), "header")
+    header = _HEADER_CACHE.get(header_b64)
+    if header is None:
+        header = _parse_header(header_b64)
+        if len(_HEADER_CACHE) >= _HEADER_CACHE_SIZE:
+            _HEADER_CACHE.clear()
+        _HEADER_CACHE[header_b64] = header
     claims = _json_object(_b64url_decode(claims_b64, "claims"), "claims")
     signature = _b64url_decode(signature_b64, "signature")
+    return ParsedToken(
+        header=header,
+        claims=claims,
+        signing_input=f"{header_b64}.{claims_b64}".encode("ascii"),
+        signature=signature,
+    )
+
+
+def _parse_header(header_b64: str) -> dict[str, Any]:
+    header = _json_object(_b64url_decode(header_b64, "header"), "header")
     alg = header.get("alg")
     if not isinstance(alg, str) or not alg:
         raise InvalidToken("malformed token: header has no alg")
@@ -166,12 +199,7 @@ def parse_compact(token: str) -> ParsedToken:
     for name in _REJECTED_HEADERS:
         if name in header:
             raise InvalidToken(f"unsupported token: {name!r} header")
-    return ParsedToken(
-        header=header,
-        claims=claims,
-        signing_input=f"{header_b64}.{claims_b64}".encode("ascii"),
-        signature=signature,
-    )
+    return header
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +220,10 @@ class VerificationKey:
         alg = token.alg
         if alg not in self.algorithms:
             return False
+        digest = _HMAC_DIGESTS.get(alg)
+        if digest is not None:
+            expected = hmac.digest(self.key, token.signing_input, digest)
+            return hmac.compare_digest(token.signature, expected)
         try:
             return bool(
                 _PYJWT_ALGORITHMS[alg].verify(token.signing_input, self.key, token.signature)
