@@ -638,23 +638,29 @@ class HttpParser:
         self._headers_done = True
         self._trailer_count = 0
 
-        hosts = [value for name, value in headers if name == "host"]
-        if len(hosts) > 1:
+        # One pass over the headers for the few that frame the message.
+        hosts = 0
+        encodings: list[str] = []
+        lengths: list[str] = []
+        expect: list[str] = []
+        for name, value in headers:
+            if name == "host":
+                hosts += 1
+            elif name == "transfer-encoding":
+                encodings.append(value)
+            elif name == "content-length":
+                lengths.append(value)
+            elif name == "expect":
+                expect.append(value.lower())
+        if hosts > 1:
             raise HttpError(400, "multiple Host headers")
         if version == "1.1" and not hosts:
             raise HttpError(400, "missing Host header")
 
         chunked = False
         length = 0
-        codings = [
-            item.lower()
-            for name, value in headers
-            if name == "transfer-encoding"
-            for item in _split_list(value)
-        ]
-        has_te = any(name == "transfer-encoding" for name, _ in headers)
-        lengths = [value for name, value in headers if name == "content-length"]
-        if has_te:
+        if encodings:
+            codings = [item.lower() for value in encodings for item in _split_list(value)]
             if version == "1.0":
                 raise HttpError(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
             if lengths:
@@ -680,13 +686,11 @@ class HttpParser:
         if upgrade and (chunked or length):
             raise HttpError(400, "an upgrade request must not have a body")
 
-        if chunked or length:
-            expect = [value.lower() for name, value in headers if name == "expect"]
-            if expect:
-                if expect != ["100-continue"]:
-                    raise HttpError(417, f"unsupported expectation {_shorten(', '.join(expect))}")
-                if version == "1.1":
-                    self._to_send = CONTINUE_RESPONSE
+        if (chunked or length) and expect:
+            if expect != ["100-continue"]:
+                raise HttpError(417, f"unsupported expectation {_shorten(', '.join(expect))}")
+            if version == "1.1":
+                self._to_send = CONTINUE_RESPONSE
 
         target = self._url.decode("ascii")
         path, query = _split_target(target)
