@@ -30,7 +30,7 @@ from rtcore.engine.node import Node
 from rtcore.errors import ConfigError
 from rtcore.server.admin import ADMIN_METHODS, AdminAuth, AdminEndpoints, SignInLimiter
 from rtcore.server.admin.endpoints import COOKIE_NAME, STATIC_FILES
-from rtcore.server.api import InternalApp
+from rtcore.server.internal import InternalApp
 from rtcore.transports.http_server import Server, run as run_loop
 
 

@@ -50,8 +50,9 @@ import rtcore
 from rtcore.auth import make_connect_token
 from rtcore.config import config_from_mapping
 from rtcore.engine.node import Node
-from rtcore.server.api import InternalApp, glob_to_regex
+from rtcore.server.api import glob_to_regex
 from rtcore.server.app import serve_node
+from rtcore.server.internal import InternalApp
 from rtcore.transports.http_server import Server, run as run_loop
 
 

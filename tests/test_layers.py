@@ -70,6 +70,14 @@ def test_no_import_circle_between_packages() -> None:
     assert _circle(graph) == []
 
 
+def test_no_import_circle_between_subpackages() -> None:
+    # One level down as well, between subpackages: server.api, server.admin, backends.redis, ...
+    graph: dict[str, set[str]] = {}
+    for a, b, _ in layers.subpackage_edges():
+        graph.setdefault(a, set()).add(b)
+    assert _circle(graph) == []
+
+
 def test_the_checks_can_fail(tmp_path: Path) -> None:
     # The rules are only as good as the import reader and the circle finder.
     src = tmp_path / "rtcore"

@@ -127,3 +127,27 @@ def edges(src: Path = SRC) -> list[tuple[str, str, str]]:
             if b != a and mod != "rtcore._version":
                 found.append((a, b, f"{path.relative_to(src)}:{line} {mod}"))
     return found
+
+
+def subpackage_of(module: str, src: Path = SRC) -> str | None:
+    """The subpackage one level inside a unit (``server.api``), or None for other modules."""
+    parts = module.split(".")
+    if len(parts) >= 3 and (src / parts[1] / parts[2]).is_dir():
+        return ".".join(parts[1:3])
+    return None
+
+
+def subpackage_edges(src: Path = SRC) -> list[tuple[str, str, str]]:
+    """(importer, imported, where) between sibling subpackages (``server.admin`` -> ``server.api``).
+
+    Modules inside one package may refer to each other (types, mostly); whole
+    subpackages may not, or neither could be understood or moved alone.
+    """
+    found = []
+    for path in sources(src):
+        a = subpackage_of(module_name(path, src), src)
+        for line, mod in imports_of(path, src):
+            b = subpackage_of(mod, src)
+            if a and b and b != a:
+                found.append((a, b, f"{path.relative_to(src)}:{line} {mod}"))
+    return found

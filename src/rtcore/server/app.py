@@ -11,12 +11,13 @@
   (``rtcore.server.admin``), unless ``api.port`` moves it to the internal port.
 * ``/api`` and ``/api/<method>``: the server API (see ``rtcore.server.api``) and
   ``/metrics`` when ``metrics.enabled``; both move to an internal port of
-  their own when ``api.port`` is set (``rtcore.server.api.InternalApp``).
+  their own when ``api.port`` is set (``rtcore.server.internal.InternalApp``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import gc
 import hmac
@@ -35,7 +36,8 @@ from rtcore.engine.ratelimit import TokenBucket
 from rtcore.errors import HttpError
 from rtcore.protocol import get_codec
 from rtcore.server.admin import AdminEndpoints, mount_admin
-from rtcore.server.api import ServerApi, mount_internal
+from rtcore.server.api import ServerApi
+from rtcore.server.internal import mount_internal
 from rtcore.server.tracing import install as install_tracing
 from rtcore.transports.http_server import (
     HttpResponseWriter,
@@ -185,7 +187,7 @@ class NodeApp:
         # Pongs on uni_websocket count against the session's output limit too (3008).
         self.uni_transports.ws_route.max_output_size = cfg.client.queue_max_size
         # The server API (/api) and /metrics live here unless api.port gives
-        # them an internal port of their own (rtcore.server.api.InternalApp).
+        # them an internal port of their own (rtcore.server.internal.InternalApp).
         self.api: ServerApi | None = None
         if cfg.api.port == 0:
             self.api = mount_internal(self)
@@ -301,11 +303,16 @@ class NodeApp:
                 response.send(401, [("Content-Type", "text/plain")], b"unauthorized\n")
                 return
         hub = self.node.hub
+        objects = gc.get_objects()
         stats = {
             "asyncio_tasks": len(asyncio.all_tasks()),
             "open_files": _count_open_files(),
             "rss_bytes": _rss_bytes(),
-            "gc_objects": len(gc.get_objects()),
+            "gc_objects": len(objects),
+            # The most numerous types: what grows when the count does.
+            "gc_types": dict(
+                collections.Counter(type(o).__name__ for o in objects).most_common(40)
+            ),
             "clients": hub.num_sessions,
             "channels": hub.num_channels,
             "subscriptions": hub.num_subscriptions,

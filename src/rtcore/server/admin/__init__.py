@@ -26,7 +26,7 @@ def mount_admin(app: Any, *, internal: bool) -> AdminEndpoints | None:
     """Mount the admin UI on ``app`` when the configuration puts it there.
 
     ``app`` is a :class:`~rtcore.server.app.NodeApp` (``internal=False``) or an
-    :class:`~rtcore.server.api.InternalApp` (``internal=True``). Returns the
+    :class:`~rtcore.server.internal.InternalApp` (``internal=True``). Returns the
     endpoints, or None when the UI belongs elsewhere or is off.
     """
     config = app.node.config

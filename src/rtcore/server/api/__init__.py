@@ -30,7 +30,7 @@ keeping raw fields as they are and writes responses;
 :mod:`~rtcore.server.api.schema` validates each method's fields;
 :mod:`~rtcore.server.api.methods` runs the methods against the node;
 :mod:`~rtcore.server.api.batch` serves ``/api/batch`` and the legacy ``/api``;
-:mod:`~rtcore.server.api.internal` is the internal port (:class:`InternalApp`).
+The API is mounted on a port by :func:`rtcore.server.internal.mount_internal`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from rtcore.server.api.errors import (
     ERROR_UNRECOVERABLE_POSITION as ERROR_UNRECOVERABLE_POSITION,
     ApiError,
 )
-from rtcore.server.api.internal import InternalApp, mount_internal
 from rtcore.server.api.methods import RpcHandler as RpcHandler
 from rtcore.server.api.patterns import glob_to_regex as glob_to_regex
 from rtcore.server.api.rawjson import Raw as Raw, parse_json as parse_json
@@ -54,9 +53,7 @@ from rtcore.server.api.rawjson import Raw as Raw, parse_json as parse_json
 __all__ = [
     "ApiError",
     "ServerApi",
-    "InternalApp",
     "METHODS",
-    "mount_internal",
 ]
 
 # The logger of every module of the package.

@@ -66,7 +66,7 @@ class AsgiApp:
             process (``await node.publish(...)``).
         app: the routes to serve, by default ``NodeApp(node)``; pass your own
             :class:`~rtcore.server.app.NodeApp` to serve the routes you
-            mounted on it, or an :class:`~rtcore.server.api.InternalApp` for
+            mounted on it, or an :class:`~rtcore.server.internal.InternalApp` for
             the internal port's endpoints.
     """
 

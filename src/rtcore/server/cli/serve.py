@@ -243,8 +243,8 @@ def _make_node(config: Config) -> Node:
 async def _serve(config: Config, *, reuse_port: bool = False) -> int:
     from rtcore import fanout, frames
     from rtcore.protocol import codes
-    from rtcore.server.api import InternalApp
     from rtcore.server.app import NodeApp, ssl_context_from_config, start_node
+    from rtcore.server.internal import InternalApp
 
     loop = asyncio.get_running_loop()
     shutdown = _Shutdown(loop)

@@ -1,10 +1,17 @@
-"""The internal port (``api.port``): ``/api``, ``/metrics``, ``/health`` and the admin UI."""
+"""The operator's endpoints: ``/api``, ``/metrics``, ``/health`` and the admin UI.
+
+:func:`mount_internal` puts the server API and ``/metrics`` on a node's port;
+:class:`InternalApp` is the internal port (``api.port``) that serves them on
+their own. Both compose the API, the metrics and the admin UI, so they sit
+beside those packages rather than inside one of them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from rtcore.server.admin import mount_admin
 from rtcore.server.api.endpoint import JSON_HEADERS, TEXT_HEADERS, ServerApi
 from rtcore.transports.routing import HttpHandler
 
@@ -15,17 +22,18 @@ if TYPE_CHECKING:
     from rtcore.wire.http import Request
 
 
-__all__ = ["InternalApp", "mount_internal"]
+__all__ = ["InternalApp", "health", "mount_internal"]
 
 
-def _health(request: Request, response: HttpResponseWriter) -> None:
+def health(request: Request, response: HttpResponseWriter) -> None:
     response.send(200, JSON_HEADERS, b"{}")
 
 
 def mount_internal(app: Any) -> ServerApi | None:
     """Mount ``/api`` (and ``/api/<method>``) and ``/metrics`` on ``app`` as configured.
 
-    ``app`` is a :class:`~rtcore.server.app.NodeApp` or an :class:`InternalApp`.
+    ``app`` is a :class:`~rtcore.server.app.NodeApp` or an
+    :class:`~rtcore.server.internal.InternalApp`.
     Returns the API handler, or None when ``api.enabled`` is false.
     """
     node = app.node
@@ -46,11 +54,8 @@ class InternalApp:
     and the admin web UI (``admin.enabled``) unless ``admin.external`` keeps it public."""
 
     def __init__(self, node: Node) -> None:
-        # The admin UI runs API methods: it imports this package, so not at its top.
-        from rtcore.server.admin import mount_admin
-
         self.node = node
-        self.http_routes: dict[str, HttpHandler] = {"/health": _health}
+        self.http_routes: dict[str, HttpHandler] = {"/health": health}
         self.http_prefixes: list[tuple[str, HttpHandler]] = []
         self.api = mount_internal(self)
         self.admin = mount_admin(self, internal=True)
