@@ -828,11 +828,18 @@ def report(
         "rss_mb_last": rss[-1][1] if rss else None,
         "rss_slope_mb_per_hour": round(slope_per_hour(rss), 2),
         "rss_slope_second_half_mb_per_hour": round(slope_per_hour(half), 2),
+        "gc_growth": _type_growth(before.get("gc_types", {}), after.get("gc_types", {})),
         "idle_before": before,
         "idle_after": after,
         "counters": dict(sorted(counters.values.items())),
         "samples": samples,
     }
+
+
+def _type_growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Object types whose count grew between the idle snapshots, most first."""
+    growth = {name: after.get(name, 0) - before.get(name, 0) for name in set(before) | set(after)}
+    return dict(sorted(((k, v) for k, v in growth.items() if v > 0), key=lambda kv: -kv[1])[:15])
 
 
 def failures(result: dict[str, Any]) -> list[str]:

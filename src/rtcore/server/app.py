@@ -303,6 +303,8 @@ class NodeApp:
                 response.send(401, [("Content-Type", "text/plain")], b"unauthorized\n")
                 return
         hub = self.node.hub
+        # Closed connections are reference cycles until a collection: count live objects.
+        gc.collect()
         objects = gc.get_objects()
         stats = {
             "asyncio_tasks": len(asyncio.all_tasks()),
