@@ -11,13 +11,16 @@ Without a server these tests skip, except under ``CI=true``, where they fail.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import select
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 
+import hiredis
 import msgpack
 import pytest
 import redis as redis_sync
@@ -36,6 +39,8 @@ from rtcore.backends.redis import (
     decode_entry,
     encode_publication,
 )
+from rtcore.backends.redis.pubsub import LinkSettings
+from rtcore.backends.redis.routing import ShardRouter
 from rtcore.backends.sharding import fnv1a_64, jump_hash, shard_index
 from rtcore.engine.broker import Closer, PublishResult
 from rtcore.engine.history import HistoryOptions
@@ -874,3 +879,109 @@ def test_publish_result_is_a_plain_value(shared_prefix: str) -> None:
             await broker.close()
 
     run(body)
+
+
+# ---------------------------------------------------------------------------
+# Subscription deadlines under loop lag
+# ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def silent_redis(answer_setup: bool) -> AsyncIterator[str]:
+    """A fake Redis on a free loopback port that never confirms a subscription.
+
+    With ``answer_setup`` it answers the pub/sub connection's CLIENT SETNAME,
+    so SUBSCRIBE is sent and never answered; without, it answers nothing.
+    """
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        while data := await reader.read(65536):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                if answer_setup and command[0].upper() == b"CLIENT":
+                    writer.write(b"+OK\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+class TestSubscribeDeadline:
+    @pytest.mark.redis
+    def test_confirmation_waiting_unread_when_the_deadline_passes_succeeds(
+        self, shared_prefix: str
+    ) -> None:
+        async def body() -> None:
+            handler = RecordingHandler()
+            broker = RedisBroker(SHARED_URL, prefix=shared_prefix, subscribe_timeout=0.2)
+            await broker.start(handler)
+            try:
+                assert broker._router is not None
+                link = broker._router.links[0]
+                loop = asyncio.get_running_loop()
+                subscribing = asyncio.ensure_future(broker.subscribe("lagged"))
+                await asyncio.sleep(0)  # SUBSCRIBE is queued; its flush runs next, then lag()
+
+                def lag() -> None:
+                    # The loop stalls past the deadline with the confirmation in
+                    # the socket, and (like a loop that runs due timers before
+                    # polling) reads it only after the deadline has run.
+                    assert link._proto is not None and link._proto.transport is not None
+                    transport = link._proto.transport
+                    transport.pause_reading()
+                    sock = transport.get_extra_info("socket")
+                    assert select.select([sock], [], [], 10.0)[0], "no confirmation"
+                    time.sleep(0.3)
+                    loop.call_soon(transport.resume_reading)
+
+                loop.call_soon(lag)
+                await subscribing
+                assert broker.subscribed_channels == 1
+                await broker.publish("lagged", pub("x"))
+                await handler.wait_until(lambda: handler.payloads("lagged") == ["x"])
+            finally:
+                await broker.close()
+
+        run(body)
+
+    @pytest.mark.parametrize("answer_setup", [True, False], ids=["silent-subscribe", "silent"])
+    def test_subscription_redis_never_confirms_fails_clearly_and_logs_one_line(
+        self, answer_setup: bool, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        settings = LinkSettings(
+            sharded=False, connect_timeout=5.0, health_interval=5.0, delay_min=0.05, delay_max=0.2
+        )
+
+        async def body() -> None:
+            async with silent_redis(answer_setup) as url:
+                router = ShardRouter(RedisConnections(url), lambda name, data: None, settings)
+                await router.start()
+                link = router.links[0]
+                try:
+                    if answer_setup:
+                        await eventually(lambda: link.connected, what="pub/sub set up")
+                    names = [b"a", b"b", b"c"]
+                    for name in names:
+                        router.place(name, None)
+                    results = await asyncio.gather(
+                        *(router.subscribe(name, 0.2) for name in names), return_exceptions=True
+                    )
+                    for result in results:
+                        assert isinstance(result, RedisUnavailableError)
+                        assert "did not confirm the subscription" in str(result)
+                    assert not any(router.is_desired(name) for name in names)
+                finally:
+                    await router.close()
+
+        with caplog.at_level(logging.WARNING, logger="rtcore.backends.redis.routing"):
+            run(body)
+        lines = [r for r in caplog.records if r.name == "rtcore.backends.redis.routing"]
+        assert [r.getMessage().split(" (")[0] for r in lines] == [
+            "Redis did not confirm 1 subscription(s) in time"
+        ]
+        assert all(r.exc_info is None for r in lines)

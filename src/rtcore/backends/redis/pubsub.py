@@ -107,6 +107,7 @@ class _RespProtocol(asyncio.Protocol):
         reader = self.reader
         reader.feed(data)
         self.last_data = time.monotonic()
+        self.link.reads += 1
         on_reply = self.link.on_reply
         try:
             while True:
@@ -156,6 +157,8 @@ class Link:
         self.last_error: BaseException | None = None
         self.last_error_time = 0.0
         self.reconnects = 0
+        # Reads from the socket so far (routing.Router tells progress by it).
+        self.reads = 0
         # The (host, port) of the latest connection (the master's, behind Sentinel).
         self.address: tuple[str, int] | None = None
         if self.sharded:
@@ -204,6 +207,10 @@ class Link:
         self.active.discard(name)
         if self._ready:
             self._enqueue(_UNSUB, name)
+
+    def awaiting(self, name: bytes) -> bool:
+        """Whether a command of ours for ``name`` is queued or unanswered."""
+        return name in self._pending
 
     def _enqueue(self, kind: int, name: bytes) -> None:
         self._pending[name] = self._pending.get(name, 0) + 1

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Final
 
 from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
@@ -31,6 +33,9 @@ __all__ = ["ClusterRouter", "Router", "ShardRouter"]
 
 logger = logging.getLogger(__name__)
 
+# Seconds between two log lines about unconfirmed subscriptions.
+_LOG_INTERVAL: Final = 1.0
+
 
 class Router(ABC):
     """Places pub/sub channels on links and waits for subscriptions to take effect."""
@@ -42,6 +47,9 @@ class Router(ABC):
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._home: dict[bytes, Link] = {}
         self.closed = False
+        # Unconfirmed subscriptions not logged yet, and when the last line was.
+        self._unconfirmed = 0
+        self._unconfirmed_logged_at = -_LOG_INTERVAL
 
     def _new_link(self, endpoint: Endpoint) -> Link:
         link = Link(self, endpoint, self._settings)
@@ -76,21 +84,63 @@ class Router(ABC):
         waiters = self._waiters.setdefault(name, [])
         waiters.append(fut)
         try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
+            # asyncio.wait never cancels fut: a confirmation read late still settles it.
+            await asyncio.wait((fut,), timeout=timeout)
+            if not fut.done():
+                await self._read_pending_replies(name, fut)
+            if fut.done():
+                fut.result()  # BrokerClosedError if closed meanwhile
+                return
             home = self._home.get(name)
             if home is not None and name not in home.active and waiters == [fut]:
                 self.unsubscribe(name)
             error = (home or link).last_error
+            self._count_unconfirmed(name, error)
             raise RedisUnavailableError(
                 f"Redis did not confirm the subscription to {name!r} in {timeout} s"
                 + (f" (last error: {error})" if error else "")
-            ) from None
+            )
         finally:
             if fut in waiters:
                 waiters.remove(fut)
             if not waiters and self._waiters.get(name) is waiters:
                 del self._waiters[name]
+
+    async def _read_pending_replies(self, name: bytes, fut: asyncio.Future[None]) -> None:
+        """After a passed deadline, let the loop read what Redis already sent.
+
+        A loop lagging behind (thousands of handshakes at once) may run the
+        deadline before it reads the socket where the confirmation is already
+        waiting. So the loop gets turns, each reading the socket, for as long
+        as our command for ``name`` is still unanswered and the link still
+        reads replies ahead of it; a turn that reads nothing means Redis has
+        not answered, and a link with nothing pending for ``name`` (not
+        connected, or the command refused) cannot confirm it.
+        """
+        seen: tuple[Link, int] | None = None
+        while not fut.done():
+            link = self._home.get(name)
+            if link is None or not link.awaiting(name):
+                return
+            if seen == (link, link.reads):
+                return
+            seen = (link, link.reads)
+            await asyncio.sleep(0)
+
+    def _count_unconfirmed(self, name: bytes, error: BaseException | None) -> None:
+        """Log unconfirmed subscriptions at most once per interval, with their number."""
+        self._unconfirmed += 1
+        now = time.monotonic()
+        if now - self._unconfirmed_logged_at < _LOG_INTERVAL:
+            return
+        logger.warning(
+            "Redis did not confirm %d subscription(s) in time (last: %r, last error: %s)",
+            self._unconfirmed,
+            name,
+            error or "none",
+        )
+        self._unconfirmed = 0
+        self._unconfirmed_logged_at = now
 
     def unsubscribe(self, name: bytes) -> None:
         link = self._home.pop(name, None)
