@@ -19,7 +19,7 @@ import logging
 import os
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -64,75 +64,6 @@ def _load_dispatch() -> Callable[[ClientSession, Command], Awaitable[None]]:
 
     _dispatch = dispatch
     return dispatch
-
-
-class _Resume(Coroutine[Any, Any, Any]):
-    """A coroutine that already ran up to a suspension, for a task to drive on.
-
-    The task's first ``send`` hands it what the coroutine waits on; after
-    that ``send`` and ``throw`` (cancellation included, even before the
-    task's first step) go to the coroutine itself.
-    """
-
-    __slots__ = ("_coro", "_pending", "_started")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._pending = yielded
-        self._started = False
-
-    def send(self, value: Any) -> Any:
-        if not self._started:
-            self._started = True
-            pending, self._pending = self._pending, None
-            return pending
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._started = True
-        self._pending = None
-        if val is None and tb is None:
-            return self._coro.throw(typ)
-        return self._coro.throw(typ, val, tb)
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        try:
-            value = self.send(None)
-        except StopIteration as stop:
-            return stop.value
-        while True:
-            try:
-                yield value
-            except GeneratorExit:
-                self.close()
-                raise
-            except BaseException as exc:  # noqa: BLE001 - forwarded to the coroutine
-                try:
-                    value = self.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = self.send(None)
-                except StopIteration as stop:
-                    return stop.value
-
-
-def start_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-    """Run ``coro`` at once, up to its first suspension; a task carries on from there.
-
-    Returns None when the coroutine finished without suspending (no task
-    made); an exception it raised meanwhile propagates to the caller. The
-    same as ``asyncio.Task(coro, eager_start=True)`` of Python 3.12.
-    """
-    try:
-        yielded = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.get_running_loop().create_task(_Resume(coro, yielded))
 
 
 def new_client_id() -> str:
@@ -357,9 +288,7 @@ class ClientSession:
                 continue
             queue.append(cmd)
         if queue and (self._task is None or self._task.done()):
-            # Commands usually complete without waiting (the memory engine,
-            # an HMAC token): run them now, and need a task only if one waits.
-            self._task = start_eagerly(self._drain())
+            self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         # commands imports this module: resolved on first use.
