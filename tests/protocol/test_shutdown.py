@@ -162,3 +162,53 @@ def test_an_unexpected_cleanup_error_keeps_its_traceback(
         await node.close()
 
     run(main())
+
+
+class _UnreachableBroker(MemoryBroker):
+    """A broker that cannot subscribe: the engine is out of reach (a reconnect storm on Redis)."""
+
+    async def subscribe(self, channel: str) -> None:
+        raise ConnectionError("engine did not confirm the subscription")
+
+
+def test_subscribes_failing_on_an_unreachable_engine_log_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        node = Node(build_config(CONFIG), broker=_UnreachableBroker())
+        await node.start()
+        clients = [Client(node) for _ in range(40)]
+        with caplog.at_level(logging.INFO, logger="rtcore"):
+            for i, c in enumerate(clients):
+                await c.connect(connect_token(f"u{i}"))
+                assert await c.error("subscribe", {"channel": "room:a"}) == 100
+        records = [r for r in _node_records(caplog) if "subscribe" in r.getMessage()]
+        assert len(records) == 1, [r.getMessage() for r in records]
+        assert records[0].levelno == logging.WARNING
+        assert "engine unavailable" in records[0].getMessage()
+        assert records[0].exc_info is None
+        assert node.broker_errors["subscribe"] == 40
+        await node.close()
+
+    run(main())
+
+
+def test_unexpected_subscribe_failures_keep_their_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class _BrokenBroker(MemoryBroker):
+        async def subscribe(self, channel: str) -> None:
+            raise ValueError("a bug")
+
+    async def main() -> None:
+        node = Node(build_config(CONFIG), broker=_BrokenBroker())
+        await node.start()
+        c = Client(node)
+        await c.connect(connect_token("u"))
+        with caplog.at_level(logging.INFO, logger="rtcore"):
+            assert await c.error("subscribe", {"channel": "room:a"}) == 100
+        records = [r for r in _node_records(caplog) if "subscribe" in r.getMessage()]
+        assert records and records[0].exc_info is not None
+        await node.close()
+
+    run(main())

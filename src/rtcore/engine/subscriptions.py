@@ -82,12 +82,30 @@ class _Grant(NamedTuple):
 class Subscriptions:
     """A node's subscribe and unsubscribe of its sessions."""
 
-    __slots__ = ("node", "_broker_subs")
+    __slots__ = ("node", "_broker_subs", "_unavailable", "_unavailable_logged_at")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         # Broker subscriptions by channel, done once the broker subscribed.
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
+        # Subscribes failed because the engine could not be reached, not yet logged.
+        self._unavailable = 0
+        self._unavailable_logged_at = -1.0
+
+    def _engine_unavailable(self, channel: str, exc: BaseException) -> None:
+        # Counted in broker_errors where the broker call failed; this only logs.
+        self._unavailable += 1
+        now = self.node.timers.now()
+        if now - self._unavailable_logged_at < 1.0:
+            return
+        logger.warning(
+            "%d subscribe(s) failed: engine unavailable (last: %s: %s)",
+            self._unavailable,
+            channel,
+            exc,
+        )
+        self._unavailable_logged_at = now
+        self._unavailable = 0
 
     # -- subscribe -----------------------------------------------------------
 
@@ -225,7 +243,12 @@ class Subscriptions:
                 node.spawn(self._broker_unsubscribe(channel))
             if isinstance(exc, ClientError | DisconnectError | asyncio.CancelledError):
                 raise
-            logger.exception("subscribe to %s failed", channel)
+            if isinstance(exc, ConnectionError):
+                # The engine is out of reach: during a storm that is every
+                # subscribe at once, so one line a second, never a traceback each.
+                self._engine_unavailable(channel, exc)
+            else:
+                logger.exception("subscribe to %s failed", channel)
             raise codes.ERROR_INTERNAL from exc
         if session.subscriptions.get(channel) is not state or session.state == CLOSED:
             return None  # unsubscribed or disconnected meanwhile
