@@ -51,6 +51,7 @@ import math
 import os
 import secrets
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -206,6 +207,10 @@ class Result:
     connect_s: float = 0.0
     # Server CPU use while idle with every client connected (before publishing).
     idle_cpu_pct: float = 0.0
+    # With --perf: the share of the server's CPU samples taken in user mode
+    # during the publish phase, and that share of its total CPU per delivery.
+    perf_user_share: float = 0.0
+    perf_user_us_per_delivery: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -384,6 +389,7 @@ def run_once(
         i0 = total_cpu(pids)
         time.sleep(args.idle_sample)
         result.idle_cpu_pct = (sum(total_cpu(pids)) - sum(i0)) / args.idle_sample * 100
+        sampler = start_perf(args, pids) if args.perf else None
         u0, s0 = total_cpu(pids)
         send(
             srv,
@@ -408,6 +414,8 @@ def run_once(
             send(c, {"finish": published, "timeout": args.drain_timeout})
         reports = [read_json(c, args.drain_timeout + 30, "client results") for c in clients]
         u1, s1 = total_cpu(pids)
+        if sampler is not None:
+            result.perf_user_share = stop_perf(*sampler)
         after: dict[str, int] = {}
         for proc in srvs:
             send(proc, {"stats": True})
@@ -452,7 +460,59 @@ def run_once(
     if result.deliveries:
         result.user_us_per_delivery = result.server_user_s / result.deliveries * 1e6
         result.sys_us_per_delivery = result.server_sys_s / result.deliveries * 1e6
+        result.perf_user_us_per_delivery = result.perf_user_share * (
+            result.user_us_per_delivery + result.sys_us_per_delivery
+        )
     return result
+
+
+def start_perf(args: argparse.Namespace, pids: list[int]) -> tuple[subprocess.Popen[bytes], Path]:
+    """``perf record`` of the server processes: CPU-clock samples at ``--perf`` Hz.
+
+    /proc's user/system split comes from the scheduler tick (250 Hz here): with
+    the user share of a fan-out server at a few percent, a run of a few
+    hundred milliseconds of CPU gets a handful of user ticks. Sampling at
+    several kHz splits the same CPU time with far more samples.
+    """
+    fd, name = tempfile.mkstemp(suffix=".perf")
+    os.close(fd)
+    proc = subprocess.Popen(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(args.perf), "-o", name]
+        + ["-p", ",".join(map(str, pids))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached before the clock starts
+    return proc, Path(name)
+
+
+def stop_perf(proc: subprocess.Popen[bytes], data: Path) -> float:
+    """Stop the recording; the share of its samples taken in user mode."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+        report = subprocess.run(
+            ["perf", "report", "-i", str(data), "--stdio", "--sort", "dso", "-g", "none"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        data.unlink(missing_ok=True)
+    user = kernel = 0.0
+    for line in report.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].endswith("%") and not line.lstrip().startswith("#"):
+            share = float(fields[0].rstrip("%"))
+            # Kernel samples: [kernel.kallsyms] and kernel modules; [vdso] is user mode.
+            if fields[1].startswith("[") and fields[1] != "[vdso]":
+                kernel += share
+            else:
+                user += share
+    return user / (user + kernel) if user + kernel else 0.0
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -479,6 +539,7 @@ COLUMNS = [
     ("loss", "loss", "{}"),
     ("user µs/d", "user_us_per_delivery", "{:.2f}"),
     ("sys µs/d", "sys_us_per_delivery", "{:.2f}"),
+    ("perf user µs/d", "perf_user_us_per_delivery", "{:.2f}"),
 ]
 
 
@@ -511,6 +572,7 @@ def median_rows(results: list[Result]) -> list[dict[str, Any]]:
             "max_ms",
             "user_us_per_delivery",
             "sys_us_per_delivery",
+            "perf_user_us_per_delivery",
         ):
             row[key] = statistics.median(getattr(r, key) for r in rs)
         row["loss"] = sum(r.loss for r in rs)
@@ -565,7 +627,7 @@ def print_ratios(results: list[Result], out: IO[str]) -> None:
 def print_versus(results: list[Result], baseline: str, out: IO[str]) -> None:
     """CPU per delivery of every server relative to ``baseline`` in the same round, medians."""
     base = {(r.subscribers, r.payload, r.run): r for r in results if r.server == baseline}
-    ratios: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+    ratios: dict[tuple[Any, ...], list[tuple[float, float, float]]] = {}
     for r in results:
         b = base.get((r.subscribers, r.payload, r.run))
         if b is None or r.server == baseline:
@@ -574,13 +636,19 @@ def print_versus(results: list[Result], baseline: str, out: IO[str]) -> None:
         total = (r.user_us_per_delivery + r.sys_us_per_delivery) / max(
             b.user_us_per_delivery + b.sys_us_per_delivery, 1e-9
         )
+        perf = r.perf_user_us_per_delivery / max(b.perf_user_us_per_delivery, 1e-9)
         key = (r.subscribers, r.payload, r.server, r.impl, r.write_delay)
-        ratios.setdefault(key, []).append((user, total))
+        ratios.setdefault(key, []).append((user, total, perf))
     if not ratios:
         return
+    sampled = all(r.perf_user_share for r in results)
     out.write(
         f"\n| subs | payload | server | impl | delay ms | user CPU / {baseline}'s | "
-        f"user+sys CPU / {baseline}'s | runs |\n|---|---|---|---|---|---|---|---|\n"
+        f"user+sys CPU / {baseline}'s |"
+        + (f" perf user CPU / {baseline}'s |" if sampled else "")
+        + " runs |\n|---|---|---|---|---|---|---|"
+        + ("---|" if sampled else "")
+        + "---|\n"
     )
 
     def cell(values: list[float]) -> str:
@@ -589,7 +657,9 @@ def print_versus(results: list[Result], baseline: str, out: IO[str]) -> None:
     for (subs, size, server, impl, delay), rs in sorted(ratios.items()):
         out.write(
             f"| {subs} | {size} | {server} | {impl} | {delay * 1000:g} | "
-            f"{cell([u for u, _ in rs])} | {cell([t for _, t in rs])} | {len(rs)} |\n"
+            f"{cell([u for u, _, _ in rs])} | {cell([t for _, t, _ in rs])} | "
+            + (f"{cell([p for _, _, p in rs])} | " if sampled else "")
+            + f"{len(rs)} |\n"
         )
 
 
@@ -660,6 +730,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="record the server with py-spy (raw collapsed stacks) into this directory",
     )
     p.add_argument("--native", action="store_true", help="with --profile: include C frames")
+    p.add_argument(
+        "--perf",
+        type=int,
+        default=0,
+        metavar="HZ",
+        help="sample the server with perf at this rate during the publish phase and report "
+        "the user share of its CPU per delivery from the samples (see start_perf)",
+    )
     p.add_argument(
         "--idle-sample",
         type=float,
