@@ -506,7 +506,11 @@ def test_subscribing_to_many_history_channels_leaves_no_streams() -> None:
     }
     node = make_node(
         {
-            "client": {"allow_anonymous_connect_without_token": True},
+            "client": {
+                "allow_anonymous_connect_without_token": True,
+                # 600 commands at once: past the default subscribe rate limit.
+                "command_rate_limit": {"subscribe": 0},
+            },
             "channel": {"namespaces": [namespace]},
         }
     )
