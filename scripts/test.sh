@@ -97,7 +97,7 @@ log "pytest"
 # Run from a directory where ./src is not importable, so the installed
 # (compiled) package is what the tests import.
 set +e
-$PY -m pytest -n "${RTCORE_TEST_WORKERS:-2}" --dist load --durations=30 -p no:cacheprovider "$@"
+$PY -m pytest -n "${RTCORE_TEST_WORKERS:-2}" --dist load --maxschedchunk=1 --durations=30 -p no:cacheprovider "$@"
 status=$?
 set -e
 if [ $status -ne 0 ]; then exit $status; fi

@@ -83,7 +83,9 @@ def server_impl(request: pytest.FixtureRequest) -> str:
 # Tests that run for tens of seconds or minutes (a server process, a browser, a
 # conformance or load run), longest first. They go before the rest, so that
 # pytest-xdist's load scheduling hands them out round-robin while the short
-# tests fill the gaps, instead of one worker finishing alone on a long tail.
+# tests fill the gaps, instead of one worker finishing alone on a long tail
+# (scripts/test.sh passes --maxschedchunk=1: without it xdist's first batch is
+# a contiguous block, which would hand every long test to the first worker).
 LONG_RUNNING = (
     "test_autobahn.py",
     "tests/browser/",
