@@ -4,9 +4,10 @@ Mixed load on ``rtcore serve`` with the Redis engine (a redis-server of the
 run's own, restarted once): recovering subscribers, churn, history reads,
 server API publishes and slow clients. The verdicts are counts, never times:
 every accepted publication reached every recovering subscriber exactly once,
-every slow client was dropped with 3008, and once idle again the server holds
-no more asyncio tasks or open files than before the load (the Redis client's
-pool, which grows on demand up to its bound, aside).
+every slow client was dropped (3008 slow, or 3012 when its pong timeout
+came first), and once idle again the server holds no more asyncio tasks or
+open files than before the load (the Redis client's pool, which grows on
+demand up to its bound, aside).
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ def test_soak_for_a_minute(tmp_path: Path) -> None:
     assert result["subscribers_never_subscribed"] == 0
     assert result["lost"] == 0
     assert result["duplicates"] == 0
-    # Slow clients were dropped with 3008.
+    # Slow clients were dropped (3008; 3012 when the pong timeout came first).
     slow = result["counters"].get("slow_clients", 0)
     assert slow >= 1
     assert result["counters"].get("slow_dropped", 0) == slow
-    assert result["slow_disconnects_3008"] >= slow
+    assert result["slow_disconnects_3008"] + result["no_pong_disconnects_3012"] >= slow
     # The churn really ran.
     assert result["counters"].get("churn_ok", 0) > 0
     assert result["counters"].get("history_ok", 0) > 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import functools
 import gc
 import hmac
@@ -306,10 +307,17 @@ class NodeApp:
         # Closed connections are reference cycles until a collection: count live objects.
         gc.collect()
         objects = gc.get_objects()
+        rss = _rss_bytes()
+        trimmed = None
+        if "trim=1" in request.query.split("&"):
+            # Hand free heap back to the system (glibc): what stays is in use
+            # or fragmented, what goes was only kept by the allocator.
+            trimmed = _malloc_trim()
         stats = {
             "asyncio_tasks": len(asyncio.all_tasks()),
             "open_files": _count_open_files(),
-            "rss_bytes": _rss_bytes(),
+            "rss_bytes": rss,
+            "rss_bytes_after_trim": _rss_bytes() if trimmed else None,
             "gc_objects": len(objects),
             # The most numerous types: what grows when the count does.
             "gc_types": dict(
@@ -332,6 +340,15 @@ def _count_open_files() -> int | None:
         return len(os.listdir("/proc/self/fd"))
     except OSError:  # not Linux
         return None
+
+
+def _malloc_trim() -> bool:
+    """``malloc_trim(0)``; False where there is no glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def _rss_bytes() -> int | None:
