@@ -42,6 +42,7 @@ from rtcore.protocol.types import Publication, StreamPosition
 
 
 __all__ = [
+    "checked_read_args",
     "DEFAULT_META_TTL",
     "ZERO_POSITION",
     "HistoryOptions",
@@ -198,3 +199,25 @@ class HistoryStore(Protocol):
         stream does nothing and creates no meta.
         """
         ...
+
+
+def checked_read_args(
+    since: StreamPosition | None,
+    limit: int,
+    reverse: bool,
+    meta_ttl: float | None,
+    default_meta_ttl: float,
+) -> float:
+    """Check the arguments of a history read as every store must; return the meta TTL to use."""
+    if limit < -1:
+        raise ValueError(f"limit must be -1, 0 or positive, got {limit}")
+    if since is not None:
+        if since.offset < 0:
+            raise ValueError(f"since.offset must be >= 0, got {since.offset}")
+        if reverse and since.offset == 0:
+            raise ValueError("reverse history since offset 0 is empty by definition")
+    if meta_ttl is None:
+        return default_meta_ttl
+    if not meta_ttl > 0:
+        raise ValueError(f"meta_ttl must be > 0 seconds, got {meta_ttl}")
+    return meta_ttl

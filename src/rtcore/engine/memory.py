@@ -44,7 +44,13 @@ from rtcore.engine.broker import (
     BrokerStateError,
     PublishResult,
 )
-from rtcore.engine.history import DEFAULT_META_TTL, ZERO_POSITION, HistoryOptions, HistoryResult
+from rtcore.engine.history import (
+    DEFAULT_META_TTL,
+    ZERO_POSITION,
+    HistoryOptions,
+    HistoryResult,
+    checked_read_args,
+)
 from rtcore.engine.presence import DEFAULT_PRESENCE_TTL, PresenceEntry
 from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
@@ -318,17 +324,7 @@ class MemoryHistoryStore:
         meta_ttl: float | None,
     ) -> HistoryResult:
         """``HistoryStore.get`` without the coroutine."""
-        if limit < -1:
-            raise ValueError(f"limit must be -1, 0 or positive, got {limit}")
-        if since is not None:
-            if since.offset < 0:
-                raise ValueError(f"since.offset must be >= 0, got {since.offset}")
-            if reverse and since.offset == 0:
-                raise ValueError("reverse history since offset 0 is empty by definition")
-        if meta_ttl is None:
-            meta_ttl = self._meta_ttl
-        elif not meta_ttl > 0:
-            raise ValueError(f"meta_ttl must be > 0 seconds, got {meta_ttl}")
+        meta_ttl = checked_read_args(since, limit, reverse, meta_ttl, self._meta_ttl)
         now = self._clock()
         if now >= self._expiry.next_sweep:
             self._expiry.sweep(now, self._on_due)

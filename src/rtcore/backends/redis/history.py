@@ -17,7 +17,12 @@ from rtcore.backends.redis.codec import (
 from rtcore.backends.redis.connection import DEFAULT_URL, RedisConnections, RedisStore
 from rtcore.backends.redis.errors import RedisEngineError
 from rtcore.backends.redis.keys import DEFAULT_PREFIX
-from rtcore.engine.history import DEFAULT_META_TTL, HistoryOptions, HistoryResult
+from rtcore.engine.history import (
+    DEFAULT_META_TTL,
+    HistoryOptions,
+    HistoryResult,
+    checked_read_args,
+)
 from rtcore.protocol.types import Publication, StreamPosition
 
 
@@ -163,17 +168,7 @@ class RedisHistoryStore(RedisStore):
         meta_ttl: float | None,
     ) -> HistoryResult:
         """``HistoryStore.get`` with positional arguments."""
-        if limit < -1:
-            raise ValueError(f"limit must be -1, 0 or positive, got {limit}")
-        if since is not None:
-            if since.offset < 0:
-                raise ValueError(f"since.offset must be >= 0, got {since.offset}")
-            if reverse and since.offset == 0:
-                raise ValueError("reverse history since offset 0 is empty by definition")
-        if meta_ttl is None:
-            meta_ttl = self._meta_ttl
-        elif not meta_ttl > 0:
-            raise ValueError(f"meta_ttl must be > 0 seconds, got {meta_ttl}")
+        meta_ttl = checked_read_args(since, limit, reverse, meta_ttl, self._meta_ttl)
         if self._closed:
             raise RedisEngineError("the history store is closed")
         if since is None:
