@@ -244,6 +244,7 @@ _CLIENT_SAME = (
     "user_connection_limit",
     "history_max_publication_limit",
     "recovery_max_publication_limit",
+    "write_delay",
 )
 _CLIENT_NONE = {
     "presence_update_interval": "rtcore refreshes presence at a third of engine.presence_ttl",

@@ -272,6 +272,11 @@ class ClientConfig:
         128, "Most protocol messages coalesced into one transport frame."
     )
     max_frame_size: int = _f(65536, "Most bytes coalesced into one transport frame.")
+    write_delay: float = _duration(
+        0.0,
+        "Time a flush round waits after its first message, so that messages of several ticks "
+        "share one write per connection (fewer writes, up to this much more latency). 0: off.",
+    )
     history_max_publication_limit: int = _f(
         300, "Cap of history limit from clients (-1/0 requests)."
     )
@@ -328,6 +333,8 @@ class ClientConfig:
                 yield _err(path, key, "must be >= 1")
         if self.connect_rate_limit < 0:
             yield _err(path, "connect_rate_limit", "must be >= 0")
+        if not 0 <= self.write_delay < (self.pong_timeout or float("inf")):
+            yield _err(path, "write_delay", "must be >= 0 and below pong_timeout (pings wait too)")
         if self.channel_position_check_delay < 0:
             yield _err(path, "channel_position_check_delay", "must be >= 0 (0: off)")
         for key in ("per_ip_connection_limit", "per_ip_connect_rate_limit"):
@@ -502,12 +509,19 @@ class EngineConfig:
     presence_ttl: float = _duration(
         60.0, "Presence entries expire unless refreshed within this time."
     )
+    memory_max_streams: int = _f(
+        100_000,
+        "Memory engine: most history streams kept; a new one evicts the least recently used "
+        "stream, one without publications first (docs/security.md).",
+    )
 
     def _problems(self, path: str) -> Iterator[ConfigError]:
         if self.type not in ("memory", "redis"):
             yield _err(path, "type", "must be 'memory' or 'redis'")
         if self.presence_ttl <= 0:
             yield _err(path, "presence_ttl", "must be > 0")
+        if self.memory_max_streams < 1:
+            yield _err(path, "memory_max_streams", "must be >= 1")
         if self.redis_sentinel_address:
             if self.type != "redis":
                 yield _err(path, "redis_sentinel_address", "needs type = 'redis'")

@@ -49,7 +49,7 @@ from rtcore.engine.events import (
 )
 from rtcore.engine.history import HistoryOptions, HistoryResult
 from rtcore.engine.hub import Hub
-from rtcore.engine.memory import MemoryBroker, MemoryPresenceManager
+from rtcore.engine.memory import MemoryBroker, MemoryHistoryStore, MemoryPresenceManager
 from rtcore.engine.presence import PresenceEntry, PresenceManager, add_many
 from rtcore.engine.recovery import HistoryReads, PositionCheck
 from rtcore.engine.session import ClientSession
@@ -105,10 +105,13 @@ class Node(BrokerEventHandler):
         # bare-push JSON for the unidirectional transports.
         self.codecs: tuple[Codec, ...] = (get_codec("json"), get_codec("protobuf"), UNI_JSON)
         self.hub = Hub(self.codecs, self.handle_fanout_action)
-        self.flusher = Flusher()
+        self.flusher = Flusher(delay=self.config.client.write_delay)
         self.timers = TimerWheel(tick=0.25)
         self.wall_clock: Callable[[], float] = time.time
-        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        if broker is None:
+            streams = self.config.engine.memory_max_streams
+            broker = MemoryBroker(history=MemoryHistoryStore(max_streams=streams))
+        self.broker: Broker = broker
         self.presence_manager: PresenceManager = (
             presence_manager
             if presence_manager is not None
@@ -238,7 +241,7 @@ class Node(BrokerEventHandler):
         if self._started:
             return
         self._started = True
-        self.flusher = Flusher(asyncio.get_running_loop())
+        self.flusher = Flusher(asyncio.get_running_loop(), delay=self.config.client.write_delay)
         await self.broker.start(self)
         if self.clustered:
             self.cluster.start()
