@@ -204,13 +204,11 @@ def test_model_field_names_and_order(cls: type) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     proto = {f.name: f.number for f in desc.fields}
     if cls is Publication:
-        # The engine's Publication carries the stream fields only; the
-        # map / shared-poll fields (key, removed, score, epoch, version) and the
-        # broker-internal prev_data are not sent by rtcore.
+        # The engine's Publication carries the stream fields and the map
+        # fields (key, removed); the shared-poll and ordered-map fields (score,
+        # epoch, version) and the broker-internal prev_data are not sent by rtcore.
         assert set(names) < set(proto)
         assert set(proto) - set(names) == {
-            "key",
-            "removed",
             "score",
             "epoch",
             "prev_data",

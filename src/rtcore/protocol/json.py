@@ -169,6 +169,10 @@ def _publication(v: Publication) -> bytes:
         m.append(b'"time":' + _i64(v.time, "time"))
     if v.channel:
         m.append(b'"channel":' + _s(v.channel))
+    if v.key:
+        m.append(b'"key":' + _s(v.key))
+    if v.removed:
+        m.append(b'"removed":true')
     return _obj(m)
 
 

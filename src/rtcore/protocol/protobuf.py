@@ -322,6 +322,10 @@ def _fill_publication(m: Any, v: Publication) -> None:
         m.time = v.time
     if v.channel:
         m.channel = v.channel
+    if v.key:
+        m.key = v.key
+    if v.removed:
+        m.removed = True
 
 
 def _fill_publications(container: Any, pubs: list[Publication]) -> None:
@@ -622,6 +626,10 @@ def _publication_frame(channel: str, v: Publication) -> bytes:
         tail += b"\x48" + _varint(time if time > 0 else time + (1 << 64))
     if v.channel:
         tail += _str_field(b"\x52", v.channel)
+    if v.key:
+        tail += _str_field(b"\x5a", v.key)  # field 11
+    if v.removed:
+        tail += b"\x60\x01"  # field 12
     return _frame(channel, b"\x22", head, data, tail)
 
 

@@ -46,6 +46,9 @@ class Publication:
     channel: str = ""
     # True when ``data`` is a fossil delta against the previous publication.
     delta: bool = False
+    # Map subscriptions: the key this publication sets (or removes, with ``removed``).
+    key: str = ""
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

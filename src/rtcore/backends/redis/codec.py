@@ -4,7 +4,8 @@ Format version 1
     Everything starts with the format byte ``0x01``, followed by msgpack:
 
     * publication body ``PUB``: ``[data: bin, info: INFO | nil, tags: map | nil,
-      time: int, channel: str, delta: bool]``; the offset is not part of it;
+      time: int, channel: str, delta: bool]``, followed by ``key: str, removed:
+      bool`` for a map publication; the offset is not part of it;
     * ``INFO``: ``[user: str, client: str, conn_info: bin | nil, chan_info: bin | nil]``;
     * stream entry (field ``d``): ``0x01 PUB``;
     * presence entry: ``0x01 INFO``;
@@ -107,6 +108,7 @@ def encode_publication(pub: Publication) -> bytes:
             pub.time,
             pub.channel,
             pub.delta,
+            *((pub.key, pub.removed) if pub.key else ()),
         ]
     )
 
@@ -121,6 +123,8 @@ def _publication_from(obj: Sequence[Any], offset: int) -> Publication:
         time=obj[3],
         channel=obj[4],
         delta=obj[5],
+        key=obj[6] if len(obj) > 7 else "",
+        removed=bool(obj[7]) if len(obj) > 7 else False,
     )
 
 
