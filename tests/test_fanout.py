@@ -150,6 +150,27 @@ def test_max_batch_boundaries(fanout_impl: ModuleType) -> None:
     assert (writer.frames_sent, writer.messages_sent) == (3, 7)
 
 
+def test_bytes_sent_counts_the_payloads_of_every_frame(fanout_impl: ModuleType) -> None:
+    writer, sink, flusher, _ = make_writer(fanout_impl, max_batch=2, max_frame_size=20)
+    writer.enqueue(msg(0, 7))  # one message alone
+    flusher.flush()
+    assert writer.bytes_sent == 7
+    for i, size in enumerate([8, 8, 4, 30, 1, 2, 3], start=1):
+        writer.enqueue(msg(i, size))
+    flusher.flush()
+    nbytes = [c[2] for c in sink.calls if c[0] == "write_batch"]
+    assert nbytes == [7, 16, 4, 30, 3, 3]
+    assert writer.bytes_sent == sum(nbytes) == 7 + 56
+    # What a closed or slow writer drops is not sent.
+    writer.close()
+    writer.enqueue(msg(9, 50))
+    flusher.flush()
+    slow, _, slow_flusher, _ = make_writer(fanout_impl, max_queue_size=10)
+    slow.enqueue(msg(0, 11))
+    slow_flusher.flush()
+    assert (writer.bytes_sent, slow.bytes_sent, slow.slow) == (63, 0, True)
+
+
 def test_max_batch_one_sends_every_message_alone(fanout_impl: ModuleType) -> None:
     writer, sink, flusher, _ = make_writer(fanout_impl, max_batch=1)
     for i in range(4):
@@ -206,6 +227,7 @@ def test_writer_defaults(fanout_impl: ModuleType) -> None:
         0,
         0,
     )
+    assert writer.bytes_sent == 0
 
 
 def test_limits_are_writable(fanout_impl: ModuleType) -> None:
@@ -947,6 +969,24 @@ def test_websocket_sink_writes_one_frame_per_batch(
     parser = FrameParser(is_server=False)
     assert parser.feed_data(frame) == [(opcode, b"".join(batch))]
     assert (writer.frames_sent, writer.messages_sent) == (1, len(batch))
+
+
+def test_websocket_sink_bytes_sent_leave_out_the_frame_headers(fanout_impl: ModuleType) -> None:
+    """The compiled writer counts in C what the twin counts in Python: the payloads."""
+    with pipe(1 << 20) as (r, w):
+        transport = FakeTransport(w)
+        writer, _, loop, _ = ws_writer(fanout_impl, transport, max_batch=3)
+        rounds = [[msg(0, 40)], [msg(1, 10), msg(2, 20), msg(3, 30), msg(4, 5)], [msg(5, 6000)]]
+        headers = 0
+        for batch in rounds:
+            for m in batch:
+                writer.enqueue(m)
+            loop.run_once()
+            frames = [batch] if len(batch) < 4 else [batch[:3], batch[3:]]
+            headers += sum(len(frame_header(OP_TEXT, sum(map(len, f)))) for f in frames)
+        wire = drain(r) + transport.written  # large frames go through writelines
+        assert writer.bytes_sent == 40 + 65 + 6000 == len(wire) - headers
+        assert writer.frames_sent == 4
 
 
 def test_websocket_sink_frames_follow_the_batch_limits(fanout_impl: ModuleType) -> None:

@@ -158,6 +158,7 @@ class World:
                     w.queued_messages,
                     w.messages_sent,
                     w.frames_sent,
+                    w.bytes_sent,
                     w.sink is None,
                     w.max_queue_size,
                     w.max_batch,
@@ -247,8 +248,10 @@ def test_same_frames(sizes: list[int], max_batch: int, max_frame_size: int) -> N
         for i, size in enumerate(sizes):
             assert writer.enqueue(payload(i, size))
         flusher.flush()
-        logs.append((log, writer.frames_sent, writer.messages_sent))
+        logs.append((log, writer.frames_sent, writer.messages_sent, writer.bytes_sent))
     assert logs[0] == logs[1]
+    # Every payload byte is counted once, whatever the frames.
+    assert logs[0][3] == sum(sizes)
     # And the frames respect the limits.
     for entry in logs[0][0]:
         if entry[0] == "write_batch":
@@ -392,6 +395,7 @@ class WsWorld:
                     w.queued_messages,
                     w.messages_sent,
                     w.frames_sent,
+                    w.bytes_sent,
                     w.sink is None,
                 )
                 for w in self.writers

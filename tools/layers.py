@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "_frames_utf8": 0,
     "frames": 0,
     "_fanout": 0,
+    "_fanout_prefetch": 0,  # .pxi part of _fanout.pyx
     "_fanout_py": 0,
     "fanout": 0,
     # sans-I/O wire code

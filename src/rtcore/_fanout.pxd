@@ -103,8 +103,11 @@ cdef class Writer:
     cdef bint _scheduled
     cdef public bint closed
     cdef public bint slow
+    # Counters: messages and frames handed to the sink, and the frames'
+    # protocol bytes (their payloads: no transport framing).
     cdef public Py_ssize_t messages_sent
     cdef public Py_ssize_t frames_sent
+    cdef public Py_ssize_t bytes_sent
 
     # The fast path of enqueue(): ``size`` is len(payload).
     cdef bint _enqueue(self, object payload, Py_ssize_t size) except -1

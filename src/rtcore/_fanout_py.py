@@ -18,7 +18,9 @@ Contract shared with the compiled module:
   ``write_batch``. A writer whose queue (plus the transport's own buffer,
   checked at flush time) exceeds ``max_queue_size`` becomes *slow*: it drops
   its queue, stops accepting messages and calls ``sink.on_slow()`` once, so
-  the session can disconnect the client with code 3008.
+  the session can disconnect the client with code 3008. ``messages_sent``,
+  ``frames_sent`` and ``bytes_sent`` count what ``flush`` handed to the sink
+  (bytes: the frames' payloads, without the transport's framing).
 * :class:`Subscriber` is one session's subscription to one channel as the
   hub's index stores it: its writer, codec index, and recovery/positioning
   state.
@@ -333,6 +335,7 @@ class Writer:
         "slow",
         "messages_sent",
         "frames_sent",
+        "bytes_sent",
     )
 
     def __init__(
@@ -359,9 +362,11 @@ class Writer:
         # No more messages are accepted once closed (or slow).
         self.closed = False
         self.slow = False
-        # Counters: messages handed to the sink and frames written.
+        # Counters: messages handed to the sink, frames written and their
+        # protocol bytes (the payloads, without the transport's framing).
         self.messages_sent = 0
         self.frames_sent = 0
+        self.bytes_sent = 0
 
     @property
     def queued_bytes(self) -> int:
@@ -424,6 +429,7 @@ class Writer:
                 end += 1
             sink.write_batch(queue[start:end] if (start or end != n) else queue, size)
             self.frames_sent += 1
+            self.bytes_sent += size
             start = end
         self.messages_sent += n
         if not self.max_queue_size:
