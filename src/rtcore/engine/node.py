@@ -600,6 +600,7 @@ class Node(BrokerEventHandler):
             refusals[disconnect.code] = refusals.get(disconnect.code, 0) + 1
         self.client_messages_sent += session.writer.messages_sent
         self.client_frames_sent += session.writer.frames_sent
+        self.stats.bytes_sent += session.writer.bytes_sent
         self.hub.remove_session(session)
         states = list(session.subscriptions.values())
         session.subscriptions.clear()

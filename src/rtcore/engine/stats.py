@@ -73,6 +73,7 @@ class NodeStats:
         "broker_publish",
         "history_read",
         "bytes_received",
+        "bytes_sent",
     )
 
     def __init__(self) -> None:
@@ -88,8 +89,9 @@ class NodeStats:
         #: Broker publish calls and history reads (API, client and subscribe reads).
         self.broker_publish = Histogram()
         self.history_read = Histogram()
-        #: Protocol bytes received from clients by sessions already closed.
+        #: Protocol bytes received from and sent to clients by sessions already closed.
         self.bytes_received = 0
+        self.bytes_sent = 0
 
     def count_command(self, method: str, code: int) -> None:
         key = (method, code)

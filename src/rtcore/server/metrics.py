@@ -32,6 +32,8 @@ client_commands_total{method,code}         counter    client commands by method 
 client_recoveries_total{outcome}           counter    subscribes that asked for recovery:
                                                       recovered, not_recovered
 client_bytes_received_total                counter    protocol bytes of client command frames
+client_bytes_sent_total                    counter    protocol bytes of the frames written to
+                                                      clients (no transport framing)
 client_connect_refusals_total{code}        counter    of those, connections that ended after
                                                       the handshake and before a successful
                                                       connect (3000: the client went away)
@@ -201,11 +203,13 @@ class NodeCollector(Collector):
         messages = node.client_messages_sent
         frames_sent = node.client_frames_sent
         received = node.stats.bytes_received
+        sent = node.stats.bytes_sent
         queued = 0
         for session in hub.sessions():
             writer = session.writer
             messages += writer.messages_sent
             frames_sent += writer.frames_sent
+            sent += writer.bytes_sent
             queued += writer.queued_bytes
             received += session.bytes_received
         yield CounterMetricFamily(
@@ -225,6 +229,11 @@ class NodeCollector(Collector):
             "rtcore_client_bytes_received",
             "Protocol bytes of the command frames received from clients.",
             value=received,
+        )
+        yield CounterMetricFamily(
+            "rtcore_client_bytes_sent",
+            "Protocol bytes of the frames written to clients (without transport framing).",
+            value=sent,
         )
         yield CounterMetricFamily(
             "rtcore_client_slow_disconnects",
