@@ -106,8 +106,12 @@ class Scraper:
             assert resp.status == 200
             return await resp.json()
 
-    async def client(self, user: str, channel: str) -> Any:
-        ws = await websockets.connect(f"ws://127.0.0.1:{self.server.port}/connection/websocket")
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.server.port}"
+
+    async def client(self, user: str, channel: str, **options: Any) -> Any:
+        ws = await websockets.connect(f"{self.ws_base}/connection/websocket", **options)
         await ws.send(json.dumps({"id": 1, "connect": {"token": make_connect_token(SECRET, user)}}))
         assert "connect" in json.loads(await ws.recv())
         await ws.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
@@ -213,6 +217,82 @@ def test_values_move_with_traffic() -> None:
             await b.close()
 
     run(main())
+
+
+def test_bytes_sent_grow_by_the_protocol_bytes_of_each_transport() -> None:
+    """One publication to clients of every kind: the counter grows by the bytes of the
+    protocol messages they got, however each transport frames them (uni WebSocket sends
+    each message without its newline, SSE as a data line)."""
+    mapping = config()
+    mapping.update(
+        websocket={"compression": True, "compression_min_size": 0},
+        uni_websocket={"enabled": True},
+        uni_http_stream={"enabled": True},
+        uni_sse={"enabled": True},
+    )
+
+    async def main() -> None:
+        async with served(mapping) as s, aiohttp.ClientSession() as http:
+            channel = "r:bytes"
+            plain = await s.client("alice", channel, compression=None)  # written from C
+            deflated = await s.client("bob", channel)  # compressed: the transport's write
+            for ws, compressed in ((plain, False), (deflated, True)):
+                extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+                assert ("permessage-deflate" in extensions) is compressed
+            request = json.dumps({"token": make_connect_token(SECRET, "carol", channels=[channel])})
+            uni_ws = await websockets.connect(f"{s.ws_base}/connection/uni_websocket")
+            await uni_ws.send(request)
+            assert "connect" in json.loads(await uni_ws.recv())
+            stream = await http.post(
+                f"{s.base}/connection/uni_http_stream",
+                data=request,
+                headers={"Content-Type": "application/json"},
+            )
+            assert stream.status == 200
+            assert "connect" in json.loads(await stream.content.readline())
+            sse = await http.get(f"{s.base}/connection/uni_sse", params={"cf_connect": request})
+            assert "connect" in (await _sse_data(sse)).decode()
+            assert s.node.hub.num_subscribers(channel) == 5
+
+            before = await s.scrape()
+            await s.api("publish", {"channel": channel, "data": {"text": "ü" * 40}})
+            got = [len((await ws.recv()).encode()) for ws in (plain, deflated)]
+            got.append(len((await uni_ws.recv()).encode()) + 1)  # + its newline
+            got.append(len(await stream.content.readline()))  # the JSON line itself
+            got.append(len(await _sse_data(sse)) + 1)
+            after = await s.scrape()
+            grown = value(after, "rtcore_client_bytes_sent_total") - value(
+                before, "rtcore_client_bytes_sent_total"
+            )
+            assert grown == sum(got) and min(got) > 40
+            frames = "rtcore_client_frames_sent_total"
+            assert value(after, frames) - value(before, frames) == 5
+
+            # Counts of closed sessions are kept.
+            for ws in (plain, deflated, uni_ws):
+                await ws.close()
+            stream.close()
+            sse.close()
+
+            async def gone() -> bool:
+                return value(await s.scrape(), "rtcore_node_num_clients") == 0
+
+            await until(gone)
+            final = await s.scrape()
+            sent = value(final, "rtcore_client_bytes_sent_total")
+            assert sent == value(after, "rtcore_client_bytes_sent_total")
+
+    run(main())
+
+
+async def _sse_data(response: aiohttp.ClientResponse) -> bytes:
+    """The data of the next Server-Sent Event (one data line per message here)."""
+    for _ in range(8):
+        line = (await asyncio.wait_for(response.content.readline(), 5)).rstrip(b"\r\n")
+        if line.startswith(b"data: "):
+            return line[len(b"data: ") :]
+        assert line == b"", line
+    raise AssertionError("no SSE data line")
 
 
 def _impl(stem: str) -> str:
