@@ -275,7 +275,8 @@ class ClientConfig:
     write_delay: float = _duration(
         0.0,
         "Time a flush round waits after its first message, so that messages of several ticks "
-        "share one write per connection (fewer writes, up to this much more latency). 0: off.",
+        "share one write per connection (fewer writes, up to this much more latency); below "
+        "pong_timeout, since pings wait too. 0: off.",
     )
     history_max_publication_limit: int = _f(
         300, "Cap of history limit from clients (-1/0 requests)."
