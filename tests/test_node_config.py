@@ -10,39 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import websockets
+from protocol.helpers import SECRET, connect_token, run, until
 
 import rtcore
-from rtcore.auth import make_connect_token
 from rtcore.config import config_from_mapping
 from rtcore.engine.memory import DEFAULT_MAX_STREAMS, MemoryBroker
 from rtcore.engine.node import Node
 from rtcore.errors import ConfigError
-
-
-T = TypeVar("T")
-
-SECRET = "rtcore-node-config-tests-hmac-secret-0123456789"
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, 30)
-
-    return asyncio.run(bounded())
-
-
-async def until(cond: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 async def ticks(n: int = 20) -> None:
@@ -104,7 +82,7 @@ def test_write_delay_coalesces_two_publications_into_one_write() -> None:
             assert node.flusher.delay == 3600
             async with websockets.connect(url, compression=None) as ws:
                 commands = [
-                    {"id": 1, "connect": {"token": make_connect_token(SECRET, "alice")}},
+                    {"id": 1, "connect": {"token": connect_token("alice")}},
                     {"id": 2, "subscribe": {"channel": "news"}},
                 ]
                 for command in commands:
