@@ -141,7 +141,9 @@ def test_publish_bad_requests() -> None:
     async def main() -> None:
         node, (c,) = await _setup("42")
         assert await c.error("publish", {"channel": "cli:a"}) == 107  # no data
-        assert await c.error("publish", {"channel": "cli:a", "data": {"x": 1}, "type": 1}) == 108
+        # A map publish into a stream namespace: refused, as in Centrifugo.
+        assert await c.error("publish", {"channel": "cli:a", "data": {"x": 1}, "type": 1}) == 103
+        assert await c.error("publish", {"channel": "cli:a", "data": {"x": 1}, "type": 2}) == 108
         assert await c.error("publish", {"channel": "cli:" + "x" * 300, "data": 1}) == 107
         assert await c.disconnected("publish", {"channel": "", "data": 1}) == 3501
         await node.close()

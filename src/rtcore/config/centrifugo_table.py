@@ -191,6 +191,7 @@ _CHANNEL_OPTIONS = (
     "publish_proxy_name",
     "sub_refresh_proxy_enabled",
     "sub_refresh_proxy_name",
+    "subscription_type",
 )
 _CHANNEL_OPTIONS_NONE = {
     "map_clients_presence_channel_prefix": "map subscriptions are " + NOT_IMPLEMENTED,
@@ -205,10 +206,10 @@ _CHANNEL_OPTIONS_NONE = {
     "subscribe_stream_proxy_enabled": "subscribe streams are " + NOT_IMPLEMENTED,
     "subscribe_stream_proxy_name": "subscribe streams are " + NOT_IMPLEMENTED,
     "subscribe_stream_proxy_bidirectional": "subscribe streams are " + NOT_IMPLEMENTED,
-    "subscription_type": "map and shared poll subscriptions are " + NOT_IMPLEMENTED,
 }
 _CHANNEL_OPTIONS_NONE_TABLES = {
-    "map": "map subscriptions are " + NOT_IMPLEMENTED,
+    "map": "not imported: write rtcore's map section by hand (docs/config.md; no key_ttl, "
+    "client_key, map proxies)",
     "shared_poll": "shared poll subscriptions are " + NOT_IMPLEMENTED,
 }
 

@@ -92,6 +92,4 @@ def subscription_type_problems(opts: Any, path: str) -> Iterator[ConfigError]:
         if not opts.map.mode:
             yield _err(path, "map.mode", "required when subscription_type is 'map'")
         if opts.history_enabled:
-            yield _err(
-                path, "history_size", "a map channel keeps its own stream (map.stream_size)"
-            )
+            yield _err(path, "history_size", "a map channel keeps its own stream (map.stream_size)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from rtcore.auth.config import TokenConfig
 from rtcore.config.consumers import ConsumerConfig, consumer_problems
 from rtcore.config.fields import ConfigErrors, _duration, _err, _f, _problems_tree
+from rtcore.config.maps import MapOptions, subscription_type_problems
 from rtcore.config.proxy import (
     ChannelProxyConfig,
     ClientProxyConfig,
@@ -101,6 +102,10 @@ class ChannelOptions:
     allow_channel_compaction: bool = _f(
         False, "Subscribers that ask for it get pushes with a numeric channel id."
     )
+    subscription_type: str = _f("stream", "'stream' (publications) or 'map' (keyed state).")
+    map: MapOptions = field(
+        default_factory=MapOptions, metadata={"doc": "Map channels (subscription_type 'map')."}
+    )
 
     @property
     def history_enabled(self) -> bool:
@@ -121,6 +126,7 @@ class ChannelOptions:
             yield _err(path, "force_recovery", "recovery needs history_size and history_ttl")
         if self.history_enabled and self.history_meta_ttl < self.history_ttl:
             yield _err(path, "history_meta_ttl", "must be >= history_ttl")
+        yield from subscription_type_problems(self, path)
         unknown = [t for t in self.allowed_delta_types if t != "fossil"]
         if unknown:
             yield _err(

@@ -391,8 +391,9 @@ async def handle_publish(session: ClientSession, cmd: Command) -> None:
     req = cmd.publish
     assert req is not None
     opts = _validate_channel(session, req.channel)
-    if req.type != 0:
-        raise codes.ERROR_NOT_AVAILABLE
+    if req.type != 0 or opts.subscription_type != "stream":
+        await session.node.maps.subscriptions.publish(session, req, opts, cmd.id)
+        return
     if not req.data:
         raise codes.ERROR_BAD_REQUEST
     node = session.node

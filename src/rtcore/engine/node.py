@@ -49,6 +49,9 @@ from rtcore.engine.events import (
 )
 from rtcore.engine.history import HistoryOptions, HistoryResult
 from rtcore.engine.hub import Hub
+from rtcore.engine.map_memory import MemoryMapStore
+from rtcore.engine.map_subscribe import MapSubscriptions
+from rtcore.engine.maps import Maps, MapStore
 from rtcore.engine.memory import MemoryBroker, MemoryHistoryStore, MemoryPresenceManager
 from rtcore.engine.presence import PresenceEntry, PresenceManager, add_many
 from rtcore.engine.recovery import HistoryReads, PositionCheck
@@ -89,6 +92,7 @@ class Node(BrokerEventHandler):
         *,
         broker: Broker | None = None,
         presence_manager: PresenceManager | None = None,
+        map_store: MapStore | None = None,
     ) -> None:
         self.config = (config or Config()).validate()
         # Node ids must differ between processes: /emulation requests are routed
@@ -151,6 +155,10 @@ class Node(BrokerEventHandler):
             self._subscriptions.lost_state,
             self.config.client.channel_position_check_delay,
         )
+        # Map channels (engine/maps.py); by default in memory, delivered to this node only.
+        maps = MapSubscriptions(self, self._subscriptions)
+        self.maps = Maps(self, MemoryMapStore(self) if map_store is None else map_store, maps)
+        self.position_check.map_top = self.maps.position
         self._started = False
         self.closing = False
         # Counters for info/metrics, read at scrape time by rtcore.server.metrics.
@@ -274,6 +282,8 @@ class Node(BrokerEventHandler):
             presence: object = self.presence_manager
             if isinstance(presence, Closer) and presence is not self.broker:
                 await presence.close()
+            if isinstance(self.maps.store, Closer):
+                await self.maps.store.close()
         self._started = False
 
     async def _finish_tasks(self, timeout: float) -> None:

@@ -33,7 +33,7 @@ import logging
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rtcore.engine.history import HistoryResult
@@ -384,6 +384,8 @@ class PositionCheck:
         # channel -> when its positions were last found right (monotonic).
         self._checked_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        # The top of a map channel's stream (None for other channels), set by the node.
+        self.map_top: Callable[[str], Awaitable[StreamPosition | None]] | None = None
         # Stream tops read, and subscribers found behind (observability, tests).
         self.checks = 0
         self.lost = 0
@@ -429,16 +431,19 @@ class PositionCheck:
             return
         before = self.reads.delivered_at.get(channel)
         try:
-            result = await self.reads.broker.history(
-                channel, limit=0, meta_ttl=self.meta_ttl(channel)
-            )
+            # A map channel's position is that of its own stream.
+            top = None if self.map_top is None else await self.map_top(channel)
+            if top is None:
+                result = await self.reads.broker.history(
+                    channel, limit=0, meta_ttl=self.meta_ttl(channel)
+                )
+                top = result.position
         except Exception as exc:  # noqa: BLE001 - the engine is down: check later
             logger.warning("position check of %s failed: %s", channel, exc)
             return
         self.checks += 1
         if self.reads.delivered_at.get(channel) != before:
             return  # a publication came meanwhile: the read may predate it
-        top = result.position
         for sub in subs:
             if self.hub.subscriber(channel, sub.session.client_id) is not sub:
                 continue  # unsubscribed meanwhile

@@ -128,8 +128,11 @@ class Subscriptions:
         if not channel:
             raise DisconnectError(codes.BAD_REQUEST)
         opts = node._channel_options(channel)
-        if req.type != 0:
-            raise codes.ERROR_NOT_AVAILABLE
+        if req.type != 0 or opts.subscription_type != "stream":
+            await node.maps.subscriptions.subscribe(
+                session, req, opts, command_id=command_id, server_side=server_side
+            )
+            return None
         tags_filter = self._tags_filter(session, req, opts)
         if req.delta and req.delta != FOSSIL:
             _refused(session, channel, f"unknown delta type {req.delta[:32]!r}")

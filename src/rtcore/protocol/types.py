@@ -48,6 +48,7 @@ class Publication:
     delta: bool = False
     # Map subscriptions: the key this publication sets (or removes, with ``removed``).
     key: str = ""
+    # Map subscriptions: the publication removes ``key``.
     removed: bool = False
 
 

@@ -236,7 +236,10 @@ def _make_node(config: Config) -> Node:
             presence_ttl=config.engine.presence_ttl,
             sentinel=_sentinel_settings(config),
         )
-        return Node(config, broker=broker, presence_manager=presence)
+        from rtcore.backends.redis.maps import RedisMapStore
+
+        maps = RedisMapStore(broker)
+        return Node(config, broker=broker, presence_manager=presence, map_store=maps)
     return Node(config)
 
 
