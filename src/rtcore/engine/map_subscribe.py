@@ -30,6 +30,7 @@ from rtcore.engine.hub import FORM_PLAIN, slot
 from rtcore.engine.maps import UnrecoverablePositionError
 from rtcore.engine.recovery import flush_buffer
 from rtcore.engine.session import CLOSED, SubscriptionState
+from rtcore.engine.subscriptions import _long_ids
 from rtcore.fanout import Subscriber
 from rtcore.protocol import PublishResult, Reply, SubscribeResult, codes
 from rtcore.protocol.codes import ClientError, DisconnectError
@@ -382,8 +383,3 @@ def _refused(session: ClientSession, op: str, channel: str, why: str) -> None:
     if logger.isEnabledFor(logging.INFO):
         extra = {**session.log_fields, "op": op, "channel": channel, "reason": why}
         logger.info("%s to %s refused: %s", op, channel, why, extra=extra)
-
-
-def _long_ids(session: ClientSession) -> bool:
-    # As for stream subscriptions: centrifuge-js over Protobuf cannot route by channel id.
-    return session.codec.binary and session.name == "js"
