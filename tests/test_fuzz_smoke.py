@@ -95,16 +95,15 @@ def test_fuzz_smoke(target: str) -> None:
     _fuzz(harness.TestOneInput, list(harness.SEEDS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported, not fixed: the config loader lets RecursionError (deep nesting) and "
-    "ValueError (an integer past the digit limit, an integer variable padded with \\x1f) "
-    "through instead of ConfigError",
-)
-@pytest.mark.parametrize("index", range(7))
-def test_config_loader_known_issues(index: int) -> None:
+@pytest.mark.parametrize("index", range(14))
+def test_config_loader_findings(index: int) -> None:
+    # Inputs that escaped as RecursionError, ValueError or OverflowError
+    # (docs/fuzzing.md): each is now refused with a ConfigError.
     harness = load_harness("config")
-    harness.load(harness.KNOWN_ISSUES[index])
+    assert len(harness.FINDINGS) == 14
+    error = harness.load(harness.FINDINGS[index])
+    assert error is not None
+    harness.TestOneInput(harness.FINDINGS[index])
 
 
 @pytest.mark.xfail(

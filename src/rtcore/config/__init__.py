@@ -28,7 +28,9 @@ and :mod:`~rtcore.config.proxy` (proxy and RPC sections) hold the model,
 :mod:`~rtcore.config.durations` parses and spells durations,
 :mod:`~rtcore.config.fields` is what sections are built from,
 :mod:`~rtcore.config.loading` builds a :class:`Config` from data, files, the
-environment and flags, :mod:`~rtcore.config.positions` finds the line of a
+environment and flags, :mod:`~rtcore.config.reading` parses their text
+(refusing nesting, integers and YAML aliases the parsers choke on),
+:mod:`~rtcore.config.positions` finds the line of a
 key in a file, :mod:`~rtcore.config.hints` explains unknown keys,
 :mod:`~rtcore.config.keys` walks every key of the model,
 :mod:`~rtcore.config.documents` writes configuration files (TOML, YAML,

@@ -20,7 +20,11 @@ def parse_duration(value: Any, path: str = "value") -> float:
     if isinstance(value, bool):
         raise ConfigError(path, "expected a duration, got a boolean")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            # An integer past the float range is as infinite as an infinite float.
+            seconds = float("inf")
     elif isinstance(value, str):
         m = _DURATION_RE.match(value)
         if not m:

@@ -10,12 +10,11 @@ Every invalid value is collected; several come back as one
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import re
 import ssl
-import tomllib
+import sys
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -27,6 +26,7 @@ from rtcore.config.fields import ConfigErrors, LocatedConfigError, _problems_tre
 from rtcore.config.hints import unknown_key_errors
 from rtcore.config.model import HIDDEN_FIELDS, KEY_ALIASES, Config
 from rtcore.config.positions import key_lines, line_of_path
+from rtcore.config.reading import parse_config_text, parse_env_json
 from rtcore.errors import ConfigError
 
 
@@ -81,6 +81,8 @@ _BOOL_WORDS = {
     "off": False,
 }
 _NUMBER_RE = re.compile(r"\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*")
+# Only the whitespace int() strips: re's \s also matches \x1c-\x1f, which it refuses.
+_INTEGER_RE = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
 
 
 def _shown(value: Any) -> str:
@@ -99,11 +101,12 @@ def _quoted_error(path: str, expected: str, value: str, fix: str) -> ConfigError
     )
 
 
-def _env_json(value: _EnvText, path: str, what: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise ConfigError(path, f"expected {what} in the environment value ({exc})") from None
+def _env_int(value: _EnvText, path: str) -> int:
+    digits = len(value.strip().lstrip("-"))
+    if digits > sys.get_int_max_str_digits():
+        # int() refuses such a text (a guard against quadratic parsing).
+        raise ConfigError(path, f"expected an integer, got one of {digits} digits (too large)")
+    return int(value)
 
 
 def _convert(
@@ -112,7 +115,7 @@ def _convert(
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         if isinstance(value, _EnvText):
-            value = _env_json(value, path, "a JSON object")
+            value = parse_env_json(value, path, "a JSON object")
         if not isinstance(value, Mapping):
             raise ConfigError(path, f"expected a table/object, got {_kind(value)}")
         return _build(hint, value, path, errors)  # type: ignore[arg-type]
@@ -127,7 +130,7 @@ def _convert(
                 path, f"expected a list of strings, got the string {value!r} (write [{items}])"
             )
         if isinstance(value, _EnvText):
-            value = _env_json(value, path, "a JSON array")
+            value = parse_env_json(value, path, "a JSON array")
         if not isinstance(value, list | tuple):
             raise ConfigError(path, f"expected a list, got {_kind(value)}")
         out = []
@@ -140,7 +143,7 @@ def _convert(
     if origin is dict:
         key_type, item = typing.get_args(hint)
         if isinstance(value, _EnvText):
-            value = _env_json(value, path, "a JSON object")
+            value = parse_env_json(value, path, "a JSON object")
         if not isinstance(value, Mapping):
             raise ConfigError(path, f"expected a table/object, got {_kind(value)}")
         table = {}
@@ -179,6 +182,9 @@ def _convert(
             number = float(value)
         except ValueError:
             raise ConfigError(path, f"expected a number, got {value!r}") from None
+        except OverflowError:
+            # An integer past the float range (about 309 digits).
+            raise ConfigError(path, "expected a finite number, got an integer too large") from None
         if number != number or number in (float("inf"), float("-inf")):
             raise ConfigError(path, f"expected a finite number, got {value!r}")
         return number
@@ -187,9 +193,9 @@ def _convert(
             raise ConfigError(path, f"expected an integer, got {value!r}")
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        if isinstance(value, str) and _INTEGER_RE.fullmatch(value):
             if isinstance(value, _EnvText):
-                return int(value)
+                return _env_int(value, path)
             raise _quoted_error(path, "an integer", value, value.strip())
         if isinstance(value, float) and value.is_integer():
             return int(value)
@@ -319,31 +325,10 @@ def _read_config(path: str | Path) -> tuple[dict[str, Any], str, str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(where, f"not UTF-8 text (byte {exc.start})") from None
-    data: Any
     fmt = "yaml" if suffix in (".yaml", ".yml") else suffix[1:]
-    if fmt == "toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(where, f"invalid TOML: {exc}") from None
-    elif fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                where, f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from None
-    else:
-        yaml: Any = importlib.import_module("yaml")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or str(exc)
-            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            raise ConfigError(where, f"invalid YAML: {problem}{at}") from None
-        if data is None:
-            data = {}
+    data = parse_config_text(text, fmt, where)
+    if data is None and fmt == "yaml":
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(where, f"the top level must be a table/object, got {_kind(data)}")
     return data, text, fmt
