@@ -12,7 +12,6 @@ feeding everything at once (the parser's documented guarantee). Every parsed
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from fuzzlib import Input, instrumented, main
@@ -66,16 +65,13 @@ def outcome(stream: bytes, cut: int, max_headers: int) -> tuple[int, int]:
     return statuses[0], statuses[1]
 
 
-#: Found by this harness and reported, not fixed yet (see docs/fuzzing.md): a
-#: header section with more fields than max_headers *and* a malformed field
-#: after them fails with 400 when it arrives whole, but with 431 when it is
-#: cut after the last good field (the field count is checked as llhttp
-#: reports fields, which depends on where the input ends). Tolerated unless
-#: RTCORE_FUZZ_STRICT=1; tests/test_fuzz_smoke.py keeps it as a strict
-#: expected failure. Arguments of outcome().
-KNOWN_ISSUES = [(b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nbad\r\n\r\n", 32, 1)]
-
-STRICT = os.environ.get("RTCORE_FUZZ_STRICT", "") == "1"
+#: Found by this harness, now fixed (docs/fuzzing.md): a header section with
+#: more fields than max_headers and a malformed field after them failed with
+#: 400 when it arrived whole and with 431 when cut inside the malformed line
+#: (the count followed llhttp's callbacks, whose timing depends on where the
+#: input ends). Streams and max_headers; tests/test_fuzz_smoke.py cuts each
+#: at every position.
+FINDINGS = [(b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nbad\r\n\r\n", 1)]
 
 
 def TestOneInput(data: bytes) -> None:
@@ -94,10 +90,8 @@ def TestOneInput(data: bytes) -> None:
     # no error (on an error the requests completed earlier in the same
     # feed_data call are dropped, so they depend on the chunking).
     assert (whole[1] is None) == (split[1] is None), (whole, split)
-    if whole[1] is not None and whole[1][0] != split[1][0]:
-        assert not STRICT and {whole[1][0], split[1][0]} == {400, 431}, (whole, split)
     if whole[1] is not None:
-        pass
+        assert whole[1][0] == split[1][0], (whole, split)
     elif whole[2] is None and split[2] is None:
         assert whole[0] == split[0], (whole, split)
     else:

@@ -442,6 +442,65 @@ class TestLimits:
         error = parse_error(data, None, max_headers=2)
         assert (error.status, error.message) == (431, "too many trailer fields (limit 2)")
 
+    # The field count against a malformed field: the first violation in byte
+    # order decides, whatever the chunking (found by fuzz/fuzz_http.py: a cut
+    # inside the malformed line made llhttp report the field before it early).
+    COUNT_CASES = [
+        # A field past the limit, then a malformed one: 431.
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nbad\r\n\r\n",
+            1,
+            (431, "too many header fields (limit 1)"),
+        ),
+        # A malformed field within the limit: 400.
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nbad\r\nX: y\r\nZ: w\r\n\r\n",
+            2,
+            (400, "malformed HTTP request: Invalid header token"),
+        ),
+        # The field past the limit is itself malformed: 400.
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nb@d\r\nZ: w\r\n\r\n",
+            2,
+            (400, "malformed HTTP request: Invalid header token"),
+        ),
+        # Only well-formed fields, one too many: 431.
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nZ: w\r\n\r\n",
+            2,
+            (431, "too many header fields (limit 2)"),
+        ),
+        # The same in a chunked body's trailers.
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\nT: 1\r\nU: 2\r\nV: 3\r\nbad\r\n\r\n",
+            2,
+            (431, "too many trailer fields (limit 2)"),
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\nbad\r\nT: 1\r\nU: 2\r\nV: 3\r\n\r\n",
+            2,
+            (400, "malformed HTTP request: Invalid header token"),
+        ),
+    ]
+
+    @pytest.mark.parametrize(("data", "max_headers", "expected"), COUNT_CASES)
+    def test_field_count_error_is_the_same_for_every_cut(
+        self, data: bytes, max_headers: int, expected: tuple[int, str]
+    ) -> None:
+        whole = parse_error(data, None, max_headers=max_headers)
+        assert (whole.status, whole.message) == expected
+        for cut in range(len(data) + 1):
+            parser = HttpParser(max_headers=max_headers)
+            with pytest.raises(HttpError) as info:
+                parser.feed_data(data[:cut])
+                parser.feed_data(data[cut:])
+            error = info.value
+            assert (error.status, error.message) == expected, cut
+        byte_by_byte = parse_error(data, 1, max_headers=max_headers)
+        assert (byte_by_byte.status, byte_by_byte.message) == expected
+
     def test_trailer_size_limit(self) -> None:
         data = (
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"

@@ -271,7 +271,11 @@ class HttpParser:
         max_body_size: largest body, in bytes; larger ones fail with 413 (as
             soon as ``Content-Length`` announces it, or as soon as a chunk
             would cross the limit).
-        max_headers: most header field lines per request; more fail with 431.
+        max_headers: most header field lines per request (and trailer lines
+            per chunked body); more fail with 431. Fields are counted in the
+            bytes: the first field line past the limit fails the request
+            with 431 once llhttp accepted it, a malformed field before it
+            with 400, whatever the chunking.
 
     Raises:
         ValueError: a limit is not a positive integer (``max_body_size`` may
@@ -312,6 +316,8 @@ class HttpParser:
         self._state = _REQUEST_LINE
         # Bytes of the current header section (or trailer section) so far.
         self._head_len = 0
+        # Field lines of the current header (or trailer) section fed so far.
+        self._field_lines = 0
         # Last (up to 3) bytes of the header section already fed, to find a
         # blank line split across two feed_data calls.
         self._tail = b""
@@ -499,6 +505,7 @@ class HttpParser:
         self._feed(line)
         self._state = _HEADERS
         self._head_len = len(line)
+        self._field_lines = 0
         self._tail = line[-3:]
         return nl + 1, True
 
@@ -512,7 +519,7 @@ class HttpParser:
             chunk = bytes(buf[pos : pos + n])
             # Let llhttp judge the bytes first: a malformed header is a 400
             # even when it is also too long.
-            self._feed(chunk)
+            self._feed_fields(chunk, chunk.count(b"\n"))
             self._head_len += n
             self._tail = (tail + chunk)[-3:]
             if self._head_len >= self.max_header_size:
@@ -523,7 +530,8 @@ class HttpParser:
             return pos + n, False
         n = found + 4 - len(tail)
         chunk = bytes(buf[pos : pos + n])
-        offset = self._feed(chunk)
+        # The last LF ends the blank line, not a field line.
+        offset = self._feed_fields(chunk, chunk.count(b"\n") - 1)
         pos += n
         if not self._headers_done:
             # llhttp saw the blank line without completing the headers.
@@ -531,6 +539,25 @@ class HttpParser:
         if offset >= 0:
             self._upgrade(chunk, offset)
         return pos, True
+
+    def _feed_fields(self, chunk: bytes, lines: int) -> int:
+        """Feed header-section bytes that end ``lines`` field lines; enforce ``max_headers``.
+
+        Fields are counted in the bytes, not in llhttp's callbacks, which
+        report a field only once the next one starts (or the section ends),
+        so at a point that depends on the chunking. The rule: llhttp judges
+        every byte up to the end of the first field line past the limit
+        (a malformed field up to there is a 400), then the request fails
+        with 431; bytes after that line are never looked at.
+        """
+        if self._field_lines + lines <= self.max_headers:
+            self._field_lines += lines
+            return self._feed(chunk)
+        cut = -1
+        for _ in range(self.max_headers + 1 - self._field_lines):
+            cut = chunk.index(b"\n", cut + 1)
+        self._feed(chunk[: cut + 1])
+        raise HttpError(431, f"too many header fields (limit {self.max_headers})")
 
     def _parse_counted(self, buf: bytearray, pos: int) -> tuple[int, bool]:
         # Read the state first: completing the message resets it.
@@ -580,6 +607,11 @@ class HttpParser:
         if trailer:
             if line == b"\r\n":
                 self._check_complete()
+            else:
+                # Counted by line, as header fields are (see _feed_fields).
+                self._field_lines += 1
+                if self._field_lines > self.max_headers:
+                    raise HttpError(431, f"too many trailer fields (limit {self.max_headers})")
             return end, True
         size_text = line.split(b";", 1)[0].strip(b" \t\r\n")
         if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
@@ -590,6 +622,7 @@ class HttpParser:
         if size == 0:
             self._state = _TRAILER
             self._head_len = 0
+            self._field_lines = 0
             self._in_trailers = True
         else:
             self._state = _CHUNK_DATA
@@ -621,6 +654,8 @@ class HttpParser:
         self._url += data
 
     def _on_header(self, name: bytes, value: bytes) -> None:
+        # The count is enforced on the bytes (_feed_fields); these checks
+        # only back it up.
         if self._in_trailers:
             # Trailer fields are counted but not kept.
             self._trailer_count += 1
