@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from rtcore.backends.proxy.errors import ProxyResponseError, ProxyStatusError
 from rtcore.backends.proxy.http import HttpEndpoint
-from rtcore.backends.proxy.response import dumps, parse_json, reject_constant
+from rtcore.backends.proxy.response import dumps, parse_json
 from rtcore.protocol.codes import ClientError
+from rtcore.protocol.json import check_json_text
 
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ class Proxy:
         if session.codec.binary:
             # Protobuf clients send any bytes; a JSON request can carry only JSON.
             try:
-                json.loads(data.decode("utf-8"), parse_constant=reject_constant)
+                # Integers of any length are JSON (no int() conversion, no digit limit).
+                check_json_text(data.decode("utf-8"))
             except ValueError:
                 logger.info(
                     "client data is not JSON and proxy %s has no binary_encoding: refused",

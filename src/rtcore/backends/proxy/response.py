@@ -13,7 +13,8 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any
+import sys
+from typing import Any, Final
 
 from rtcore.auth import SubscribeOverride
 from rtcore.backends.proxy.errors import ProxyResponseError
@@ -53,6 +54,49 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class _LongInt:
+    """A JSON integer past Python's int digit limit, kept as its text, never converted.
+
+    Python refuses to convert one (``sys.get_int_max_str_digits``, a guard
+    against quadratic parsing), yet it is valid JSON: a payload holding one
+    passes re-encoded with the same digits; any other field refuses it.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _bounded_int(text: str) -> int | _LongInt:
+    if len(text) - text.startswith("-") > sys.get_int_max_str_digits():
+        return _LongInt(text)
+    return int(text)
+
+
+def _compact(value: Any) -> str:
+    """:func:`dumps` of a value that holds :class:`_LongInt` (as text)."""
+    if type(value) is _LongInt:
+        return value.text
+    if type(value) is dict:
+        items = (_compact(str(k)) + ":" + _compact(v) for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if type(value) is list:
+        return "[" + ",".join(_compact(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _dumps_payload(value: Any, what: str) -> bytes:
+    try:
+        return dumps(value)
+    except TypeError:
+        pass
+    try:
+        return _compact(value).encode("utf-8")
+    except RecursionError:
+        raise ProxyResponseError(f"{what} is nested too deeply") from None
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -65,16 +109,35 @@ def reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# The C scanner converts every integer; _LENIENT, used only after it failed,
+# keeps integers past the digit limit as _LongInt (a Python call per integer).
+_STRICT: Final = json.JSONDecoder(parse_float=_finite_float, parse_constant=reject_constant)
+_LENIENT: Final = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=reject_constant, parse_int=_bounded_int
+)
+
+
 def parse_json(body: bytes) -> Any:
-    """The JSON value of a response body (finite numbers only)."""
+    """The JSON value of a response body (finite numbers only).
+
+    An integer past Python's digit limit is kept as its text: valid in a
+    payload (``data``, ``info``), refused by every other field.
+    """
     try:
-        return json.loads(
-            body.decode("utf-8"), parse_float=_finite_float, parse_constant=reject_constant
-        )
+        text = body.decode("utf-8")
+        try:
+            return _STRICT.decode(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:
+            # The digit limit, or a NaN/Infinity/out-of-range number that fails again.
+            return _LENIENT.decode(text)
     except UnicodeDecodeError:
         raise ProxyResponseError("the body is not UTF-8") from None
     except ValueError as exc:
         raise ProxyResponseError(f"the body is not JSON ({exc})") from None
+    except RecursionError:
+        raise ProxyResponseError("the body is nested too deeply") from None
 
 
 # -- fields ----------------------------------------------------------------------------
@@ -86,6 +149,22 @@ def _object(value: Any, what: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ProxyResponseError(f"{what} must be an object")
     return value
+
+
+def _meta(result: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """The connection's meta: kept as values, so no integer past the digit limit."""
+    meta = _object(result.get("meta"), what)
+    stack: list[Any] = [meta]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            stack.extend(value.values())
+        elif type(value) is list:
+            stack.extend(value)
+        elif type(value) is _LongInt:
+            digits = len(value.text.lstrip("-"))
+            raise ProxyResponseError(f"{what} holds an integer of {digits} digits")
+    return meta
 
 
 def _string(obj: dict[str, Any], key: str, what: str) -> str:
@@ -130,7 +209,7 @@ def _payload(obj: dict[str, Any], json_key: str, b64_key: str, what: str) -> byt
     value = obj.get(json_key)
     if value is None:
         return None
-    return dumps(value)
+    return _dumps_payload(value, f"{what}.{json_key}")
 
 
 def _override(value: Any, what: str) -> SubscribeOverride | None:
@@ -181,7 +260,7 @@ def connect_answer(response: dict[str, Any]) -> Credentials | None:
     user = result.get("user", "")
     if not isinstance(user, str):
         raise ProxyResponseError("result.user must be a string")
-    meta = _object(result.get("meta"), "result.meta")
+    meta = _meta(result, "result.meta")
     subscriptions: dict[str, SubscriptionGrant] = {}
     channels = result.get("channels")
     if channels is not None:
@@ -259,5 +338,5 @@ def refresh_answer(response: dict[str, Any], *, with_meta: bool) -> RefreshAnswe
         expired=_boolean(result, "expired", "result"),
         expire_at=_expire_at(result, "result"),
         info=_payload(result, "info", "b64info", "result"),
-        meta=_object(result.get("meta"), "result.meta") if with_meta else None,
+        meta=_meta(result, "result.meta") if with_meta else None,
     )
