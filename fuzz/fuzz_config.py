@@ -21,8 +21,10 @@ from pathlib import Path
 from fuzzlib import Input, instrumented, main
 
 
-# The loader warns about weak secrets and the like.
-logging.disable(logging.WARNING)
+# The loader warns about weak secrets and the like: silent while fuzzing,
+# but never when imported by the suite (logging.disable is process-wide).
+if __name__ == "__main__":
+    logging.disable(logging.WARNING)
 
 with instrumented(__name__ == "__main__"):
     from rtcore.config import config_to_mapping, load_config

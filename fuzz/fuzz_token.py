@@ -29,8 +29,10 @@ from typing import Any
 from fuzzlib import Input, instrumented, main
 
 
-# parse_jwks logs every key it skips.
-logging.disable(logging.WARNING)
+# parse_jwks logs every key it skips: silent while fuzzing, but never when
+# imported by the suite (logging.disable is process-wide).
+if __name__ == "__main__":
+    logging.disable(logging.WARNING)
 
 with instrumented(__name__ == "__main__"):
     from rtcore.auth import TokenConfig, TokenError, TokenVerifier

@@ -10,6 +10,7 @@ module is a failure (see the canary in ``test_twins.py``).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from types import ModuleType
 
@@ -111,3 +112,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return len(LONG_RUNNING)
 
     items.sort(key=rank)  # stable: the order within a rank is kept
+
+
+@pytest.fixture(autouse=True)
+def _logging_not_disabled_behind() -> object:
+    """Fails the test that leaves ``logging.disable`` set: it is process-wide, so
+    every later test on the same worker would lose its log records."""
+    before = logging.root.manager.disable
+    yield
+    after = logging.root.manager.disable
+    if after != before:
+        logging.disable(before)
+        pytest.fail(f"logging.disable({after}) left behind (it was {before})")
