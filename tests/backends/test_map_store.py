@@ -129,7 +129,7 @@ def test_publish_sets_state_appends_stream_and_delivers(store_factory: Any) -> N
                 ("m", "b", 2),
                 ("m", "a", 3),
             ]
-            assert await store.stats("m") == 2
+            assert await store.stats("m", OPTS) == 2
 
     run(main())
 
@@ -211,9 +211,80 @@ def test_clear_starts_a_new_epoch(store_factory: Any) -> None:
         async with store_factory() as (store, _):
             r = await store.publish("m", pub("a", 1), OPTS)
             await store.clear("m")
-            assert await store.stats("m") == 0
+            assert await store.stats("m", OPTS) == 0
             page = await store.read_state("m", OPTS, limit=-1)
             assert page.entries == []
             assert page.position.offset == 0 and page.position.epoch != r.position.epoch
+
+    run(main())
+
+
+RECOVERABLE = MapOptions(mode="recoverable", key_ttl=0.3, stream_size=10)
+EPHEMERAL = MapOptions(mode="ephemeral", key_ttl=0.3)
+
+
+async def _expired(store: Any, channel: str, opts: MapOptions, keys: int) -> None:
+    """Wait (bounded) until the channel holds ``keys`` keys, sweeping as the node does."""
+    for _ in range(100):
+        await store.expire(channel, opts)
+        if await store.stats(channel, opts) == keys:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{channel} did not come down to {keys} keys")
+
+
+def test_keys_expire_as_removal_changes(store_factory: Any) -> None:
+    async def main() -> None:
+        async with store_factory() as (store, rec):
+            if hasattr(store, "_broker"):
+                await store._broker.subscribe("r")
+            await store.publish("r", pub("a", 1), RECOVERABLE)
+            await store.publish("r", pub("b", 2), RECOVERABLE)
+            assert await store.stats("r", RECOVERABLE) == 2
+            await _expired(store, "r", RECOVERABLE, 0)
+            stream = await store.read_stream("r", RECOVERABLE)
+            got = sorted((p.key, p.removed) for p in stream.publications if p.removed)
+            assert got == [("a", True), ("b", True)]
+            assert [p.offset for p in stream.publications] == [1, 2, 3, 4]
+            await until(lambda: len(rec.pubs) == 4, "removals delivered")
+            assert all(p.removed for _, p, _ in rec.pubs[2:])
+
+    run(main())
+
+
+def test_key_modes_and_ttl_refresh(store_factory: Any) -> None:
+    async def main() -> None:
+        async with store_factory() as (store, _):
+            opts = MapOptions(mode="recoverable", key_ttl=60.0)
+            first = await store.publish("k", pub("a", 1), opts, key_mode="if_new")
+            assert not first.suppressed
+            again = await store.publish("k", pub("a", 2), opts, key_mode="if_new", refresh_ttl=True)
+            assert again.suppressed and again.suppress_reason == "key_exists"
+            assert again.position == first.position
+            absent = await store.publish("k", pub("b", 1), opts, key_mode="if_exists")
+            assert absent.suppressed and absent.suppress_reason == "key_not_found"
+            updated = await store.publish("k", pub("a", 3), opts, key_mode="if_exists")
+            assert not updated.suppressed and updated.position.offset == 2
+            state = await store.read_state("k", opts, limit=-1)
+            assert [json.loads(e.data) for e in state.entries] == [3]
+
+    run(main())
+
+
+def test_ephemeral_mode_has_no_stream(store_factory: Any) -> None:
+    async def main() -> None:
+        async with store_factory() as (store, rec):
+            if hasattr(store, "_broker"):
+                await store._broker.subscribe("e")
+            r = await store.publish("e", pub("a", 1), EPHEMERAL)
+            assert r.position.offset == 0 and r.position.epoch
+            page = await store.read_state("e", EPHEMERAL, limit=-1)
+            assert [(e.key, e.offset) for e in page.entries] == [("a", 0)]
+            assert (await store.read_stream("e", EPHEMERAL)).publications == []
+            await until(lambda: len(rec.pubs) == 1, "delivery")
+            assert rec.pubs[0][1].offset == 0
+            await _expired(store, "e", EPHEMERAL, 0)
+            await until(lambda: len(rec.pubs) == 2, "the removal delivered")
+            assert rec.pubs[1][1].removed and rec.pubs[1][1].key == "a"
 
     run(main())

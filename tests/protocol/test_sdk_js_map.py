@@ -51,6 +51,24 @@ CONFIG = {
                 "map": MAP,
             },
             {
+                "name": "games",
+                "allow_subscribe_for_client": True,
+                "map_clients_presence_channel_prefix": "clients:",
+                "map_users_presence_channel_prefix": "users:",
+            },
+            {
+                "name": "clients",
+                "subscription_type": "map_clients",
+                "allow_subscribe_for_client": True,
+                "map": {"mode": "recoverable", "key_ttl": 60},
+            },
+            {
+                "name": "users",
+                "subscription_type": "map_users",
+                "allow_subscribe_for_client": True,
+                "map": {"mode": "ephemeral", "key_ttl": 60},
+            },
+            {
                 "name": "ro",
                 "subscription_type": "map",
                 "allow_subscribe_for_client": True,
@@ -311,6 +329,36 @@ def test_map_unrecoverable_position_loads_a_new_snapshot(js_env: str, protocol: 
             result = await sc.next("result", timeout=30)
             assert result["syncs"] == [5, 65]
             assert result["mirror"] == await state_of(node, "board:u")
+            assert await sc.finish() == 0
+
+    run(main(), timeout=90)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_map_presence_of_clients_and_users(js_env: str, protocol: str, engine: str) -> None:
+    async def main() -> None:
+        async with served(engine) as s:
+            params = {
+                "url": s.url,
+                "protocol": protocol,
+                "token": connect_token("watcher"),
+                "token2": connect_token("42"),
+                "channel": "games:1",
+                "clients": "clients:games:1",
+                "users": "users:games:1",
+            }
+            sc = await start(js_env, "presence", params)
+            result = await sc.next("result", timeout=30)
+            assert result["clientSyncs"] == [0]
+            joined, left = result["clientUpdates"]
+            assert joined["removed"] is False and left == {"key": joined["key"], "removed": True}
+            assert result["infos"][0] == "42"
+            assert result["userUpdates"] == [{"key": "42", "removed": False}]
+            assert result["clientsMirror"] == {}
+            # User keys stay until they expire: a quick return of the user is no change.
+            assert result["usersMirror"] == ["42"]
+            assert await s.node.maps.stats("users:games:1") == 1
             assert await sc.finish() == 0
 
     run(main(), timeout=90)

@@ -188,8 +188,9 @@ def test_refusals() -> None:
         assert await c.error("subscribe", {**sub, "phase": 7}) == 107
         assert await c.error("subscribe", {"channel": "m:d"}) == 103  # a stream subscribe
         assert await c.error("subscribe", {"channel": "s:d", "type": 1, "phase": 2}) == 103
-        for kind in (2, 3, 4):
-            assert await c.error("subscribe", {**sub, "type": kind, "phase": 2}) == 108
+        for kind in (2, 3):  # map presence types on a namespace of type "map"
+            assert await c.error("subscribe", {**sub, "type": kind, "phase": 2}) == 103
+        assert await c.error("subscribe", {**sub, "type": 4, "phase": 2}) == 108  # shared poll
         assert (
             await c.error("subscribe", {"channel": "tf:d", "type": 1, "phase": 2, "tf": {}}) == 107
         )
@@ -274,6 +275,37 @@ def test_node_map_api() -> None:
         assert exc.value.code == 107
         await node.maps.clear("m:g")
         assert await node.maps.stats("m:g") == 0
+        await node.close()
+
+    run(main())
+
+
+def test_ephemeral_map_goes_live_without_a_stream() -> None:
+    async def main() -> None:
+        eph = {
+            "name": "eph",
+            "subscription_type": "map",
+            "allow_subscribe_for_client": True,
+            "map": {"mode": "ephemeral", "key_ttl": 60, "min_page_size": 2, "default_page_size": 2},
+        }
+        config = {**CONFIG, "channel": {"namespaces": [*CONFIG["channel"]["namespaces"], eph]}}
+        node = make_node(config)
+        await node.start()
+        c = Client(node)
+        await c.connect(connect_token("42"))
+        await _fill(node, "eph:a", 3)
+        first = await c.ok("subscribe", {"channel": "eph:a", "type": 1, "phase": 2})
+        assert first["phase"] == 2 and first.get("offset", 0) == 0
+        pos = {"epoch": first["epoch"], "cursor": first["cursor"]}
+        live = await c.ok("subscribe", {"channel": "eph:a", "type": 1, "phase": 2, **pos})
+        assert "phase" not in live and "recoverable" not in live
+        assert _keys(first["state"] + live["state"]) == ["k0", "k1", "k2"]
+        await node.maps.publish("eph:a", "k9", b"9")
+        await until(lambda: c.publications("eph:a"), what="a push")
+        assert c.publications("eph:a")[0]["key"] == "k9"
+        await c.ok("unsubscribe", {"channel": "eph:a"})
+        body = {"channel": "eph:a", "type": 1, "phase": 1, "recover": True, **pos}
+        assert await c.error("subscribe", body) == 107  # no stream to recover from
         await node.close()
 
     run(main())

@@ -192,10 +192,10 @@ _CHANNEL_OPTIONS = (
     "sub_refresh_proxy_enabled",
     "sub_refresh_proxy_name",
     "subscription_type",
+    "map_clients_presence_channel_prefix",
+    "map_users_presence_channel_prefix",
 )
 _CHANNEL_OPTIONS_NONE = {
-    "map_clients_presence_channel_prefix": "map subscriptions are " + NOT_IMPLEMENTED,
-    "map_users_presence_channel_prefix": "map subscriptions are " + NOT_IMPLEMENTED,
     "auto_cache_recover": NOT_IMPLEMENTED,
     "allowed_delta_types": "delta compression is " + NOT_IMPLEMENTED,
     "delta_publish": "delta compression is " + NOT_IMPLEMENTED,

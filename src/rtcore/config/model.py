@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rtcore.auth.config import TokenConfig
 from rtcore.config.consumers import ConsumerConfig, consumer_problems
 from rtcore.config.fields import ConfigErrors, _duration, _err, _f, _problems_tree
-from rtcore.config.maps import MapOptions, subscription_type_problems
+from rtcore.config.maps import MapNamespaceOptions, subscription_type_problems
 from rtcore.config.proxy import (
     ChannelProxyConfig,
     ClientProxyConfig,
@@ -29,7 +29,7 @@ _NAME_RE = re.compile(r"^[-a-zA-Z0-9_.]{1,64}$")
 
 
 @dataclass(slots=True)
-class ChannelOptions:
+class ChannelOptions(MapNamespaceOptions):
     """Options of the channels of one namespace (the default namespace has no name)."""
 
     presence: bool = _f(False, "Keep presence (who is subscribed) for channels.")
@@ -101,10 +101,6 @@ class ChannelOptions:
     allow_tags_filter: bool = _f(False, "Subscribers may filter publications by tags (tf).")
     allow_channel_compaction: bool = _f(
         False, "Subscribers that ask for it get pushes with a numeric channel id."
-    )
-    subscription_type: str = _f("stream", "'stream' (publications) or 'map' (keyed state).")
-    map: MapOptions = field(
-        default_factory=MapOptions, metadata={"doc": "Map channels (subscription_type 'map')."}
     )
 
     @property

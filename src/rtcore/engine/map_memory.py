@@ -3,12 +3,15 @@
 One process: changes reach only this node's handler, and the state is lost on
 restart (a restart gives every map a new epoch, so clients load it again).
 A change, its offset and the handler call happen in one synchronous step,
-so subscribers see a channel's changes in offset order.
+so subscribers see a channel's changes in offset order. Keys of modes with a
+``key_ttl`` expire when any operation on their channel (or the node's sweep,
+:meth:`MemoryMapStore.expire`) finds them due: each becomes a removal change.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import os
 import string
 import time
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from rtcore.engine.maps import (
     SUPPRESS_IDEMPOTENCY,
+    SUPPRESS_KEY_EXISTS,
     SUPPRESS_KEY_NOT_FOUND,
     MapStateResult,
     MapStreamResult,
@@ -54,6 +58,9 @@ class _Map:
     keys: list[str] = field(default_factory=list)
     stream: deque[Publication] = field(default_factory=deque)
     written_at: float = 0.0
+    # Keys that expire: key -> when, and a heap of (when, key) (stale items are skipped).
+    expires: dict[str, float] = field(default_factory=dict)
+    heap: list[tuple[float, str]] = field(default_factory=list)
     # idempotency key -> (position, expires at)
     results: dict[str, tuple[StreamPosition, float]] = field(default_factory=dict)
 
@@ -78,9 +85,53 @@ class MemoryMapStore:
         now = self._clock()
         if m is None:
             m = self._maps[channel] = _Map(_new_epoch(), written_at=now)
-        elif m.stream and now - m.written_at > opts.stream_ttl:
-            m.stream.clear()  # an idle stream's changes expire; the state stays
+        else:
+            if m.stream and now - m.written_at > opts.stream_lifetime:
+                m.stream.clear()  # an idle stream's changes expire; the state stays
+            if m.heap and m.heap[0][0] <= now:
+                self._purge(channel, m, opts, now)
         return m
+
+    def _purge(self, channel: str, m: _Map, opts: MapOptions, now: float) -> None:
+        """Remove the keys that are due, each as a removal change."""
+        while m.heap and m.heap[0][0] <= now:
+            when, key = heapq.heappop(m.heap)
+            if m.expires.get(key) != when:
+                continue  # written again (or removed) since
+            removal = Publication(data=b"", key=key, removed=True, time=_ms())
+            self._apply(channel, m, removal, opts, now)
+
+    async def expire(self, channel: str, opts: MapOptions) -> None:
+        m = self._maps.get(channel)
+        if m is not None and m.heap:
+            self._purge(channel, m, opts, self._clock())
+
+    def _apply(
+        self, channel: str, m: _Map, pub: Publication, opts: MapOptions, now: float
+    ) -> StreamPosition:
+        """Change the state, append to the stream (if any) and deliver."""
+        key = pub.key
+        if pub.removed:
+            del m.state[key]
+            del m.keys[bisect.bisect_left(m.keys, key)]
+            m.expires.pop(key, None)
+        else:
+            if key not in m.state:
+                bisect.insort(m.keys, key)
+            m.state[key] = pub
+            if opts.key_ttl:
+                when = m.expires[key] = now + opts.key_ttl
+                heapq.heappush(m.heap, (when, key))
+        if opts.has_stream:
+            m.top += 1
+            pub.offset = m.top
+            m.stream.append(pub)
+            while len(m.stream) > opts.stream_len:
+                m.stream.popleft()
+            m.written_at = now
+        position = StreamPosition(m.top, m.epoch)
+        self._handler.on_publication(channel, pub, position, None)
+        return position
 
     async def publish(
         self,
@@ -90,6 +141,8 @@ class MemoryMapStore:
         *,
         idempotency_key: str = "",
         idempotent_ttl: float = 300.0,
+        key_mode: str = "",
+        refresh_ttl: bool = False,
     ) -> MapUpdateResult:
         m = self._open(channel, opts)
         now = self._clock()
@@ -98,27 +151,22 @@ class MemoryMapStore:
             if cached is not None and cached[1] > now:
                 return MapUpdateResult(cached[0], True, SUPPRESS_IDEMPOTENCY)
         key = pub.key
-        if pub.removed:
-            old = m.state.pop(key, None)
-            if old is None:
-                return MapUpdateResult(StreamPosition(m.top, m.epoch), True, SUPPRESS_KEY_NOT_FOUND)
-            del m.keys[bisect.bisect_left(m.keys, key)]
-        m.top += 1
-        pub.offset = m.top
-        if not pub.removed:
-            if key not in m.state:
-                bisect.insort(m.keys, key)
-            m.state[key] = pub
-        m.stream.append(pub)
-        while len(m.stream) > opts.stream_size:
-            m.stream.popleft()
-        m.written_at = now
-        position = StreamPosition(m.top, m.epoch)
+        exists = key in m.state
+        reason = ""
+        if (pub.removed or key_mode == "if_exists") and not exists:
+            reason = SUPPRESS_KEY_NOT_FOUND
+        elif key_mode == "if_new" and exists:
+            reason = SUPPRESS_KEY_EXISTS
+            if refresh_ttl and opts.key_ttl:
+                when = m.expires[key] = now + opts.key_ttl
+                heapq.heappush(m.heap, (when, key))
+        if reason:
+            return MapUpdateResult(StreamPosition(m.top, m.epoch), True, reason)
+        position = self._apply(channel, m, pub, opts, now)
         if idempotency_key:
             if len(m.results) > 1000:
                 m.results = {k: v for k, v in m.results.items() if v[1] > now}
             m.results[idempotency_key] = (position, now + idempotent_ttl)
-        self._handler.on_publication(channel, pub, position, None)
         return MapUpdateResult(position)
 
     async def read_state(
@@ -167,12 +215,16 @@ class MemoryMapStore:
             pubs = pubs[:limit]
         return MapStreamResult(pubs, position)
 
-    async def stats(self, channel: str) -> int:
+    async def stats(self, channel: str, opts: MapOptions) -> int:
         m = self._maps.get(channel)
-        return 0 if m is None else len(m.state)
+        return 0 if m is None else len(self._open(channel, opts).state)
 
     async def clear(self, channel: str) -> None:
         self._maps.pop(channel, None)
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _copy(pub: Publication) -> Publication:

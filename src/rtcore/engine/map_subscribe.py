@@ -27,6 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from rtcore.engine.hub import FORM_PLAIN, slot
+from rtcore.engine.map_presence import has_map_presence
 from rtcore.engine.maps import UnrecoverablePositionError
 from rtcore.engine.recovery import flush_buffer
 from rtcore.engine.session import CLOSED, SubscriptionState
@@ -53,6 +54,8 @@ logger = logging.getLogger("rtcore.engine.map_subscribe")
 
 #: SubscribeRequest/PublishRequest.type of a map subscription.
 TYPE_MAP = 1
+#: The subscription type of each map namespace type (1 map, 2 and 3 map presence).
+TYPE_OF = {"map": TYPE_MAP, "map_clients": 2, "map_users": 3}
 #: SubscribeRequest/SubscribeResult.phase values.
 PHASE_LIVE = 0
 PHASE_STREAM = 1
@@ -99,10 +102,10 @@ class MapSubscriptions:
     ) -> None:
         """Answer one request of a map subscribe (or refuse it with a ClientError)."""
         channel = req.channel
-        if req.type not in (0, TYPE_MAP) or server_side or not command_id:
-            # Presence maps and shared polls, and server-side map subscriptions: not built.
+        if req.type > 3 or server_side or not command_id:
+            # Shared polls, and server-side map subscriptions: not built.
             raise codes.ERROR_NOT_AVAILABLE
-        if (req.type == TYPE_MAP) != (opts.subscription_type == "map"):
+        if req.type != TYPE_OF.get(opts.subscription_type, 0):
             # As Centrifugo: the namespace does not allow this type of subscription.
             _refused(session, "subscribe", channel, f"subscription type {req.type}")
             raise codes.ERROR_PERMISSION_DENIED
@@ -137,6 +140,8 @@ class MapSubscriptions:
             elif phase == PHASE_STREAM:
                 await self._stream_page(session, req, opts, flow, tags_filter, command_id)
             else:
+                if not opts.map.has_stream:
+                    raise ClientError(107, "an ephemeral map has no stream to recover from")
                 since = StreamPosition(req.offset, req.epoch)
                 await self._live(session, req, opts, flow, since, [], True, tags_filter, command_id)
         except UnrecoverablePositionError:
@@ -174,8 +179,9 @@ class MapSubscriptions:
             flow.epoch, flow.offset = page.position.epoch, page.position.offset
         if tags_filter is not None:
             entries = [e for e in entries if tags_filter(e.tags)]
-        if not page.cursor and flow.offset + limit >= page.position.offset:
-            # Close to the top: straight to live, the rest of the stream in the reply.
+        if not page.cursor and (not mo.has_stream or flow.offset + limit >= page.position.offset):
+            # Close to the top (or no stream): straight to live, the rest of the stream
+            # in the reply.
             since = StreamPosition(flow.offset, flow.epoch)
             await self._live(
                 session, req, opts, flow, since, entries, False, tags_filter, command_id
@@ -202,6 +208,8 @@ class MapSubscriptions:
     ) -> None:
         mo = opts.map
         store = self.node.maps.store
+        if not mo.has_stream:
+            raise ClientError(107, "an ephemeral map has no stream to page through")
         if req.epoch and flow.epoch and req.epoch != flow.epoch:
             raise UnrecoverablePositionError(req.epoch)
         since = StreamPosition(req.offset, req.epoch)
@@ -251,7 +259,8 @@ class MapSubscriptions:
             channel,
         )
         sub.tags_filter = tags_filter
-        sub.positioned = True
+        # Without a stream there are no offsets to check (nor to recover from).
+        sub.positioned = mo.has_stream
         sub.buffer = []
         state = SubscriptionState(
             channel=channel,
@@ -267,13 +276,14 @@ class MapSubscriptions:
             await self.subs._broker_subscribe(channel)
             # Everything after ``since``; more than a page means the client is too far behind.
             res = await node.maps.store.read_stream(
-                channel, mo, since=since, limit=mo.max_page_size + 1
+                channel, mo, since=since, limit=mo.max_page_size + 1 if mo.has_stream else 0
             )
             top = res.position
             pubs = res.publications
             if since.epoch and since.epoch != top.epoch or len(pubs) > mo.max_page_size:
                 raise UnrecoverablePositionError(since.epoch)
-            _check_continuous(pubs, since.offset, top)
+            if mo.has_stream:
+                _check_continuous(pubs, since.offset, top)
             if tags_filter is not None:
                 pubs = [p for p in pubs if tags_filter(p.tags)]
             result = SubscribeResult(
@@ -281,7 +291,7 @@ class MapSubscriptions:
                 phase=PHASE_LIVE,
                 epoch=top.epoch,
                 offset=top.offset,
-                recoverable=True,
+                recoverable=mo.has_stream,
                 state=state_entries,
             )
             result.publications = pubs
@@ -317,8 +327,12 @@ class MapSubscriptions:
         state.epoch = top.epoch
         if expire_at:
             session.schedule_expiry_check()
+        if mo.key_ttl:
+            node.maps.start_sweep()
         session.send_reply(Reply(id=command_id, subscribe=result))
         flush_buffer(session, state, self.subs.lost_state)
+        if has_map_presence(opts):
+            node.spawn(node.maps.presence.join(session, channel, opts))
 
     # -- client writes ---------------------------------------------------------
 
@@ -329,7 +343,7 @@ class MapSubscriptions:
         channel = req.channel
         if req.type not in (0, TYPE_MAP):
             raise codes.ERROR_NOT_AVAILABLE
-        if (req.type == TYPE_MAP) != (opts.subscription_type == "map"):
+        if (req.type == TYPE_MAP) != (opts.subscription_type in TYPE_OF):
             _refused(session, "publish", channel, f"publish type {req.type}")
             raise codes.ERROR_PERMISSION_DENIED
         if not req.key:

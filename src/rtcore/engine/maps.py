@@ -19,10 +19,15 @@ handler itself, the Redis store publishes on the Redis broker's channel.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from rtcore.config.maps import MAP_TYPES
+from rtcore.engine.broker import Closer
+from rtcore.engine.map_presence import MapPresence
 from rtcore.protocol import codes
 from rtcore.protocol.codes import ClientError
 from rtcore.protocol.types import ClientInfo, Publication, StreamPosition
@@ -35,7 +40,9 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "KEY_MODES",
     "SUPPRESS_IDEMPOTENCY",
+    "SUPPRESS_KEY_EXISTS",
     "SUPPRESS_KEY_NOT_FOUND",
     "MapStateResult",
     "MapStore",
@@ -45,9 +52,17 @@ __all__ = [
     "UnrecoverablePositionError",
 ]
 
+logger = logging.getLogger("rtcore.engine.maps")
+
+#: Seconds between two sweeps of expired keys in the channels with subscribers here.
+SWEEP_INTERVAL = 1.0
+
 #: Why a publish or remove changed nothing (Centrifugo's suppress_reason).
 SUPPRESS_IDEMPOTENCY = "idempotency"
 SUPPRESS_KEY_NOT_FOUND = "key_not_found"
+SUPPRESS_KEY_EXISTS = "key_exists"
+#: Conditional writes (Centrifugo's key_mode): only a new key, only an existing one.
+KEY_MODES = ("", "if_new", "if_exists")
 
 
 class UnrecoverablePositionError(Exception):
@@ -97,10 +112,23 @@ class MapStore(Protocol):
         *,
         idempotency_key: str = "",
         idempotent_ttl: float = 300.0,
+        key_mode: str = "",
+        refresh_ttl: bool = False,
     ) -> MapUpdateResult:
         """Set ``pub.key`` to ``pub`` (or remove it when ``pub.removed``), append the
-        change to the stream and deliver it. Removing an absent key changes
-        nothing (suppressed, ``key_not_found``); so does a repeated idempotency key."""
+        change to the stream (modes with one) and deliver it. A key of a mode with
+        ``key_ttl`` expires that long after its last write.
+
+        Suppressed (nothing changes): removing an absent key (``key_not_found``),
+        a repeated idempotency key (``idempotency``), ``key_mode`` ``"if_new"``
+        for an existing key (``key_exists``; with ``refresh_ttl`` its expiry is
+        pushed back all the same) and ``"if_exists"`` for an absent one.
+        Without a stream, changes carry offset 0 and the position stays 0."""
+        ...
+
+    async def expire(self, channel: str, opts: MapOptions) -> None:
+        """Remove the keys of ``channel`` whose ``key_ttl`` ran out, each as a removal
+        change (appended and delivered). Every other operation does it first too."""
         ...
 
     async def read_state(
@@ -132,7 +160,7 @@ class MapStore(Protocol):
         has another epoch."""
         ...
 
-    async def stats(self, channel: str) -> int:
+    async def stats(self, channel: str, opts: MapOptions) -> int:
         """The number of keys in the state."""
         ...
 
@@ -154,24 +182,56 @@ class Maps:
     otherwise, 102 for an unknown namespace).
     """
 
-    __slots__ = ("node", "store", "subscriptions")
+    __slots__ = ("node", "store", "subscriptions", "presence", "_sweeper")
 
     def __init__(self, node: Node, store: MapStore, subscriptions: MapSubscriptions) -> None:
         self.node = node
         self.store = store
         #: The map subscribes and client writes of sessions.
         self.subscriptions = subscriptions
+        #: The map presence keys of sessions (``*_presence_channel_prefix``).
+        self.presence = MapPresence(node)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start_sweep(self) -> None:
+        """Start removing expired keys of the map channels with subscribers on this node
+        (once; the stores also remove them whenever a channel is used)."""
+        if self._sweeper is None and not self.node.closing:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            rules = self.node.channels
+            for channel in list(self.node.hub.channels()):
+                opts = rules.options(channel)
+                if opts is None or opts.subscription_type not in MAP_TYPES or not opts.map.key_ttl:
+                    continue
+                try:
+                    await self.store.expire(channel, opts.map)
+                except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                    logger.warning("expiring keys of %s failed: %s", channel, exc)
+
+    async def close(self) -> None:
+        """Stop the sweep and close the store (the node closes it on shutdown)."""
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        store: object = self.store
+        if isinstance(store, Closer):
+            await store.close()
 
     async def position(self, channel: str) -> StreamPosition | None:
         """The top of a map channel's stream; None for any other channel."""
         opts = self.node.channels.options(channel)
-        if opts is None or opts.subscription_type != "map":
+        if opts is None or opts.subscription_type not in MAP_TYPES:
             return None
         return (await self.store.read_stream(channel, opts.map, limit=0)).position
 
     def options(self, channel: str) -> MapOptions:
         opts = self.node._channel_options(channel)
-        if opts.subscription_type != "map":
+        if opts.subscription_type not in MAP_TYPES:
             raise ClientError(107, f"{channel[:64]!r} is not a map channel")
         return opts.map
 
@@ -184,13 +244,17 @@ class Maps:
         tags: dict[str, str] | None = None,
         info: ClientInfo | None = None,
         idempotency_key: str = "",
+        key_mode: str = "",
+        refresh_ttl: bool = False,
     ) -> MapUpdateResult:
-        """Set ``key`` of a map channel to ``data``."""
+        """Set ``key`` of a map channel to ``data`` (``key_mode``: see ``MapStore.publish``)."""
         opts = self.options(channel)
         if not key:
             raise ClientError(107, "map publish needs a key")
+        if key_mode not in KEY_MODES:
+            raise ClientError(107, f"unknown key_mode {key_mode[:32]!r}")
         pub = Publication(data=bytes(data), info=info, tags=tags or None, time=_now_ms(), key=key)
-        return await self._update(channel, pub, opts, idempotency_key)
+        return await self._update(channel, pub, opts, idempotency_key, key_mode, refresh_ttl)
 
     async def remove(self, channel: str, key: str, *, idempotency_key: str = "") -> MapUpdateResult:
         """Remove ``key`` from a map channel."""
@@ -201,12 +265,25 @@ class Maps:
         return await self._update(channel, pub, opts, idempotency_key)
 
     async def _update(
-        self, channel: str, pub: Publication, opts: MapOptions, idempotency_key: str
+        self,
+        channel: str,
+        pub: Publication,
+        opts: MapOptions,
+        idempotency_key: str,
+        key_mode: str = "",
+        refresh_ttl: bool = False,
     ) -> MapUpdateResult:
         node = self.node
         node.publications_in += 1
         try:
-            result = await self.store.publish(channel, pub, opts, idempotency_key=idempotency_key)
+            result = await self.store.publish(
+                channel,
+                pub,
+                opts,
+                idempotency_key=idempotency_key,
+                key_mode=key_mode,
+                refresh_ttl=refresh_ttl,
+            )
         except Exception:
             node.count_broker_error("map_publish")
             raise
@@ -251,8 +328,7 @@ class Maps:
 
     async def stats(self, channel: str) -> int:
         """The number of keys of a map channel."""
-        self.options(channel)
-        return await self.store.stats(channel)
+        return await self.store.stats(channel, self.options(channel))
 
     async def clear(self, channel: str) -> None:
         """Drop a map channel's state and stream."""

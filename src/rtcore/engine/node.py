@@ -282,8 +282,7 @@ class Node(BrokerEventHandler):
             presence: object = self.presence_manager
             if isinstance(presence, Closer) and presence is not self.broker:
                 await presence.close()
-            if isinstance(self.maps.store, Closer):
-                await self.maps.store.close()
+            await self.maps.close()
         self._started = False
 
     async def _finish_tasks(self, timeout: float) -> None:
@@ -493,6 +492,7 @@ class Node(BrokerEventHandler):
         entries: list[PresenceEntry] = []
         for session in due:
             entries.extend(session.presence_entries())
+        self.maps.presence.refresh(due)
         if entries:
             self.spawn(self._add_presence(entries))
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from rtcore.auth import TokenError, TokenOp
 from rtcore.engine.events import ChannelEvent, SubscribeEvent, SubscribeReply
 from rtcore.engine.hub import FORM_DELTA, FORM_FULL, FORM_PLAIN, slot
+from rtcore.engine.map_presence import has_map_presence
 from rtcore.engine.recovery import flush_buffer, position
 from rtcore.engine.session import CLOSED, SubscriptionState
 from rtcore.fanout import Subscriber
@@ -255,6 +256,8 @@ class Subscriptions:
             raise codes.ERROR_INTERNAL from exc
         if session.subscriptions.get(channel) is not state or session.state == CLOSED:
             return None  # unsubscribed or disconnected meanwhile
+        if has_map_presence(opts):
+            node.spawn(node.maps.presence.join(session, channel, opts))
         if emit_join_leave:
             node.spawn(self._publish_join(channel, info or session.channel_info(channel)))
         # Held publications continue from the stream top the reply reached
@@ -439,6 +442,8 @@ class Subscriptions:
         node = self.node
         channel = state.channel
         await self._broker_unsubscribe(channel)
+        if has_map_presence(state.options):
+            await node.maps.presence.leave(session, state)
         op = "presence_remove"
         try:
             if state.presence:

@@ -175,6 +175,41 @@ const scenarios = {
   },
 };
 
+// Map presence: a watcher follows the clients and the users of a channel
+// while another connection subscribes to it and leaves again.
+scenarios.presence = async function presence() {
+  const watcher = newClient().client;
+  watcher.connect();
+  const clients = watcher.newMapClientsSubscription(params.clients);
+  const users = watcher.newMapUsersSubscription(params.users);
+  const seenClients = trackMap(clients);
+  const seenUsers = trackMap(users);
+  const infos = [];
+  clients.on('update', (ctx) => infos.push(ctx.info ? ctx.info.user : null));
+  clients.subscribe();
+  users.subscribe();
+  await waitFor(() => seenClients.syncs.length >= 1 && seenUsers.syncs.length >= 1, 10000, 'syncs');
+  const other = new Centrifuge(params.url, { websocket: WebSocket, token: params.token2 });
+  other.connect();
+  const sub = other.newSubscription(params.channel);
+  sub.subscribe();
+  await sub.ready(10000);
+  await waitFor(() => seenClients.updates.length >= 1 && seenUsers.updates.length >= 1, 10000, 'joins');
+  sub.unsubscribe();
+  await waitFor(() => seenClients.updates.length >= 2, 10000, 'leave');
+  emit('result', {
+    clientSyncs: seenClients.syncs,
+    clientUpdates: seenClients.updates.map((u) => ({ key: u.key, removed: u.removed })),
+    infos,
+    userUpdates: seenUsers.updates.map((u) => ({ key: u.key, removed: u.removed })),
+    otherClient: other._client,
+    clientsMirror: mirrorObject(seenClients),
+    usersMirror: Object.keys(mirrorObject(seenUsers)),
+  });
+  other.disconnect();
+  watcher.disconnect();
+};
+
 const run = scenarios[scenario];
 if (!run) {
   emit('error', { message: `unknown scenario ${scenario}` });

@@ -8,6 +8,7 @@ Key layout (``P`` = prefix, ``c`` = channel part, as in :mod:`rtcore.backends.re
     ``P.map.state.c``     HASH    map key -> ``"\\1" msgpack(offset) PUB``
     ``P.map.stream.c``    STREAM  entry id ``<offset>-0``, field ``d`` = ``"\\1" PUB``
     ``P.map.meta.c``      HASH    ``e`` epoch, ``s`` top offset
+    ``P.map.expire.c``    ZSET    map key -> when it expires (unix ms, server clock)
     ``P.map.result.<n>.c.<key>``  STRING  ``"<offset>:<epoch>"`` of an idempotent update
     ====================  ======  =================================================
 
@@ -79,11 +80,25 @@ class RedisMapStore(RedisStore):
             f"{prefix}.map.state.{part}",
             f"{prefix}.map.stream.{part}",
             f"{prefix}.map.meta.{part}",
+            f"{prefix}.map.expire.{part}",
         ]
 
-    def _check_open(self) -> None:
+    def _common(self, channel: str, opts: MapOptions) -> list[Any]:
+        """ARGV[1..6] of every map script (see map_scripts)."""
+        return [
+            new_epoch(),
+            ms(opts.meta_lifetime) if opts.meta_lifetime else 0,
+            opts.stream_len,
+            ms(opts.stream_lifetime),
+            "spublish" if self._broker.sharded_pubsub else "publish",
+            self.keys.client(channel),
+        ]
+
+    async def _run(self, channel: str, script: Any, opts: MapOptions, args: list[Any]) -> Any:
         if self._closed:
             raise RedisEngineError("the map store is closed")
+        keys = self._keys(channel)
+        return await self._conns.script(channel, script, keys, self._common(channel, opts) + args)
 
     async def publish(
         self,
@@ -93,24 +108,23 @@ class RedisMapStore(RedisStore):
         *,
         idempotency_key: str = "",
         idempotent_ttl: float = 300.0,
+        key_mode: str = "",
+        refresh_ttl: bool = False,
     ) -> MapUpdateResult:
-        self._check_open()
+        if self._closed:
+            raise RedisEngineError("the map store is closed")
         keys = self._keys(channel)
         if idempotency_key:
             part = self.keys.part(channel)
             keys.append(f"{self.keys.prefix}.map.result.{len(channel)}.{part}.{idempotency_key}")
-        broker = self._broker
-        command = "spublish" if broker.sharded_pubsub else "publish"
         args: list[Any] = [
-            new_epoch(),
-            ms(opts.meta_ttl) if opts.meta_ttl else 0,
+            *self._common(channel, opts),
             pub.key,
             encode_publication(pub),
             "1" if pub.removed else "0",
-            opts.stream_size,
-            ms(opts.stream_ttl),
-            command,
-            self.keys.client(channel),
+            ms(opts.key_ttl) if opts.key_ttl else 0,
+            key_mode,
+            "1" if refresh_ttl else "0",
             ms(idempotent_ttl),
         ]
         result = await self._conns.script(channel, map_scripts.MAP_UPDATE, keys, args)
@@ -131,19 +145,9 @@ class RedisMapStore(RedisStore):
         key: str = "",
         revision: StreamPosition | None = None,
     ) -> MapStateResult:
-        self._check_open()
         expect = revision.epoch if revision is not None else ""
-        args = [
-            new_epoch(),
-            ms(opts.meta_ttl) if opts.meta_ttl else 0,
-            cursor or "0",
-            limit,
-            key,
-            expect,
-        ]
-        result = await self._conns.script(
-            channel, map_scripts.MAP_READ_STATE, self._keys(channel), args
-        )
+        args = [cursor or "0", limit, key, expect]
+        result = await self._run(channel, map_scripts.MAP_READ_STATE, opts, args)
         position = StreamPosition(int(result[0]), _text(result[1]))
         if expect and expect != position.epoch:
             raise UnrecoverablePositionError(f"epoch {expect!r} is not {position.epoch!r}")
@@ -167,7 +171,6 @@ class RedisMapStore(RedisStore):
         limit: int = -1,
         reverse: bool = False,
     ) -> MapStreamResult:
-        self._check_open()
         if since is None:
             start, expect = ("+" if reverse else "-"), ""
         else:
@@ -175,17 +178,8 @@ class RedisMapStore(RedisStore):
             expect = since.epoch
         if reverse and since is not None and since.offset <= 1:
             limit = 0  # nothing is older than the first change
-        args = [
-            new_epoch(),
-            ms(opts.meta_ttl) if opts.meta_ttl else 0,
-            limit,
-            "1" if reverse else "0",
-            start,
-            expect,
-        ]
-        result = await self._conns.script(
-            channel, map_scripts.MAP_READ_STREAM, self._keys(channel), args
-        )
+        args = [limit, "1" if reverse else "0", start, expect]
+        result = await self._run(channel, map_scripts.MAP_READ_STREAM, opts, args)
         position = StreamPosition(int(result[0]), _text(result[1]))
         if expect and expect != position.epoch:
             raise UnrecoverablePositionError(f"epoch {expect!r} is not {position.epoch!r}")
@@ -200,12 +194,17 @@ class RedisMapStore(RedisStore):
             pubs.append(pub)
         return MapStreamResult(pubs, position)
 
-    async def stats(self, channel: str) -> int:
-        self._check_open()
+    async def expire(self, channel: str, opts: MapOptions) -> None:
+        # Every script removes the expired keys first: reading the top is enough.
+        await self._run(channel, map_scripts.MAP_READ_STREAM, opts, [0, "0", "-", ""])
+
+    async def stats(self, channel: str, opts: MapOptions) -> int:
+        await self.expire(channel, opts)
         return int(await self._conns.command(channel, "HLEN", self._keys(channel)[0]))
 
     async def clear(self, channel: str) -> None:
-        self._check_open()
+        if self._closed:
+            raise RedisEngineError("the map store is closed")
         await self._conns.script(channel, map_scripts.MAP_CLEAR, self._keys(channel), [])
 
 
