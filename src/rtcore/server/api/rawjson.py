@@ -34,11 +34,18 @@ class Raw(bytes):
 
 
 _scanstring: Final = json.decoder.scanstring  # type: ignore[attr-defined]
+# json.dumps(value, ensure_ascii=False) of a str, without building an encoder per call.
+_encode_str: Final = json.encoder.encode_basestring
 _WS: Final = re.compile(r"[ \t\n\r]*")
+# A character (or "", the end of the text: in any string) that may start whitespace.
+_WS_CHARS: Final = " \t\n\r"
 
 
 def _skip_ws(s: str, i: int) -> int:
     """The index of the first non-whitespace character at or after ``i``."""
+    # Compact JSON has no whitespace: answer that case without the regex.
+    if s[i : i + 1] not in _WS_CHARS:
+        return i
     m = _WS.match(s, i)
     return m.end() if m is not None else i
 
@@ -57,10 +64,9 @@ class ListOf:
         self.item = item
 
 
-def _scan(s: str, i: int) -> tuple[Any, int]:
-    # NaN/Infinity are refused; an integer past Python's digit limit is valid
-    # JSON (kept as HugeInt, never converted), so raw fields may hold one.
-    return scan_json_value(s, i)
+# NaN/Infinity are refused; an integer past Python's digit limit is valid
+# JSON (kept as HugeInt, never converted), so raw fields may hold one.
+_scan: Final = scan_json_value
 
 
 def _parse_value(s: str, i: int, spec: Any) -> tuple[Any, int]:
@@ -76,6 +82,11 @@ def _parse_value(s: str, i: int, spec: Any) -> tuple[Any, int]:
 
 def _separator(s: str, i: int, close: str) -> tuple[int, bool]:
     """After an item: ``(index of the next item, False)``, or ``(index past close, True)``."""
+    c = s[i : i + 1]
+    if c == ",":
+        return _skip_ws(s, i + 1), False
+    if c == close:
+        return i + 1, True
     i = _skip_ws(s, i)
     if s.startswith(",", i):
         return _skip_ws(s, i + 1), False
@@ -94,10 +105,21 @@ def _parse_object(s: str, i: int, spec: dict[str, Any]) -> tuple[dict[str, Any],
         if not s.startswith('"', i):
             raise json.JSONDecodeError("Expecting property name enclosed in double quotes", s, i)
         key, i = _scanstring(s, i + 1, True)
-        i = _skip_ws(s, i)
         if not s.startswith(":", i):
-            raise json.JSONDecodeError("Expecting ':' delimiter", s, i)
-        out[key], i = _parse_value(s, _skip_ws(s, i + 1), spec.get(key))
+            i = _skip_ws(s, i)
+            if not s.startswith(":", i):
+                raise json.JSONDecodeError("Expecting ':' delimiter", s, i)
+        i = _skip_ws(s, i + 1)
+        field_spec = spec.get(key)
+        # _parse_value inline for the common cases: a value kept as parsed, a raw one.
+        if field_spec is None:
+            out[key], i = _scan(s, i)
+        elif field_spec is RAW:
+            value, end = _scan(s, i)
+            out[key] = None if value is None else Raw(s[i:end].encode("utf-8"))
+            i = end
+        else:
+            out[key], i = _parse_value(s, i, field_spec)
         i, closed = _separator(s, i, "}")
     return out, i
 
@@ -133,6 +155,9 @@ def _json_error(exc: Exception) -> HttpError:
 
 def parse_json(text: str, spec: Any) -> Any:
     """Parse one JSON text, keeping the fields ``spec`` marks raw; HttpError 400 if invalid."""
+    value = _parse_canonical(text, spec)
+    if value is not _NOT_CANONICAL:
+        return value
     try:
         value, end = _parse_value(text, _skip_ws(text, 0), spec)
         end = _skip_ws(text, end)
@@ -140,6 +165,76 @@ def parse_json(text: str, spec: Any) -> Any:
             raise json.JSONDecodeError("Extra data", text, end)
     except (ValueError, RecursionError) as exc:
         raise _json_error(exc) from None
+    return value
+
+
+# -- canonical texts in one C call --------------------------------------------------------
+#
+# Most clients send JSON exactly as a standard encoder writes it: compact
+# (JSON.stringify, Go's encoding/json) or Python's json.dumps defaults. For
+# such a text, the source of every value is the encoder's output for it (the
+# encoding is compositional), so the raw fields can be written back from the
+# parsed values with that encoder, byte for byte. Such a text is parsed and
+# checked in C (decode, encode, compare); any other text (whitespace, escapes
+# an encoder would not write, 1e5, duplicate keys, invalid JSON...) goes to
+# the walker above, which gives the same values or the error.
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_NOT_CANONICAL: Final = object()
+# The C scanner as the walker uses it: no NaN/Infinity (an integer past the
+# digit limit fails too, and then the walker keeps it as HugeInt).
+_decode: Final = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
+def _encoder(ensure_ascii: bool, item_separator: str, key_separator: str) -> Any:
+    """``json.JSONEncoder(...).encode`` with the C encoder made once, not per call."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator
+        return json.JSONEncoder(
+            ensure_ascii=ensure_ascii, separators=(item_separator, key_separator)
+        ).encode
+    strings = json.encoder.encode_basestring_ascii if ensure_ascii else _encode_str
+    # No cycle check (parsed values have none), no default, no NaN (never parsed).
+    chunks = make(None, None, strings, None, key_separator, item_separator, False, False, False)
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_ENCODERS: Final = (_encoder(False, ",", ":"), _encoder(True, ", ", ": "))
+
+
+def _parse_canonical(text: str, spec: Any) -> Any:
+    """What the walker gives for ``text`` when an encoder of _ENCODERS wrote it, else _NOT_CANONICAL."""
+    try:
+        value = _decode(text)
+        for encode in _ENCODERS:
+            if encode(value) == text:
+                return _keep_raw(value, spec, encode)
+    except (ValueError, RecursionError):
+        pass
+    return _NOT_CANONICAL
+
+
+def _keep_raw(value: Any, spec: Any, encode: Any) -> Any:
+    """``value`` shaped as the walker shapes it under ``spec`` (raw fields: their source)."""
+    if spec is RAW:
+        return None if value is None else Raw(encode(value).encode("utf-8"))
+    if type(spec) is dict and type(value) is dict:
+        out = {}
+        for key, item in value.items():
+            item_spec = spec.get(key)
+            out[key] = item if item_spec is None else _keep_raw(item, item_spec, encode)
+        return out
+    if type(spec) is ListOf and type(value) is list:
+        item_spec = spec.item
+        return [_keep_raw(item, item_spec, encode) for item in value]
     return value
 
 
@@ -157,13 +252,64 @@ def iter_json(text: str, spec: Any) -> Iterator[Any]:
 
 def dump(value: Any) -> bytes:
     """Compact JSON; :class:`Raw` values are written as they are."""
-    if isinstance(value, Raw):
-        return bytes(value)
-    if isinstance(value, dict):
-        return b"{" + b",".join(dump(str(k)) + b":" + dump(v) for k, v in value.items()) + b"}"
-    if isinstance(value, list):
-        return b"[" + b",".join(dump(v) for v in value) + b"]"
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    out: list[bytes] = []
+    _write(value, out)
+    return b"".join(out) if len(out) != 1 else out[0]
+
+
+def _write(value: Any, out: list[bytes]) -> None:
+    """Append the compact JSON of ``value`` to ``out``, in pieces (one join at the end).
+
+    The common types are told apart by exact type; anything else (subclasses,
+    floats, tuples) takes the generic path, which is what :func:`dump` always did.
+    """
+    kind = type(value)
+    if kind is str:
+        out.append(_encode_str(value).encode("utf-8"))
+    elif kind is dict:
+        _write_dict(value, out)
+    elif kind is int:
+        out.append(int.__repr__(value).encode("ascii"))
+    elif kind is Raw:
+        out.append(bytes(value))
+    elif kind is list:
+        _write_list(value, out)
+    elif value is True:
+        out.append(b"true")
+    elif value is False:
+        out.append(b"false")
+    elif value is None:
+        out.append(b"null")
+    elif isinstance(value, Raw):
+        out.append(bytes(value))
+    elif isinstance(value, dict):
+        _write_dict(value, out)
+    elif isinstance(value, list):
+        _write_list(value, out)
+    else:
+        out.append(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+
+def _write_dict(value: dict[Any, Any], out: list[bytes]) -> None:
+    append = out.append
+    sep = b"{"
+    for k, v in value.items():
+        append(sep)
+        append(_encode_str(k if type(k) is str else str(k)).encode("utf-8"))
+        append(b":")
+        _write(v, out)
+        sep = b","
+    append(b"{}" if sep == b"{" else b"}")
+
+
+def _write_list(value: list[Any], out: list[bytes]) -> None:
+    append = out.append
+    sep = b"["
+    for v in value:
+        append(sep)
+        _write(v, out)
+        sep = b","
+    append(b"[]" if sep == b"[" else b"]")
 
 
 def is_json(data: bytes) -> bool:
