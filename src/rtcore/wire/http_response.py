@@ -23,6 +23,11 @@ _TOKEN_STR_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_RE = re.compile(r"[\r\n\x00]")
 
 
+# The standard reason phrases ("" for an unregistered status); a dict, not an
+# HTTPStatus(status) call per response.
+_REASONS: dict[int, str] = {s.value: s.phrase for s in _http_status.HTTPStatus}
+
+
 def _check_header(name: str, value: str) -> None:
     if not _TOKEN_STR_RE.fullmatch(name):
         raise ValueError(f"invalid header name {name!r}")
@@ -62,10 +67,7 @@ def render_response(
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise ValueError(f"status must be an integer from 100 to 599, got {status!r}")
     if reason is None:
-        try:
-            reason = _http_status.HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
+        reason = _REASONS.get(status, "")
     elif _BAD_VALUE_RE.search(reason):
         raise ValueError(f"reason phrase contains CR, LF or NUL: {reason!r}")
     bodyless = status < 200 or status in (204, 304)

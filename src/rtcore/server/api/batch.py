@@ -81,7 +81,11 @@ async def run_batch(executor: Executor, text: str) -> dict[str, Any]:
         if isinstance(job, ApiError):
             return {"error": job.to_json()}
         method, params = job
-        return await reply_of(method, executor.call(method, params))
+        # reply_of(method, ...) inline: one coroutine fewer per command.
+        try:
+            return {method: await executor.call(method, params)}
+        except ApiError as exc:
+            return {"error": exc.to_json()}
 
     if parallel:
         replies = list(await asyncio.gather(*(run(job) for job in jobs)))

@@ -38,6 +38,7 @@ TEXT_HEADERS: Final = [("Content-Type", "text/plain; charset=utf-8")]
 
 #: Methods served at ``/api/<method>`` (``batch`` included).
 METHODS: Final = (*FIELDS, "batch")
+_METHOD_SET: Final = frozenset(METHODS)
 
 #: The ``method`` label of ``POST /api`` (the legacy form) and of paths that name no method.
 LEGACY_METHOD: Final = "legacy"
@@ -81,7 +82,7 @@ def _method_label(path: str) -> str:
     if path == "/api":
         return LEGACY_METHOD
     method = path[5:] if path.startswith("/api/") else ""
-    return method if method in METHODS else UNKNOWN_METHOD
+    return method if method in _METHOD_SET else UNKNOWN_METHOD
 
 
 class ServerApi:
@@ -206,7 +207,7 @@ class ServerApi:
                 f"method {request.method} not allowed: the server API takes POST\n".encode(),
             )
             return
-        if method and method not in METHODS:
+        if method and method not in _METHOD_SET:
             shown = method if len(method) <= 64 and method.isprintable() else method[:64] + "..."
             response.send(
                 404,
