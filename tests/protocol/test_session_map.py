@@ -15,7 +15,7 @@ import pytest
 from rtcore.protocol.codes import ClientError
 from rtcore.protocol.types import StreamPosition
 
-from .helpers import Client, connect_token, make_node, run, until
+from .helpers import Client, FakeClock, connect_token, make_node, run, until
 
 
 MAP = {
@@ -306,6 +306,62 @@ def test_ephemeral_map_goes_live_without_a_stream() -> None:
         await c.ok("unsubscribe", {"channel": "eph:a"})
         body = {"channel": "eph:a", "type": 1, "phase": 1, "recover": True, **pos}
         assert await c.error("subscribe", body) == 107  # no stream to recover from
+        await node.close()
+
+    run(main())
+
+
+def test_client_key_and_remove_client_on_unsubscribe() -> None:
+    async def main() -> None:
+        cursors = {
+            "name": "cur",
+            "subscription_type": "map",
+            "allow_subscribe_for_client": True,
+            "map": {
+                "mode": "persistent",
+                "client_key": "client_id",
+                "remove_client_on_unsubscribe": True,
+                "allow_publish_for_subscriber": True,
+            },
+        }
+        config = {**CONFIG, "channel": {"namespaces": [*CONFIG["channel"]["namespaces"], cursors]}}
+        node = make_node(config)
+        await node.start()
+        c = Client(node)
+        await c.connect(connect_token("42"))
+        await c.ok("subscribe", {"channel": "cur:a", "type": 1, "phase": 2})
+        # Whatever key the client names, it writes its own.
+        await c.ok("publish", {"channel": "cur:a", "type": 1, "key": "other", "data": {"x": 1}})
+        state = await node.maps.read_state("cur:a", limit=-1)
+        assert [e.key for e in state.entries] == [c.session.client_id]
+        await c.ok("unsubscribe", {"channel": "cur:a"})
+        await until(
+            lambda: node.maps.store._maps["cur:a"].state == {}, what="the client key removed"
+        )
+        await node.close()
+
+    run(main())
+
+
+def test_a_slow_catch_up_is_disconnected() -> None:
+    async def main() -> None:
+        slow = {
+            "name": "slow",
+            "subscription_type": "map",
+            "allow_subscribe_for_client": True,
+            "map": {"mode": "persistent", "min_page_size": 2, "subscribe_catch_up_timeout": 5},
+        }
+        config = {**CONFIG, "channel": {"namespaces": [*CONFIG["channel"]["namespaces"], slow]}}
+        clock = FakeClock()
+        node = make_node(config, clock=clock)
+        await node.start()
+        c = Client(node)
+        await c.connect(connect_token("42"))
+        await _fill(node, "slow:a", 5)
+        first = await c.ok("subscribe", {"channel": "slow:a", "type": 1, "phase": 2, "limit": 2})
+        clock.advance(6)
+        body = {"channel": "slow:a", "type": 1, "phase": 2, "limit": 2, "cursor": first["cursor"]}
+        assert await c.disconnected("subscribe", body) == 3008
         await node.close()
 
     run(main())

@@ -69,6 +69,26 @@ class MapOptions:
     default_page_size: int = _f(100, "Entries per state/stream page when the client asks none.")
     min_page_size: int = _f(100, "Smallest page a client gets (smaller asks are raised to it).")
     max_page_size: int = _f(1000, "Largest page a client gets (larger asks are cut to it).")
+    live_transition_max_publication_limit: int = _f(
+        0, "Most changes a subscribe may catch up with when it goes live (0: max_page_size)."
+    )
+    subscribe_catch_up_timeout: float = _duration(
+        5.0,
+        "Longest a subscribe may page through state and stream before going live; a later "
+        "page disconnects the client with 3008 (it reconnects and starts again).",
+    )
+    client_key: str = _f(
+        "",
+        "The key of a client's map writes: '' (the key it sends), 'client_id' or 'user_id' "
+        "(anonymous clients may not write then).",
+    )
+    remove_client_on_unsubscribe: bool = _f(
+        False, "Remove the key named by the client id when that client's subscription ends."
+    )
+
+    @property
+    def live_limit(self) -> int:
+        return self.live_transition_max_publication_limit or self.max_page_size
 
     @property
     def has_stream(self) -> bool:
@@ -112,6 +132,12 @@ class MapOptions:
             yield _err(path, "min_page_size", "need 1 <= min_page_size <= max_page_size")
         if not 1 <= self.default_page_size:
             yield _err(path, "default_page_size", "must be >= 1")
+        if self.live_transition_max_publication_limit < 0:
+            yield _err(path, "live_transition_max_publication_limit", "must be >= 0")
+        if not self.subscribe_catch_up_timeout > 0:
+            yield _err(path, "subscribe_catch_up_timeout", "must be > 0")
+        if self.client_key not in ("", "client_id", "user_id"):
+            yield _err(path, "client_key", "must be '', 'client_id' or 'user_id'")
 
     def page_size(self, asked: int) -> int:
         """The page size for a client's ``limit`` (0: the default), within the bounds."""
@@ -136,6 +162,8 @@ def subscription_type_problems(opts: Any, path: str) -> Iterator[ConfigError]:
             yield _err(path, "map.mode", f"{kind!r} needs keys that expire: not 'persistent'")
         if opts.history_enabled:
             yield _err(path, "history_size", "a map channel keeps its own stream (map.stream_size)")
+    if opts.map.remove_client_on_unsubscribe and kind not in MAP_TYPES:
+        yield _err(path, "map.remove_client_on_unsubscribe", "needs a map subscription_type")
 
 
 @dataclass(slots=True)

@@ -39,6 +39,13 @@ def has_map_presence(opts: ChannelOptions) -> bool:
     return bool(opts.map_clients_presence_channel_prefix or opts.map_users_presence_channel_prefix)
 
 
+def has_map_cleanup(opts: ChannelOptions) -> bool:
+    """Something to remove when a subscription of the namespace ends."""
+    return bool(opts.map_clients_presence_channel_prefix) or (
+        opts.map.remove_client_on_unsubscribe and opts.subscription_type != "stream"
+    )
+
+
 class MapPresence:
     """Writes the map presence keys of a node's sessions."""
 
@@ -84,14 +91,23 @@ class MapPresence:
                     self.node.spawn(self.join(session, channel, state.options))
 
     async def leave(self, session: ClientSession, state: SubscriptionState) -> None:
-        """A subscription ended: remove the client key (user keys expire)."""
-        prefix = state.options.map_clients_presence_channel_prefix
-        if not prefix or state.pending:
+        """A subscription ended: remove the client key (user keys expire), and with
+        ``map.remove_client_on_unsubscribe`` the key named by the client id."""
+        if state.pending:
             return
-        try:
-            await self.node.maps.remove(prefix + state.channel, session.client_id)
-        except ClientError:
-            pass  # a misconfigured prefix, logged at join
-        except Exception as exc:  # noqa: BLE001 - the key expires anyway
-            self.node.count_broker_error("map_presence")
-            logger.warning("map presence of %s not removed: %s", state.channel, exc)
+        opts = state.options
+        channels = []
+        if opts.map_clients_presence_channel_prefix:
+            channels.append(opts.map_clients_presence_channel_prefix + state.channel)
+        if opts.map.remove_client_on_unsubscribe and opts.subscription_type != "stream":
+            channels.append(state.channel)
+        for channel in channels:
+            try:
+                await self.node.maps.remove(channel, session.client_id)
+            except ClientError:
+                pass  # a misconfigured prefix, logged at join
+            except Exception as exc:  # noqa: BLE001 - keys with a TTL expire anyway
+                self.node.count_broker_error("map_presence")
+                logger.warning(
+                    "client key of %s not removed from %s: %s", state.channel, channel, exc
+                )

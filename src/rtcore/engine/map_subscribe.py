@@ -60,8 +60,9 @@ TYPE_OF = {"map": TYPE_MAP, "map_clients": 2, "map_users": 3}
 PHASE_LIVE = 0
 PHASE_STREAM = 1
 PHASE_STATE = 2
-#: A subscribe that has not gone live this long after its first page is forgotten.
-FLOW_TIMEOUT = 30.0
+#: A subscribe in progress is forgotten this long after its first page (map
+#: options' ``subscribe_catch_up_timeout`` disconnects a client that continues it).
+FLOW_TIMEOUT = 60.0
 
 
 class _Flow:
@@ -118,6 +119,12 @@ class MapSubscriptions:
         self._sweep(now)
         key = (session.client_id, channel)
         flow = self._flows.get(key)
+        if flow is not None and now - flow.started > opts.map.subscribe_catch_up_timeout:
+            del self._flows[key]
+            if req.cursor or req.phase != PHASE_STATE:
+                # As Centrifugo: too slow to catch up; the client reconnects and starts again.
+                raise DisconnectError(codes.SLOW)
+            flow = None
         phase = req.phase
         if phase not in (PHASE_LIVE, PHASE_STREAM, PHASE_STATE):
             raise ClientError(107, f"unknown map phase {phase}")
@@ -276,11 +283,11 @@ class MapSubscriptions:
             await self.subs._broker_subscribe(channel)
             # Everything after ``since``; more than a page means the client is too far behind.
             res = await node.maps.store.read_stream(
-                channel, mo, since=since, limit=mo.max_page_size + 1 if mo.has_stream else 0
+                channel, mo, since=since, limit=mo.live_limit + 1 if mo.has_stream else 0
             )
             top = res.position
             pubs = res.publications
-            if since.epoch and since.epoch != top.epoch or len(pubs) > mo.max_page_size:
+            if since.epoch and since.epoch != top.epoch or len(pubs) > mo.live_limit:
                 raise UnrecoverablePositionError(since.epoch)
             if mo.has_stream:
                 _check_continuous(pubs, since.offset, top)
@@ -346,7 +353,13 @@ class MapSubscriptions:
         if (req.type == TYPE_MAP) != (opts.subscription_type in TYPE_OF):
             _refused(session, "publish", channel, f"publish type {req.type}")
             raise codes.ERROR_PERMISSION_DENIED
-        if not req.key:
+        key = req.key
+        if mo_key := opts.map.client_key:
+            # The server names the key: the client's own id.
+            key = session.client_id if mo_key == "client_id" else session.user
+            if not key:
+                raise codes.ERROR_PERMISSION_DENIED  # an anonymous user has no id
+        if not key:
             raise ClientError(107, "a map publish needs a key")
         if not req.removed and not req.data:
             raise codes.ERROR_BAD_REQUEST
@@ -378,9 +391,9 @@ class MapSubscriptions:
             raise codes.ERROR_PERMISSION_DENIED
         maps = self.node.maps
         if req.removed:
-            await maps.remove(channel, req.key)
+            await maps.remove(channel, key)
         else:
-            await maps.publish(channel, req.key, req.data, info=session.channel_info(channel))
+            await maps.publish(channel, key, req.data, info=session.channel_info(channel))
         session.send_reply(Reply(id=command_id, publish=PublishResult()))
 
 

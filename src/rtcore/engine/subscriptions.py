@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from rtcore.auth import TokenError, TokenOp
 from rtcore.engine.events import ChannelEvent, SubscribeEvent, SubscribeReply
 from rtcore.engine.hub import FORM_DELTA, FORM_FULL, FORM_PLAIN, slot
-from rtcore.engine.map_presence import has_map_presence
+from rtcore.engine.map_presence import has_map_cleanup, has_map_presence
 from rtcore.engine.recovery import flush_buffer, position
 from rtcore.engine.session import CLOSED, SubscriptionState
 from rtcore.fanout import Subscriber
@@ -442,7 +442,7 @@ class Subscriptions:
         node = self.node
         channel = state.channel
         await self._broker_unsubscribe(channel)
-        if has_map_presence(state.options):
+        if has_map_cleanup(state.options):
             await node.maps.presence.leave(session, state)
         op = "presence_remove"
         try:

@@ -20,6 +20,7 @@ from rtcore.server.api.errors import (
     bad_request,
     reply_of,
 )
+from rtcore.server.api.map_methods import MapMethods
 from rtcore.server.api.patterns import glob_to_regex
 from rtcore.server.api.rawjson import Raw, dump, is_json
 
@@ -150,7 +151,7 @@ def _api_error(what: str, exc: Exception) -> ApiError:
     return ERROR_INTERNAL
 
 
-class Executor:
+class Executor(MapMethods):
     """Runs API methods against a node; results are plain data, errors :class:`ApiError`."""
 
     def __init__(self, node: Node) -> None:

@@ -236,6 +236,42 @@ FIELDS: Final[dict[str, dict[str, Callable[[Any], Any]]]] = {
     "channels": {"pattern": _str},
     "info": {},
     "rpc": {"method": _str, "params": _raw},
+    # Map channels (server/api/map_methods.py). Ordered maps, versions and
+    # stream-only data are not built.
+    "map_publish": {
+        "channel": _str,
+        "key": _str,
+        "data": _raw,
+        "b64data": _str,
+        "tags": _str_map,
+        "idempotency_key": _str,
+        "stream_data": _unsupported(_raw),
+        "b64stream_data": _unsupported(_str),
+        "delta": _unsupported(_bool),
+        "version": _unsupported(_u64),
+        "version_epoch": _unsupported(_str),
+        "score": _unsupported(_i64),
+        "key_mode": _str,
+    },
+    "map_remove": {"channel": _str, "key": _str, "idempotency_key": _str},
+    "map_read_state": {
+        "channel": _str,
+        "cursor": _str,
+        "limit": _i32,
+        "key": _str,
+        "asc": _unsupported(_bool),
+        "revision_offset": _u64,
+        "revision_epoch": _str,
+    },
+    "map_read_stream": {
+        "channel": _str,
+        "since_offset": _u64,
+        "since_epoch": _str,
+        "limit": _i32,
+        "reverse": _bool,
+    },
+    "map_stats": {"channel": _str},
+    "map_clear": {"channel": _str},
 }
 _CONVERTERS: Final = {method: _message(fields) for method, fields in FIELDS.items()}
 
