@@ -365,3 +365,51 @@ def test_a_slow_catch_up_is_disconnected() -> None:
         await node.close()
 
     run(main())
+
+
+def test_two_nodes_on_redis_share_a_map() -> None:
+    """A change written on one node reaches a map subscriber of another, through Redis."""
+    import socket
+    import uuid
+
+    from .test_sdk_js import IN_CI
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        if IN_CI:
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    from rtcore.backends.redis import RedisBroker
+    from rtcore.backends.redis.maps import RedisMapStore
+    from rtcore.engine.node import Node
+
+    from .helpers import build_config
+
+    async def main() -> None:
+        prefix = f"rtcore-test-{uuid.uuid4().hex[:12]}"
+        nodes = []
+        for _ in range(2):
+            broker = RedisBroker("redis://127.0.0.1:6379", prefix=prefix)
+            node = Node(build_config(CONFIG), broker=broker, map_store=RedisMapStore(broker))
+            await node.start()
+            nodes.append(node)
+        a, b = nodes
+        try:
+            await _fill(a, "m:shared", 3)
+            c = Client(b)
+            await c.connect(connect_token("42"))
+            live = await c.ok("subscribe", {"channel": "m:shared", "type": 1, "phase": 2})
+            assert _keys(live["state"]) == ["k0", "k1", "k2"]
+            await a.maps.publish("m:shared", "k1", b'"new"')
+            await a.maps.remove("m:shared", "k0")
+            await until(lambda: len(c.publications("m:shared")) >= 2, what="two pushes")
+            got = [(p["key"], p.get("removed", False)) for p in c.publications("m:shared")]
+            assert got == [("k1", False), ("k0", True)]
+            assert await b.maps.stats("m:shared") == 2
+            await a.maps.clear("m:shared")
+        finally:
+            for node in nodes:
+                await node.close()
+
+    run(main())
