@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
+import uuid
 from typing import Any
 
+import pytest
 from test_api import run, served
+
+from rtcore.backends.redis import RedisBroker
+from rtcore.backends.redis.maps import RedisMapStore
+from rtcore.config import config_from_mapping
+from rtcore.engine.node import Node
+from rtcore.protocol.codes import ClientError
 
 
 MAPS = {
@@ -129,5 +139,29 @@ def test_map_publish_reaches_a_subscriber() -> None:
             await _result(s, "map_publish", {"channel": "board:2", "key": "b", "data": 2})
             push = await ws.push("pub")
             assert push["pub"]["key"] == "b" and push["pub"]["offset"] == 2
+
+    run(main())
+
+
+def test_map_read_state_refuses_a_cursor_it_did_not_make_on_redis() -> None:
+    """Redis cursors are HSCAN numbers: anything else is 107, not an internal error."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}:
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+
+    async def main() -> None:
+        prefix = f"rtcore-test-{uuid.uuid4().hex[:12]}"
+        broker = RedisBroker("redis://127.0.0.1:6379", prefix=prefix)
+        node = Node(config_from_mapping(MAPS), broker=broker, map_store=RedisMapStore(broker))
+        await node.start()
+        try:
+            with pytest.raises(ClientError) as exc:
+                await node.maps.read_state("board:1", cursor="not-a-number", limit=10)
+            assert exc.value.code == 107
+        finally:
+            await node.close()
 
     run(main())

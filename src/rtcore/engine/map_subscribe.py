@@ -154,6 +154,9 @@ class MapSubscriptions:
         except UnrecoverablePositionError:
             self._flows.pop(key, None)
             raise codes.ERROR_UNRECOVERABLE_POSITION from None
+        except ValueError as exc:  # a cursor the store did not make
+            self._flows.pop(key, None)
+            raise ClientError(107, str(exc)) from None
         except BaseException:
             self._flows.pop(key, None)
             raise

@@ -143,7 +143,8 @@ class MapStore(Protocol):
     ) -> MapStateResult:
         """A page of at most about ``limit`` entries after ``cursor`` (one entry,
         or none, with ``key``). ``limit`` 0: the position only; -1: everything.
-        Raises :class:`UnrecoverablePositionError` when ``revision`` has another epoch."""
+        Raises :class:`UnrecoverablePositionError` when ``revision`` has another epoch,
+        ValueError for a cursor this store did not make."""
         ...
 
     async def read_stream(
@@ -308,6 +309,8 @@ class Maps:
             )
         except UnrecoverablePositionError:
             raise codes.ERROR_UNRECOVERABLE_POSITION from None
+        except ValueError as exc:
+            raise ClientError(107, str(exc)) from None
 
     async def read_stream(
         self,

@@ -145,6 +145,8 @@ class RedisMapStore(RedisStore):
         key: str = "",
         revision: StreamPosition | None = None,
     ) -> MapStateResult:
+        if cursor and not (cursor.isascii() and cursor.isdigit()):
+            raise ValueError(f"invalid map state cursor {cursor[:32]!r}")
         expect = revision.epoch if revision is not None else ""
         args = [cursor or "0", limit, key, expect]
         result = await self._run(channel, map_scripts.MAP_READ_STATE, opts, args)
