@@ -1103,7 +1103,7 @@ CENTRIFUGO_FULL = {
     },
     "channel": {
         "history_meta_ttl": "168h",
-        "without_namespace": {"presence": True, "map": {"mode": "x"}},
+        "without_namespace": {"presence": True, "shared_poll": {"mode": "x"}},
         "namespaces": [
             {"name": "chat", "history_size": 10, "history_ttl": "300s", "force_recovery": True},
             {"name": "feed", "history_meta_ttl": "24h", "channel_regex": "x"},
@@ -1172,7 +1172,7 @@ def test_centrifugo_import_converts_and_lists_the_rest() -> None:
         "http_server.tls_autocert",
         "log.file",
         "client.proxy.connect.grpc_metadata",
-        "channel.without_namespace.map",
+        "channel.without_namespace.shared_poll",
         "channel.namespaces[1].channel_regex",
         "http_api.external",
         "websocket.write_timeout",
@@ -1188,6 +1188,36 @@ def test_centrifugo_import_converts_and_lists_the_rest() -> None:
     # What was converted loads (TLS files are not read here).
     config = config_from_mapping(data)
     assert config.engine.redis_address[0] == "redis://:pw@redis-1:6379/2"
+
+
+def test_centrifugo_import_of_a_map_namespace() -> None:
+    ns = {
+        "name": "board",
+        "subscription_type": "map",
+        "map_clients_presence_channel_prefix": "clients:",
+        "map": {
+            "mode": "recoverable",
+            "key_ttl": "60s",
+            "stream_size": 50,
+            "allow_publish_for_subscriber": True,
+            "client_key": "client_id",
+            "publish_proxy_enabled": True,
+        },
+    }
+    result = import_centrifugo({"channel": {"namespaces": [ns]}})
+    (board,) = result.data["channel"]["namespaces"]
+    assert board["subscription_type"] == "map"
+    assert board["map_clients_presence_channel_prefix"] == "clients:"
+    assert board["map"] == {
+        "mode": "recoverable",
+        "key_ttl": "1m",
+        "stream_size": 50,
+        "allow_publish_for_subscriber": True,
+        "client_key": "client_id",
+    }
+    assert "channel.namespaces[0].map.publish_proxy_enabled" in dict(result.dropped)
+    opts = config_from_mapping(result.data).channel.namespaces[0].map
+    assert (opts.mode, opts.key_ttl, opts.stream_len) == ("recoverable", 60.0, 50)
 
 
 def test_centrifugo_values_rtcore_cannot_take_are_listed() -> None:

@@ -207,9 +207,34 @@ _CHANNEL_OPTIONS_NONE = {
     "subscribe_stream_proxy_name": "subscribe streams are " + NOT_IMPLEMENTED,
     "subscribe_stream_proxy_bidirectional": "subscribe streams are " + NOT_IMPLEMENTED,
 }
+# A namespace's map section, under the same names.
+_MAP_OPTIONS = (
+    "mode",
+    "key_ttl",
+    "stream_size",
+    "stream_ttl",
+    "meta_ttl",
+    "allow_publish_for_subscriber",
+    "allow_publish_for_client",
+    "allow_publish_for_anonymous",
+    "allow_remove_for_subscriber",
+    "allow_remove_for_client",
+    "allow_remove_for_anonymous",
+    "default_page_size",
+    "min_page_size",
+    "max_page_size",
+    "live_transition_max_publication_limit",
+    "subscribe_catch_up_timeout",
+    "client_key",
+    "remove_client_on_unsubscribe",
+)
+_MAP_NONE = {
+    "publish_proxy_enabled": "map proxies are " + NOT_IMPLEMENTED,
+    "publish_proxy_name": "map proxies are " + NOT_IMPLEMENTED,
+    "remove_proxy_enabled": "map proxies are " + NOT_IMPLEMENTED,
+    "remove_proxy_name": "map proxies are " + NOT_IMPLEMENTED,
+}
 _CHANNEL_OPTIONS_NONE_TABLES = {
-    "map": "not imported: write rtcore's map section by hand (docs/config.md; no key_ttl, "
-    "client_key, map proxies)",
     "shared_poll": "shared poll subscriptions are " + NOT_IMPLEMENTED,
 }
 
@@ -569,6 +594,8 @@ def _build_table() -> dict[str, KeyMapping]:
         same(scope, scope, _CHANNEL_OPTIONS)
         none(scope, _CHANNEL_OPTIONS_NONE)
         none(scope, _CHANNEL_OPTIONS_NONE_TABLES, subtree=True)
+        same(f"{scope}.map", f"{scope}.map", _MAP_OPTIONS)
+        none(f"{scope}.map", _MAP_NONE)
     same("channel.namespaces[]", "channel.namespaces[]", ("name",))
     same(
         "channel",
