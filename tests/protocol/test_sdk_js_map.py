@@ -69,6 +69,13 @@ CONFIG = {
                 "map": {"mode": "ephemeral", "key_ttl": 60},
             },
             {
+                "name": "docs",
+                "subscription_type": "map",
+                "allow_subscribe_for_client": True,
+                "allowed_delta_types": ["fossil"],
+                "map": MAP,
+            },
+            {
                 "name": "ro",
                 "subscription_type": "map",
                 "allow_subscribe_for_client": True,
@@ -359,6 +366,46 @@ def test_map_presence_of_clients_and_users(js_env: str, protocol: str, engine: s
             # User keys stay until they expire: a quick return of the user is no change.
             assert result["usersMirror"] == ["42"]
             assert await s.node.maps.stats("users:games:1") == 1
+            assert await sc.finish() == 0
+
+    run(main(), timeout=90)
+
+
+def _doc(n: int, version: int) -> bytes:
+    body = {"n": n, "version": version, "text": "lorem ipsum dolor sit amet " * 40}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_map_changes_as_fossil_deltas_per_key(js_env: str, protocol: str, engine: str) -> None:
+    async def main() -> None:
+        async with served(engine) as s:
+            node = s.node
+            for n in range(4):
+                await node.maps.publish("docs:1", f"d{n}", _doc(n, 0))
+            params = {
+                "url": s.url,
+                "protocol": protocol,
+                "token": connect_token("42"),
+                "channel": "docs:1",
+                "expect": 8,
+            }
+            sc = await start(js_env, "delta", params)
+            assert (await sc.next("ready"))["size"] == 4
+            for version in (1, 2):
+                for n in range(3):
+                    await node.maps.publish("docs:1", f"d{n}", _doc(n, version))
+            await node.maps.remove("docs:1", "d3")
+            await node.maps.publish("docs:1", "d9", _doc(9, 0))
+            sc.go_on()
+            result = await sc.next("result", timeout=30)
+            assert result["mirror"] == await state_of(node, "docs:1")
+            stats = result["stats"]
+            # The first live change goes in full; the other updates of existing keys
+            # are deltas from the key's value before them.
+            assert stats["numDeltaPayloads"] >= 5, stats
+            assert stats["bytesReceived"] < stats["bytesDecoded"], stats
             assert await sc.finish() == 0
 
     run(main(), timeout=90)

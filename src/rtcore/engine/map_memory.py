@@ -111,6 +111,8 @@ class MemoryMapStore:
     ) -> StreamPosition:
         """Change the state, append to the stream (if any) and deliver."""
         key = pub.key
+        # The key's value before this change: the base of a delta subscriber's delta.
+        prev = m.state.get(key)
         if pub.removed:
             del m.state[key]
             del m.keys[bisect.bisect_left(m.keys, key)]
@@ -130,7 +132,7 @@ class MemoryMapStore:
                 m.stream.popleft()
             m.written_at = now
         position = StreamPosition(m.top, m.epoch)
-        self._handler.on_publication(channel, pub, position, None)
+        self._handler.on_publication(channel, pub, position, None if pub.removed else prev)
         return position
 
     async def publish(

@@ -26,7 +26,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from rtcore.engine.hub import FORM_PLAIN, slot
+from rtcore.engine.hub import FORM_DELTA, FORM_FULL, FORM_PLAIN, slot
 from rtcore.engine.map_presence import has_map_presence
 from rtcore.engine.maps import UnrecoverablePositionError
 from rtcore.engine.recovery import flush_buffer
@@ -35,7 +35,7 @@ from rtcore.engine.subscriptions import _long_ids
 from rtcore.fanout import Subscriber
 from rtcore.protocol import PublishResult, Reply, SubscribeResult, codes
 from rtcore.protocol.codes import ClientError, DisconnectError
-from rtcore.protocol.delta import FOSSIL
+from rtcore.protocol.delta import FOSSIL, DeltaForms
 from rtcore.protocol.types import StreamPosition
 
 
@@ -203,7 +203,7 @@ class MapSubscriptions:
             cursor=page.cursor,
             epoch=flow.epoch,
             offset=flow.offset,
-            state=entries,
+            state=_full(session, opts, req, entries),
         )
         session.send_reply(Reply(id=command_id, subscribe=result))
 
@@ -239,7 +239,7 @@ class MapSubscriptions:
         result = SubscribeResult(
             type=TYPE_MAP, phase=PHASE_STREAM, epoch=res.position.epoch, offset=offset
         )
-        result.publications = pubs
+        result.publications = _full(session, opts, req, pubs)
         session.send_reply(Reply(id=command_id, subscribe=result))
 
     async def _live(
@@ -262,12 +262,14 @@ class MapSubscriptions:
             raise codes.ERROR_ALREADY_SUBSCRIBED
         chan_info, data, _override, expire_at = flow.grant or (None, None, None, 0)
         compact = opts.allow_channel_compaction and bool(req.flag & 1) and not _long_ids(session)
-        sub = Subscriber(
-            session.writer,
-            slot(session.codec_index, len(node.codecs), FORM_PLAIN, compact),
-            session,
-            channel,
-        )
+        delta = _delta(opts, req)
+        index, ncodecs = session.codec_index, len(node.codecs)
+        form = FORM_FULL if delta and not session.codec.binary else FORM_PLAIN
+        sub = Subscriber(session.writer, slot(index, ncodecs, form, compact), session, channel)
+        if delta:
+            # The base of a change's delta is the key's value before it, which the
+            # client holds from the state and the changes since.
+            sub.delta_index = slot(index, ncodecs, FORM_DELTA, compact)
         sub.tags_filter = tags_filter
         # Without a stream there are no offsets to check (nor to recover from).
         sub.positioned = mo.has_stream
@@ -302,9 +304,10 @@ class MapSubscriptions:
                 epoch=top.epoch,
                 offset=top.offset,
                 recoverable=mo.has_stream,
-                state=state_entries,
+                state=_full(session, opts, req, state_entries),
+                delta=delta,
             )
-            result.publications = pubs
+            result.publications = _full(session, opts, req, pubs)
             if recovery and req.recover:
                 result.was_recovering = result.recovered = True
             if compact:
@@ -398,6 +401,21 @@ class MapSubscriptions:
         else:
             await maps.publish(channel, key, req.data, info=session.channel_info(channel))
         session.send_reply(Reply(id=command_id, publish=PublishResult()))
+
+
+def _delta(opts: ChannelOptions, req: SubscribeRequest) -> bool:
+    """Fossil deltas of changes, per key: asked for, allowed, and a map with offsets."""
+    return req.delta == FOSSIL and FOSSIL in opts.allowed_delta_types and opts.map.has_stream
+
+
+def _full(
+    session: ClientSession, opts: ChannelOptions, req: SubscribeRequest, pubs: list[Publication]
+) -> list[Publication]:
+    """State entries and changes as a delta subscriber gets them before going live: in
+    full, on JSON with the data as a string (the base the client keeps per key)."""
+    if not pubs or session.codec.binary or not _delta(opts, req):
+        return pubs
+    return [DeltaForms(pub, None).full(True) for pub in pubs]
 
 
 def _check_continuous(pubs: list[Publication], after: int, top: StreamPosition) -> None:

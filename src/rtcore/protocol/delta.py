@@ -88,8 +88,11 @@ class DeltaForms:
         return self._patch if len(self._patch) < len(self.pub.data) else None
 
     def full(self, json_codec: bool) -> Publication:
-        """The full form: the publication itself, on JSON with its data as a string."""
-        if not json_codec:
+        """The full form: the publication itself, on JSON with its data as a string.
+
+        A map key's removal has no payload: it goes as it is in both forms.
+        """
+        if not json_codec or self.pub.removed:
             return self.pub
         if self._json_full is None:
             self._json_full = _with_data(self.pub, json_string(self.pub.data), False)
@@ -97,6 +100,8 @@ class DeltaForms:
 
     def delta(self, json_codec: bool) -> Publication:
         """The delta form (the full form when no shorter delta exists)."""
+        if self.pub.removed:
+            return self.pub
         patch = self._delta()
         if patch is None:
             return self.full(json_codec)

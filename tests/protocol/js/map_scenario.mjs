@@ -210,6 +210,23 @@ scenarios.presence = async function presence() {
   watcher.disconnect();
 };
 
+// Fossil deltas per key: the server changes a few big values a little; the
+// SDK rebuilds every one of them from its previous value.
+scenarios.delta = async function delta() {
+  const { client } = newClient();
+  client.connect();
+  const sub = client.newMapSubscription(params.channel, { delta: 'fossil', pageSize: params.pageSize || 0 });
+  const seen = trackMap(sub);
+  sub.subscribe();
+  await sub.ready(10000);
+  await waitFor(() => seen.syncs.length >= 1, 10000, 'sync');
+  emit('ready', { size: seen.mirror.size });
+  await nextStdinLine(); // the server changed keys
+  await waitFor(() => seen.updates.length >= Number(params.expect), 10000, 'all updates');
+  emit('result', { mirror: mirrorObject(seen), stats: sub.deltaStats(), updates: seen.updates.length });
+  client.disconnect();
+};
+
 const run = scenarios[scenario];
 if (!run) {
   emit('error', { message: `unknown scenario ${scenario}` });

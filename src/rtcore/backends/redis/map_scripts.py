@@ -43,8 +43,19 @@ local function open_map()
   return epoch, tonumber(redis.call('hget', KEYS[3], 's') or 0)
 end
 
--- Append a change (its PUB body) to the stream and publish it; returns its offset.
-local function emit(epoch, body)
+-- The PUB body of a stored state value ("\1" msgpack(offset) PUB), or nil.
+local function body_of(value)
+  if not value then return nil end
+  local b = string.byte(value, 2)
+  local n = 1
+  if b == 204 then n = 2 elseif b == 205 then n = 3 elseif b == 206 then n = 5
+  elseif b == 207 then n = 9 end
+  return string.sub(value, 2 + n)
+end
+
+-- Append a change (its PUB body) to the stream and publish it, with the key's
+-- previous value (the base of a delta) when given; returns its offset.
+local function emit(epoch, body, prev)
   local offset = 0
   if tonumber(ARGV[3]) > 0 then
     offset = redis.call('hincrby', KEYS[3], 's', 1)
@@ -54,7 +65,7 @@ local function emit(epoch, body)
   if ARGV[5] ~= '' then
     -- The Redis broker's message format 1: [0, offset, epoch, publication, nil].
     redis.call(ARGV[5], ARGV[6], '\1\149\0' .. cmsgpack.pack(offset) .. cmsgpack.pack(epoch)
-      .. body .. '\192')
+      .. body .. (prev or '\192'))
   end
   return offset
 end
@@ -104,7 +115,9 @@ if ARGV[11] == 'if_new' and exists then
   if ARGV[12] == '1' and ttl > 0 then redis.call('zadd', KEYS[4], now + ttl, ARGV[7]) end
   return {top, epoch, 'key_exists'}
 end
-local offset = emit(epoch, ARGV[8])
+local prev = nil
+if ARGV[9] ~= '1' then prev = body_of(redis.call('hget', KEYS[1], ARGV[7])) end
+local offset = emit(epoch, ARGV[8], prev)
 if ARGV[9] == '1' then
   redis.call('hdel', KEYS[1], ARGV[7])
   redis.call('zrem', KEYS[4], ARGV[7])
