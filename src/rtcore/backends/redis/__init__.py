@@ -14,6 +14,8 @@ guide; the modules of this package are the reference:
   (:class:`SentinelSettings`);
 * :mod:`~rtcore.backends.redis.broker`, :mod:`~rtcore.backends.redis.history`,
   :mod:`~rtcore.backends.redis.presence`: the three seams;
+* :mod:`~rtcore.backends.redis.maps` (:class:`RedisMapStore`, on the broker's
+  connections) and :mod:`~rtcore.backends.redis.map_scripts`: map channels;
 * :mod:`~rtcore.backends.redis.keys`: the key layout (:class:`RedisKeys`);
 * :mod:`~rtcore.backends.redis.codec`: the binary format, version 1;
 * :mod:`~rtcore.backends.redis.scripts`: the Lua scripts;
@@ -41,6 +43,7 @@ from rtcore.backends.redis.connection import DEFAULT_URL, RedisConnections
 from rtcore.backends.redis.errors import RedisEngineError, RedisUnavailableError
 from rtcore.backends.redis.history import RedisHistoryStore
 from rtcore.backends.redis.keys import DEFAULT_PREFIX, RedisKeys
+from rtcore.backends.redis.maps import RedisMapStore
 from rtcore.backends.redis.presence import RedisPresenceManager
 from rtcore.backends.redis.sentinel import SentinelSettings
 from rtcore.engine.presence import DEFAULT_PRESENCE_TTL
@@ -58,6 +61,7 @@ __all__ = [
     "RedisEngineError",
     "RedisHistoryStore",
     "RedisKeys",
+    "RedisMapStore",
     "RedisPresenceManager",
     "RedisUnavailableError",
     "SentinelSettings",
