@@ -413,3 +413,30 @@ def test_two_nodes_on_redis_share_a_map() -> None:
                 await node.close()
 
     run(main())
+
+
+def test_a_delta_subscriber_on_json_and_a_value_that_is_not_json() -> None:
+    async def main() -> None:
+        docs = {
+            "name": "docs",
+            "subscription_type": "map",
+            "allow_subscribe_for_client": True,
+            "allowed_delta_types": ["fossil"],
+            "map": {"mode": "persistent"},
+        }
+        config = {**CONFIG, "channel": {"namespaces": [*CONFIG["channel"]["namespaces"], docs]}}
+        node = make_node(config)
+        await node.start()
+        c = Client(node)
+        await c.connect(connect_token("42"))
+        await node.maps.publish("docs:a", "good", b'{"v":1}')
+        body = {"channel": "docs:a", "type": 1, "phase": 2, "delta": "fossil"}
+        live = await c.ok("subscribe", body)
+        assert live["delta"] is True
+        assert live["state"][0]["data"] == '{"v":1}'  # the value as a string: the delta base
+        await c.ok("unsubscribe", {"channel": "docs:a"})
+        await node.maps.publish("docs:a", "bad", b"\xff not json")
+        assert await c.disconnected("subscribe", body) == 3506
+        await node.close()
+
+    run(main())

@@ -36,6 +36,7 @@ from rtcore.fanout import Subscriber
 from rtcore.protocol import PublishResult, Reply, SubscribeResult, codes
 from rtcore.protocol.codes import ClientError, DisconnectError
 from rtcore.protocol.delta import FOSSIL, DeltaForms
+from rtcore.protocol.errors import InappropriateProtocol
 from rtcore.protocol.types import StreamPosition
 
 
@@ -154,6 +155,10 @@ class MapSubscriptions:
         except UnrecoverablePositionError:
             self._flows.pop(key, None)
             raise codes.ERROR_UNRECOVERABLE_POSITION from None
+        except InappropriateProtocol:
+            # A value that is not JSON, for a delta subscriber on JSON (as in fan-out: 3506).
+            self._flows.pop(key, None)
+            raise DisconnectError(codes.INAPPROPRIATE_PROTOCOL) from None
         except ValueError as exc:  # a cursor the store did not make
             self._flows.pop(key, None)
             raise ClientError(107, str(exc)) from None
@@ -329,7 +334,11 @@ class MapSubscriptions:
                 node.spawn(self.subs._broker_unsubscribe(channel))
             if isinstance(
                 exc,
-                ClientError | DisconnectError | UnrecoverablePositionError | asyncio.CancelledError,
+                ClientError
+                | DisconnectError
+                | UnrecoverablePositionError
+                | InappropriateProtocol
+                | asyncio.CancelledError,
             ):
                 raise
             logger.warning("map subscribe to %s failed: %s", channel, exc)
