@@ -341,7 +341,11 @@ class MapSubscriptions:
                 | asyncio.CancelledError,
             ):
                 raise
-            logger.warning("map subscribe to %s failed: %s", channel, exc)
+            if isinstance(exc, ConnectionError):
+                # The engine is out of reach: one line a second for all subscribes.
+                self.subs._engine_unavailable(channel, exc)
+            else:
+                logger.exception("map subscribe to %s failed", channel)
             raise codes.ERROR_INTERNAL from exc
         if session.subscriptions.get(channel) is not state or session.state == CLOSED:
             return  # unsubscribed or disconnected meanwhile
