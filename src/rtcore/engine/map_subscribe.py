@@ -162,6 +162,10 @@ class MapSubscriptions:
         except ValueError as exc:  # a cursor the store did not make
             self._flows.pop(key, None)
             raise ClientError(107, str(exc)) from None
+        except ConnectionError as exc:  # the engine is out of reach (a page's read)
+            self._flows.pop(key, None)
+            self.subs._engine_unavailable(channel, exc)
+            raise codes.ERROR_INTERNAL from exc
         except BaseException:
             self._flows.pop(key, None)
             raise
