@@ -440,3 +440,29 @@ def test_a_delta_subscriber_on_json_and_a_value_that_is_not_json() -> None:
         await node.close()
 
     run(main())
+
+
+def test_an_expired_key_reaches_subscribers_as_a_removal() -> None:
+    async def main() -> None:
+        short = {
+            "name": "short",
+            "subscription_type": "map",
+            "allow_subscribe_for_client": True,
+            "map": {"mode": "recoverable", "key_ttl": 0.2},
+        }
+        config = {**CONFIG, "channel": {"namespaces": [*CONFIG["channel"]["namespaces"], short]}}
+        node = make_node(config)
+        await node.start()
+        c = Client(node)
+        await c.connect(connect_token("42"))
+        await c.ok("subscribe", {"channel": "short:a", "type": 1, "phase": 2})
+        await node.maps.publish("short:a", "typing", b'"alice"')
+        # Nobody writes again: the node's sweep finds the key due (within about a second).
+        await until(lambda: len(c.publications("short:a")) >= 2, 5.0, "the removal")
+        set_, removal = c.publications("short:a")[:2]
+        assert set_["key"] == removal["key"] == "typing"
+        assert removal["removed"] is True and removal["offset"] == 2
+        assert await node.maps.stats("short:a") == 0
+        await node.close()
+
+    run(main())
