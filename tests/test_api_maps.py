@@ -165,3 +165,16 @@ def test_map_read_state_refuses_a_cursor_it_did_not_make_on_redis() -> None:
             await node.close()
 
     run(main())
+
+
+def test_a_plain_publish_into_a_map_channel_is_refused() -> None:
+    async def main() -> None:
+        async with served(MAPS) as s:
+            body = {"channel": "board:1", "data": {"x": 1}}
+            assert await _error(s, "publish", body) == 107
+            body = {"channels": ["board:1", "s:1"], "data": {"x": 1}}
+            reply = await s.post_json("/api/broadcast", body)
+            codes = [r.get("error", {}).get("code") for r in reply["result"]["responses"]]
+            assert codes == [107, None]
+
+    run(main())

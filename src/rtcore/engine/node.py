@@ -441,6 +441,8 @@ class Node(BrokerEventHandler):
         Raises ClientError 102 for an unknown namespace and 107 for an invalid name.
         """
         opts = self._channel_options(channel)
+        if opts.subscription_type != "stream":
+            raise ClientError(107, f"{channel[:64]!r} is a map channel: use map_publish")
         history = None if skip_history else self.history_options(opts)
         pub = Publication(data=bytes(data), info=info, tags=tags or None)
         use_delta = (opts.delta_publish if delta is None else delta) and history is not None
