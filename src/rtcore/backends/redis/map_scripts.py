@@ -70,16 +70,17 @@ local function emit(epoch, body, prev)
   return offset
 end
 
--- Remove the expired keys, each as a removal change.
+-- Remove the expired keys, each as a removal change (at most 1000 a call: the
+-- next call, or the node's sweep a second later, goes on).
 local function purge(epoch)
-  local due = redis.call('zrangebyscore', KEYS[4], '-inf', now)
+  local due = redis.call('zrangebyscore', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
   for _, key in ipairs(due) do
     redis.call('hdel', KEYS[1], key)
     -- PUB of a removal: [data "", info nil, tags nil, time, channel "", delta false, key, true]
     emit(epoch, '\152\196\0\192\192' .. cmsgpack.pack(now) .. '\160\194' .. cmsgpack.pack(key)
       .. '\195')
   end
-  if #due > 0 then redis.call('zremrangebyscore', KEYS[4], '-inf', now) end
+  if #due > 0 then redis.call('zrem', KEYS[4], unpack(due)) end
 end
 """
 
