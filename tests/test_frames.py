@@ -984,6 +984,53 @@ class TestCompiledBuffer:
         assert len(parser.get_buffer(-1)) >= 65536
         assert len(parser.get_buffer(3 << 20)) >= 3 << 20
 
+    def test_room_for_the_rest_of_a_frame(self, compiled: ModuleType) -> None:
+        parser = compiled.FrameParser(max_message_size=1 << 20, is_server=False)
+        payload = bytes(range(256)) * 1200  # 300 KiB
+        wire = raw_frame(2, payload, key=None)
+        assert parser.feed_data(wire[:1000]) == []
+        # The header announced the frame: one read can take all the rest of it.
+        view = parser.get_buffer(-1)
+        assert len(view) >= len(wire) - 1000
+        view[: len(wire) - 1000] = wire[1000:]
+        assert parser.buffer_updated(len(wire) - 1000) == [(2, payload)]
+
+    def test_room_for_a_frame_is_bounded(self, compiled: ModuleType) -> None:
+        # Without a message size limit, a header alone announcing 1 TiB gets
+        # at most 4 MiB of room (more only as the data arrives).
+        parser = compiled.FrameParser(max_message_size=0, is_server=False)
+        assert parser.feed_data(raw_frame(2, length=1 << 40, key=None)) == []
+        assert 65536 <= len(parser.get_buffer(-1)) <= 4 << 20
+        # A limit below the announced size ends the parse before any room is made.
+        limited = compiled.FrameParser(max_message_size=100_000, is_server=False)
+        assert limited.feed_data(raw_frame(2, length=1 << 30, key=None)) == []
+        assert limited.error is not None and limited.error.code == 1009
+        assert len(limited.get_buffer(-1)) < 1 << 20
+
+    def test_read_ahead_follows_the_reads(self, compiled: ModuleType) -> None:
+        parser = compiled.FrameParser(is_server=False)
+        frame = raw_frame(2, bytes(1000), key=None)
+        wire = frame * 6000  # ~6 MB of small frames
+        pos = 0
+        sizes = []
+        for _ in range(8):  # reads that fill the whole view: the offer doubles
+            view = parser.get_buffer(-1)
+            sizes.append(len(view))
+            view[:] = wire[pos : pos + len(view)]
+            pos += len(view)
+            parser.buffer_updated(len(view))
+        assert sizes[0] == 65536
+        assert max(sizes) >= 1 << 20 and max(sizes) <= 4 << 20
+        # Finish the frame cut short, then small whole reads: the offer shrinks back.
+        rest = len(frame) - pos % len(frame)
+        parser.feed_data(wire[pos : pos + rest])
+        assert parser.buffered == 0
+        for _ in range(8):
+            view = parser.get_buffer(-1)
+            view[: len(frame)] = frame
+            assert parser.buffer_updated(len(frame)) == [(2, bytes(1000))]
+        assert len(parser.get_buffer(-1)) == 65536
+
     def test_stale_view_is_released(self, compiled: ModuleType) -> None:
         parser = compiled.FrameParser()
         old = parser.get_buffer(-1)

@@ -78,6 +78,12 @@ cdef class FrameParser:
     # no view is outstanding (buffer_updated() then raises ValueError).
     cdef object _view
     cdef Py_ssize_t _view_len
+    # Free space get_buffer() offers besides the frame in progress: starts at
+    # 64 KiB, doubles while reads fill the whole view, halves after small ones.
+    cdef Py_ssize_t _read_ahead
+    # Bytes still missing of the frame whose header the last parse read (0
+    # when no frame is cut short after its header): get_buffer() makes room.
+    cdef Py_ssize_t _frame_rest
 
     # Largest accepted message / frame in bytes; 0 means no limit.
     cdef public Py_ssize_t max_message_size

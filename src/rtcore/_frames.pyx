@@ -116,6 +116,12 @@ CLOSE_INTERNAL_ERROR = 1011
 cdef enum:
     # get_buffer() always offers at least this much free space.
     _MIN_FREE = 64 * 1024
+    # Largest free space offered for read-ahead (reads that keep filling the
+    # view double it from _MIN_FREE up to this).
+    _READ_AHEAD_MAX = 1024 * 1024
+    # Largest room made for the rest of a frame whose header was read: a
+    # 14-byte header alone must not make the parser allocate a huge block.
+    _FRAME_ROOM_MAX = 4 * 1024 * 1024
     # First allocation of the read buffer (it is released whenever it empties).
     _INITIAL_CAPACITY = 64 * 1024
     # An empty read buffer larger than this is released (after a huge frame).
@@ -375,6 +381,7 @@ cdef class FrameParser:
 
     def __cinit__(self):
         self._view_len = -1
+        self._read_ahead = _MIN_FREE
         self.max_message_size = 1 << 20
         self.is_server = True
 
@@ -417,14 +424,24 @@ cdef class FrameParser:
     def get_buffer(self, Py_ssize_t sizehint):
         """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``.
 
-        The view covers the free tail of the read buffer, at least
-        ``max(sizehint, 64 KiB)`` bytes. It stays valid until the next
-        :meth:`buffer_updated`, :meth:`get_buffer` or :meth:`feed_data` call.
+        The view covers the free tail of the read buffer: at least
+        ``sizehint`` bytes, at least the rest of a frame whose header was
+        already read (up to 4 MiB), and at least the read-ahead, which is
+        64 KiB and doubles (up to 1 MiB) while reads keep filling the whole
+        view. It stays valid until the next :meth:`buffer_updated`,
+        :meth:`get_buffer` or :meth:`feed_data` call.
         """
         cdef object view
+        cdef Py_ssize_t need = self._read_ahead
         self._drop_view()
-        self._reserve(sizehint if sizehint > _MIN_FREE else _MIN_FREE)
-        # _reserve() guarantees _end + _MIN_FREE <= _cap: the view is inside _buf.
+        if self._frame_rest > need:
+            # One read can take the rest of a large frame (bounded by the
+            # message size limit, checked on its header, and _FRAME_ROOM_MAX).
+            need = self._frame_rest
+        if sizehint > need:
+            need = sizehint
+        self._reserve(need)
+        # _reserve() guarantees _end + need <= _cap: the view is inside _buf.
         view = PyMemoryView_FromMemory(<char*>self._buf + self._end, self._cap - self._end,
                                        PyBUF_WRITE)
         self._view = view
@@ -435,6 +452,12 @@ cdef class FrameParser:
         """``nbytes`` were written into the last :meth:`get_buffer` result."""
         if self._view_len < 0 or not 0 <= nbytes <= self._view_len:
             raise ValueError("buffer_updated without a matching get_buffer")
+        if nbytes == self._view_len:
+            # The read filled the view: more was probably waiting in the socket.
+            if self._read_ahead < _READ_AHEAD_MAX:
+                self._read_ahead *= 2
+        elif nbytes < self._read_ahead >> 2 and self._read_ahead > _MIN_FREE:
+            self._read_ahead >>= 1
         # The view is spent; it is released by the next get_buffer()/feed_data(),
         # as the transport may still hold it while this call runs (uvloop does).
         self._view_len = -1
@@ -495,7 +518,7 @@ cdef class FrameParser:
         if used == 0:
             self._start = 0
             self._end = 0
-            if self._cap > _SHRINK_ABOVE and need <= _INITIAL_CAPACITY:
+            if self._cap > _SHRINK_ABOVE and need <= _SHRINK_ABOVE:
                 _free_block(&self._buf)
                 self._cap = 0
         if self._cap - self._end >= need:
@@ -529,6 +552,7 @@ cdef class FrameParser:
 
     cdef list _run(self):
         cdef list events = []
+        self._frame_rest = 0
         try:
             self._parse(events)
         except WebSocketProtocolError as exc:
@@ -557,7 +581,7 @@ cdef class FrameParser:
         cdef const unsigned char* p
         cdef const unsigned char* key
         cdef Py_ssize_t avail, hlen, limit
-        cdef uint64_t length
+        cdef uint64_t length, rest
         cdef int b0, b1, opcode, i
         cdef bint fin, rsv1, masked
         while not self._closed:
@@ -603,6 +627,10 @@ cdef class FrameParser:
             if masked:
                 hlen += 4
             if avail < hlen or <uint64_t>(avail - hlen) < length:
+                # Cut short: length < 2**63 and hlen <= 14, so the sum does not
+                # wrap, and it exceeds avail.
+                rest = length + <uint64_t>hlen - <uint64_t>avail
+                self._frame_rest = <Py_ssize_t>(rest if rest < _FRAME_ROOM_MAX else _FRAME_ROOM_MAX)
                 return 0
             # The whole frame, [p, p + hlen + length), is inside [_start, _end);
             # length < 2**63 and fits in Py_ssize_t.
@@ -734,6 +762,7 @@ cdef class FrameParser:
         self._closed = True
         self._start = 0
         self._end = 0
+        self._frame_rest = 0
         self._reset_message()
 
 
