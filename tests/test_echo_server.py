@@ -165,3 +165,29 @@ def test_half_sent_handshake_does_not_block_others(echo: str) -> None:
         run(main())
     finally:
         stalled.close()
+
+
+def test_pipelined_large_and_small_messages_keep_their_order(echo: str) -> None:
+    # One write of several messages, so the server handles them in one read:
+    # replies mixing header + payload writes (large bytes payloads) and whole
+    # frames (small ones) must leave in order, each byte for byte.
+    from rtcore.frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameParser, encode_frame
+    from rtcore.transports.websocket_io import SPLIT_FRAME_ABOVE as split
+
+    messages = [
+        (OP_BINARY, os.urandom(split + 5000)),
+        (OP_TEXT, b"small"),
+        (OP_BINARY, os.urandom(100_000)),
+        (OP_TEXT, b"t" * (split + 1)),
+        (OP_BINARY, b"\x00" * (split - 1)),
+        (OP_BINARY, os.urandom(split)),
+        (OP_BINARY, b""),
+    ]
+    wire = b"".join(encode_frame(op, data, mask=os.urandom(4)) for op, data in messages)
+    wire += encode_frame(OP_CLOSE, struct.pack("!H", 1000), mask=b"abcd")
+    out = raw_exchange(echo, UPGRADE + wire, read_for=5.0)
+    assert out.startswith(b"HTTP/1.1 101")
+    client = FrameParser(is_server=False, max_message_size=0)
+    events = client.feed_data(out[out.index(b"\r\n\r\n") + 4 :])
+    assert events[:-1] == messages
+    assert events[-1][0] == OP_CLOSE

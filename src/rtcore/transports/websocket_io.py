@@ -16,7 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rtcore.frames import CLOSE_ABNORMAL, CLOSE_POLICY_VIOLATION, OP_BINARY, OP_TEXT
+from rtcore.frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_POLICY_VIOLATION,
+    OP_BINARY,
+    OP_TEXT,
+    frame_header,
+)
 from rtcore.wire.deflate import DeflateOptions
 from rtcore.wire.http import Request
 from rtcore.wire.websocket import OPEN, WebSocketConnection
@@ -30,6 +36,12 @@ __all__ = ["WebSocket", "WebSocketHandler", "WebSocketRoute"]
 
 # The I/O edge logs under one name, whichever of its modules speaks.
 logger = logging.getLogger("rtcore.transports.http_server")
+
+# Uncompressed ``bytes`` payloads from this size on are written as header +
+# payload (one writev, the payload object itself) instead of being copied into
+# a new frame: copying 16 KiB costs ~0.8 µs, about what uvloop's writelines
+# adds over write, and the gap grows with size (docs/benchmarks.md, echo).
+SPLIT_FRAME_ABOVE = 16 * 1024
 
 
 class WebSocketHandler(Protocol):
@@ -136,9 +148,23 @@ class WebSocket:
     def send(self, opcode: int, payload: bytes | bytearray | memoryview) -> bool:
         """Send a text (``OP_TEXT``) or binary message; False if no longer open."""
         proto = self._proto
-        if self.conn.state != OPEN or proto.lost:
+        conn = self.conn
+        if conn.state != OPEN or proto.lost:
             return False
-        frame = self.conn.encode_message(opcode, payload)
+        if (
+            len(payload) >= SPLIT_FRAME_ABOVE
+            and type(payload) is bytes  # immutable: the transport may keep it unsent
+            and conn.deflate is None
+            and (opcode == OP_BINARY or opcode == OP_TEXT)
+        ):
+            parts = (frame_header(opcode, len(payload)), payload)
+            cork = proto.cork
+            if cork is not None:
+                cork.extend(parts)
+            else:
+                self._transport.writelines(parts)
+            return True
+        frame = conn.encode_message(opcode, payload)
         cork = proto.cork
         if cork is not None:
             cork.append(frame)
