@@ -86,6 +86,13 @@ CONTENDERS: dict[str, tuple[list[str], dict[str, str], str]] = {
     ),
     "aiohttp": ([PY, str(SERVERS_DIR / "aiohttp_echo.py")], {}, "uvloop"),
     "websockets": ([PY, str(SERVERS_DIR / "websockets_echo.py")], {}, "uvloop, websockets.asyncio"),
+    # Another rtcore source tree (--baseline SRC, e.g. a worktree of an earlier
+    # commit with its modules built in place): before/after in the same rounds.
+    "rtcore-baseline": (
+        [PY, "-m", "rtcore.examples.echo", "--no-deflate"],
+        {},
+        "uvloop, Cython frame core, from the --baseline source tree",
+    ),
 }
 DEFAULT_CONTENDERS = ["rtcore", "rtcore-pure", "picows", "picows-uvloop", "aiohttp", "websockets"]
 DEFAULT_SIZES = [64, 1024, 65536]
@@ -1058,7 +1065,16 @@ def main() -> None:
     p.add_argument(
         "--smoke", action="store_true", help="rtcore and rtcore-pure, 64 B, 1 s; exit 1 on errors"
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="the src/ directory of another rtcore tree, run as contender rtcore-baseline",
+    )
     args = p.parse_args()
+    if "rtcore-baseline" in args.contenders:
+        if args.baseline is None or not (args.baseline / "rtcore").is_dir():
+            p.error("rtcore-baseline needs --baseline SRC (a directory holding rtcore/)")
+        CONTENDERS["rtcore-baseline"][1]["PYTHONPATH"] = str(args.baseline.resolve())
     if args.smoke:
         args.contenders, args.sizes, args.runs = ["rtcore", "rtcore-pure"], [64], 1
         args.warmup, args.duration, args.processes, args.connections = 0.5, 1.0, 1, 10
