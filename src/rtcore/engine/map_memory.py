@@ -105,6 +105,9 @@ class MemoryMapStore:
         m = self._maps.get(channel)
         if m is not None and m.heap:
             self._purge(channel, m, opts, self._clock())
+            if not m.state and not opts.has_stream:
+                # Nothing to recover in an ephemeral map: an empty one is dropped.
+                del self._maps[channel]
 
     def _apply(
         self, channel: str, m: _Map, pub: Publication, opts: MapOptions, now: float
