@@ -6,7 +6,9 @@ an ``/emulation`` body). Decoding may only raise
 up: every raw-JSON ``data`` field is the exact text the client sent and is
 valid JSON for the encoder (sending it back to a JSON client cannot fail),
 and the commands, encoded as Protobuf and decoded by the Protobuf codec,
-come back equal (the two decoders agree on what a command means).
+come back equal (the two decoders agree on what a command means). With
+msgspec installed, its fast path and the general decoder give the same
+commands, or the same error message.
 
     python fuzz/fuzz_json.py -atheris_runs=1000000
 """
@@ -19,7 +21,7 @@ from fuzzlib import Input, instrumented, main, to_protobuf
 
 
 with instrumented(__name__ == "__main__"):
-    from rtcore.protocol import JSON, PROTOBUF, ProtocolDecodeError, client_pb2 as pb
+    from rtcore.protocol import JSON, PROTOBUF, ProtocolDecodeError, _json_decode, client_pb2 as pb
     from rtcore.protocol.messages import Reply, RPCResult
 
 
@@ -57,10 +59,31 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _outcome(decode: Any, text: Any) -> Any:
+    try:
+        return decode(text)
+    except ProtocolDecodeError as e:
+        return str(e)
+
+
+def _same_as_general(text: Any, mode: int) -> None:
+    if _json_decode._json_msgspec is None:
+        return
+    if mode == 0:
+        fast = _outcome(JSON.decode_connect_request, text)
+        general = _outcome(_json_decode.decode_connect_request_general, text)
+    else:
+        fast = _outcome(JSON.decode_commands, text)
+        general = _outcome(_json_decode.decode_command_frame_general, text)
+    assert fast == general, (fast, general)
+
+
 def TestOneInput(data: bytes) -> None:
     inp = Input(data)
     mode = inp.byte() % 4
     text = inp.rest()
+    if mode != 1:
+        _same_as_general(text if mode != 3 else text.decode("latin-1"), mode)
     try:
         if mode == 0:
             request = JSON.decode_connect_request(text)

@@ -11,6 +11,11 @@ Two parsing paths produce the same plain ``dict``:
 
 The converters then check every field's type and range (JSON ``null`` means
 absent, unknown keys are ignored) and build the message dataclasses.
+
+With msgspec installed, command frames and connect requests first go to
+``_json_msgspec``, which parses and checks them in C; what it does not
+decode (every error among them) comes here, so the results and the error
+messages are this module's either way.
 """
 
 from __future__ import annotations
@@ -44,11 +49,18 @@ from rtcore.protocol.messages import (
 from rtcore.protocol.types import StreamPosition
 
 
+try:
+    from rtcore.protocol import _json_msgspec
+except ImportError:  # msgspec is optional
+    _json_msgspec = None  # type: ignore[assignment]
+
 __all__ = [
     "HugeInt",
     "check_json_text",
     "decode_command_frame",
+    "decode_command_frame_general",
     "decode_connect_request",
+    "decode_connect_request_general",
     "decode_emulation_request",
     "scan_json_value",
 ]
@@ -139,6 +151,8 @@ def check_json_text(text: str) -> None:
     Integers of any length are accepted and none is converted to ``int``
     past the interpreter's digit limit.
     """
+    if _json_msgspec is not None and _json_msgspec.is_json(text):
+        return
     i = _skip_ws(text).end()  # type: ignore[union-attr]
     end = scan_json_value(text, i)[1]
     end = _skip_ws(text, end).end()  # type: ignore[union-attr]
@@ -510,6 +524,15 @@ def _fail(where: str, exc: Exception) -> ProtocolDecodeError:
 
 def decode_command_frame(data: bytes | bytearray | memoryview | str) -> list[Command]:
     """Decode a newline-delimited frame of JSON commands (see ``Codec.decode_commands``)."""
+    if _json_msgspec is not None and (type(data) is bytes or type(data) is str):
+        commands = _json_msgspec.decode_command_lines(data)
+        if commands is not None:
+            return commands
+    return decode_command_frame_general(data)
+
+
+def decode_command_frame_general(data: bytes | bytearray | memoryview | str) -> list[Command]:
+    """``decode_command_frame`` without msgspec: the walker and the converters."""
     text = _as_text(data, "frame")
     if text.endswith("\n"):
         text = text[:-1]
@@ -532,6 +555,15 @@ def decode_command_frame(data: bytes | bytearray | memoryview | str) -> list[Com
 
 def decode_connect_request(data: bytes | bytearray | memoryview | str) -> ConnectRequest:
     """Decode a bare JSON ConnectRequest; empty input and ``null`` are the empty request."""
+    if _json_msgspec is not None and (type(data) is bytes or type(data) is str):
+        request = _json_msgspec.decode_connect_text(data)
+        if request is not None:
+            return request
+    return decode_connect_request_general(data)
+
+
+def decode_connect_request_general(data: bytes | bytearray | memoryview | str) -> ConnectRequest:
+    """``decode_connect_request`` without msgspec: the walker and the converters."""
     text = _as_text(data, "connect request")
     if not text or text.isspace():
         return ConnectRequest()

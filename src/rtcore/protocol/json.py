@@ -58,7 +58,7 @@ from rtcore.protocol.messages import (
 from rtcore.protocol.types import ClientInfo, Publication
 
 
-__all__ = ["HugeInt", "JsonCodec", "check_json_text", "scan_json_value"]
+__all__ = ["HugeInt", "JsonCodec", "check_json_text", "msgspec_json", "scan_json_value"]
 
 # JSON text checks that never convert an integer past Python's digit limit
 # (raw payloads pass whatever their integers); the server API uses them too.
@@ -67,6 +67,16 @@ check_json_text: Final = _json_decode.check_json_text
 scan_json_value: Final = _json_decode.scan_json_value
 
 _quote: Final = json.encoder.encode_basestring_ascii
+try:
+    from rtcore.protocol import _json_msgspec
+except ImportError:  # msgspec is optional
+    _json_msgspec = None  # type: ignore[assignment]
+
+# The msgspec fast paths (rtcore.protocol._json_msgspec), None without msgspec.
+msgspec_json: Final = _json_msgspec
+# msgspec's check of raw payloads: what it does not accept goes to
+# check_json_text, which decides and words the error.
+_is_json: Final = None if msgspec_json is None else msgspec_json.is_json
 
 _U32_MAX: Final = 0xFFFF_FFFF
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
@@ -116,13 +126,16 @@ def _raw(v: bytes, name: str) -> bytes:
         if not isinstance(v, (bytes, bytearray, memoryview)):
             raise ProtocolEncodeError(f"{name}: expected bytes, got {type(v).__name__}")
         v = bytes(v)
-    try:
-        check_json_text(v.decode("utf-8"))
-    except (ValueError, RecursionError) as e:
-        # UnicodeDecodeError and JSONDecodeError are ValueErrors.
-        raise InappropriateProtocol(
-            f"{name}: payload is not valid JSON and cannot be sent to a JSON client ({e})"
-        ) from None
+    if _is_json is not None and _is_json(v):
+        pass  # checked in C, without decoding to str first
+    else:
+        try:
+            check_json_text(v.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            # UnicodeDecodeError and JSONDecodeError are ValueErrors.
+            raise InappropriateProtocol(
+                f"{name}: payload is not valid JSON and cannot be sent to a JSON client ({e})"
+            ) from None
     if b"\n" in v:
         v = v.replace(b"\n", b"")
     return v
