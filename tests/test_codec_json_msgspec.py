@@ -272,3 +272,16 @@ def test_api_bodies_json_stringify_writes_take_msgspec() -> None:
     assert (
         rawjson.parse_json(huge, RAW_SPECS["publish"])["data"] == ("[" + "9" * 5000 + "]").encode()
     )
+
+
+def test_bench_codecs_runs_and_both_columns_agree() -> None:
+    """bench/bench_codecs.py checks that msgspec and the general code give the same result."""
+    result = subprocess.run(
+        [sys.executable, "bench/bench_codecs.py", "--runs", "1", "--time", "0.0001"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("\n| ") >= 16, result.stdout
