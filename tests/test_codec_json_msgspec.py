@@ -259,16 +259,17 @@ def test_api_bodies_json_stringify_writes_take_msgspec() -> None:
     from rtcore.server.api.schema import BATCH_SPEC, RAW_SPECS
 
     body = '{"commands":[{"publish":{"channel":"c","data":{"t":"é, \\"x\\"","n":[1,2.5,null]}}}]}'
-    assert msgspec_path.decode_canonical(body) is not msgspec_path.NOT_COMPACT
+    assert msgspec_path.decode_value(body)[1] is True
     value = rawjson.parse_json(body, BATCH_SPEC)
     assert value["commands"][0]["publish"]["data"] == '{"t":"é, \\"x\\"","n":[1,2.5,null]}'.encode()
-    # Python's json.dumps defaults skip msgspec (the C json path takes them).
+    # Python's json.dumps defaults: parsed by msgspec, checked with Python's encoder.
     spaced = json.dumps({"channel": "c", "data": {"t": 1}})
-    assert msgspec_path.decode_canonical(spaced) is msgspec_path.NOT_COMPACT
+    assert msgspec_path.decode_value(spaced) == ({"channel": "c", "data": {"t": 1}}, False)
     assert rawjson.parse_json(spaced, RAW_SPECS["publish"])["data"] == b'{"t": 1}'
     # An integer past the digit limit: msgspec refuses, the walker keeps it byte for byte.
     huge = '{"channel":"c","data":[' + "9" * 5000 + "]}"
-    assert msgspec_path.decode_canonical(huge) is msgspec_path.NOT_COMPACT
+    with pytest.raises(ValueError):
+        msgspec_path.decode_value(huge)
     assert (
         rawjson.parse_json(huge, RAW_SPECS["publish"])["data"] == ("[" + "9" * 5000 + "]").encode()
     )

@@ -47,9 +47,9 @@ from rtcore.protocol.types import StreamPosition
 
 __all__ = [
     "MSGSPEC_VERSION",
-    "decode_canonical",
     "decode_command_lines",
     "decode_connect_text",
+    "decode_value",
     "encode_compact",
     "is_json",
 ]
@@ -394,31 +394,22 @@ def is_json(data: bytes | str) -> bool:
     return True
 
 
-_NOT_COMPACT: Final = object()
+def decode_value(text: str) -> tuple[Any, bool]:
+    """The value of ``text`` (ValueError if msgspec refuses it) and whether ``text`` is compact.
 
-
-def decode_canonical(text: str) -> Any:
-    """The value of ``text`` if msgspec's compact encoding of it is ``text``, else a sentinel.
-
-    For such a text (JSON.stringify and Go write the same for most values)
-    the source of every nested value is ``encode_compact`` of it, so raw
-    fields can be written back byte for byte. Anything else (whitespace,
-    escapes, duplicate keys, 1e5, integers past the digit limit, invalid
-    JSON) gives ``NOT_COMPACT``: the caller's general parser decides.
+    Compact means ``encode_compact(value) == text`` (JSON.stringify and Go
+    write the same for most values): then the source of every nested value
+    is ``encode_compact`` of it, so raw fields can be written back byte for
+    byte. msgspec refuses integers past the digit limit and lone surrogate
+    escapes, which the caller's general parser accepts.
     """
-    if text.startswith('{"'):
-        # Python's json.dumps defaults put a space after the first key's colon:
-        # such a text is not compact, and the caller has a path for it.
-        colon = text.find('"', 2) + 1
-        if text.startswith(": ", colon):
-            return _NOT_COMPACT
     try:
         value = _decode_any(text)
-        if encode_compact(value) == text.encode("utf-8"):
-            return value
-    except (*_REFUSED, TypeError):
-        pass
-    return _NOT_COMPACT
-
-
-NOT_COMPACT: Final = _NOT_COMPACT
+    except _REFUSED as e:
+        raise ValueError(str(e)) from None
+    if text.startswith('{"'):
+        # Python's json.dumps defaults put a space after the first key's colon.
+        colon = text.find('"', 2) + 1
+        if text.startswith(": ", colon):
+            return value, False
+    return value, encode_compact(value) == text.encode("utf-8")

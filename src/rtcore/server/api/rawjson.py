@@ -210,18 +210,19 @@ def _encoder(ensure_ascii: bool, item_separator: str, key_separator: str) -> Any
 _ENCODERS: Final = (_encoder(False, ",", ":"), _encoder(True, ", ", ": "))
 
 
-# msgspec (when installed) checks compact texts first, several times faster.
+# msgspec (when installed) parses the text and checks compact ones, several times faster.
 _compact: Final = msgspec_json
 
 
 def _parse_canonical(text: str, spec: Any) -> Any:
     """What the walker gives for ``text`` when an encoder of _ENCODERS wrote it, else _NOT_CANONICAL."""
-    if _compact is not None:
-        value = _compact.decode_canonical(text)
-        if value is not _compact.NOT_COMPACT:
-            return _keep_raw(value, spec, _compact.encode_compact)
     try:
-        value = _decode(text)
+        if _compact is not None:
+            value, compact = _compact.decode_value(text)
+            if compact:
+                return _keep_raw(value, spec, _compact.encode_compact)
+        else:
+            value = _decode(text)
         for encode in _ENCODERS:
             if encode(value) == text:
                 return _keep_raw(value, spec, encode)
