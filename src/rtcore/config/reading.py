@@ -28,8 +28,9 @@ from rtcore.errors import ConfigError
 __all__ = ["MAX_NESTING", "parse_config_text", "parse_env_json"]
 
 #: Levels of tables and lists (the top-level table is the first). The
-#: deepest key of the model is at level 7; the parsers and the loader
-#: recurse once or more per level, within Python's recursion limit.
+#: model's deepest table is at level 6 (client.proxy.connect.http.static_headers);
+#: the parsers and the loader recurse once or more per level, within
+#: Python's recursion limit.
 MAX_NESTING = 32
 
 # A YAML document may expand (through aliases) to this many values plus
