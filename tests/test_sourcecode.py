@@ -31,7 +31,18 @@ SANS_IO = [
 
 def test_ruff_is_clean() -> None:
     ruff = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "src", "tests", "bench", "tools", "examples"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "src",
+            "tests",
+            "bench",
+            "tools",
+            "examples",
+            "fuzz",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
