@@ -1,4 +1,9 @@
-"""The fast path of the JSON command decoder: msgspec parses and type-checks in C.
+"""The JSON codec's fast paths: msgspec parses and type-checks in C.
+
+Used for client command lines and connect requests (below), for checking raw
+payloads before they are sent (:func:`is_json`) and by the server API's body
+parser (:func:`decode_value`). Every function here answers only what it is
+sure of; the general code decides the rest.
 
 msgspec (optional) decodes a command line into the typed structs below in one
 call: JSON syntax, field types and integer ranges are checked in C, unknown
@@ -46,15 +51,12 @@ from rtcore.protocol.types import StreamPosition
 
 
 __all__ = [
-    "MSGSPEC_VERSION",
     "decode_command_lines",
     "decode_connect_text",
     "decode_value",
     "encode_compact",
     "is_json",
 ]
-
-MSGSPEC_VERSION: Final = msgspec.__version__
 
 U32 = Annotated[int, Meta(ge=0, le=0xFFFF_FFFF)]
 I32 = Annotated[int, Meta(ge=-0x8000_0000, le=0x7FFF_FFFF)]
