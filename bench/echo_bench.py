@@ -704,13 +704,17 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         if name == "rtcore":
             continue
         for size in sizes:
-            tput, cpu = [], []
+            tput, cpu, user = [], [], []
             for r in rounds:
                 a, b = by.get(("rtcore", size, r)), by.get((name, size, r))
                 if a is None or b is None or a.failure or b.failure or not b.msgs_per_s:
                     continue
                 tput.append(a.msgs_per_s / b.msgs_per_s)
                 cpu.append(b.server_us_per_msg / a.server_us_per_msg)
+                if a.server_user_s and a.window_msgs and b.window_msgs:
+                    user.append(
+                        (b.server_user_s / b.window_msgs) / (a.server_user_s / a.window_msgs)
+                    )
             if tput:
                 ratios[(name, size)] = {
                     "tput": statistics.median(tput),
@@ -719,6 +723,9 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                     "cpu": statistics.median(cpu),
                     "cpu_min": min(cpu),
                     "cpu_max": max(cpu),
+                    "user": statistics.median(user) if user else 0.0,
+                    "user_min": min(user, default=0.0),
+                    "user_max": max(user, default=0.0),
                 }
     return {"table": table, "ratios": ratios, "rounds": len(rounds)}
 
@@ -756,9 +763,10 @@ def markdown(data: dict[str, Any]) -> str:
         "rtcore (compiled) against each contender, ratios taken inside each round, median (min–max):\n"
     )
     lines.append(
-        "| vs | size | msgs/s ratio | CPU/msg ratio (theirs / rtcore's) | goal | met (msgs/s) | met (CPU/msg) |"
+        "| vs | size | msgs/s ratio | CPU/msg ratio (theirs / rtcore's) "
+        "| user CPU/msg ratio | goal | met (msgs/s) | met (CPU/msg) |"
     )
-    lines.append("|---|---|---:|---:|---:|---|---|")
+    lines.append("|---|---|---:|---:|---:|---:|---|---|")
     for name in data["contenders"]:
         for size in sizes:
             r = ratios.get((name, size))
@@ -770,7 +778,9 @@ def markdown(data: dict[str, Any]) -> str:
             met_c = _met(r["cpu"], goal) if goal else ""
             lines.append(
                 f"| {name} | {_size_label(size)} | {r['tput']:.2f}× ({r['tput_min']:.2f}–{r['tput_max']:.2f}) "
-                f"| {r['cpu']:.2f}× ({r['cpu_min']:.2f}–{r['cpu_max']:.2f}) | {gtxt} | {met_t} | {met_c} |"
+                f"| {r['cpu']:.2f}× ({r['cpu_min']:.2f}–{r['cpu_max']:.2f}) "
+                f"| {r['user']:.2f}× ({r['user_min']:.2f}–{r['user_max']:.2f}) "
+                f"| {gtxt} | {met_t} | {met_c} |"
             )
     ms = [Measurement(**m) for m in data["measurements"]]
     with_sc = [m for m in ms if m.syscalls and m.window_msgs and not m.failure]
