@@ -173,11 +173,22 @@ def read_line(stream: IO[str], timeout: float) -> dict[str, Any]:
     return answer
 
 
+def child_env(src: str | None) -> dict[str, str]:
+    """The environment of a run's processes: its source tree first on the path.
+
+    The clients import rtcore too (WebSocket frames, tokens, the protocol codec),
+    so they run from the same tree as the server, not from whatever state the
+    checkout is in.
+    """
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    return env
+
+
 class ServerProcess:
     def __init__(self, args: argparse.Namespace, src: str | None, port: int, key: str) -> None:
-        env = dict(os.environ)
-        if src:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        env = child_env(src)
         config = json.dumps(server_config(args, key))
         cmd = [sys.executable, str(HERE), "server", "--port", str(port), "--config", config]
         self.proc = subprocess.Popen(
@@ -549,7 +560,7 @@ def free_port() -> int:
 class Subscribers:
     """The subscriber processes of a run (``api_publish.py subscribers``), pinned like the clients."""
 
-    def __init__(self, args: argparse.Namespace, port: int, n: int) -> None:
+    def __init__(self, args: argparse.Namespace, src: str | None, port: int, n: int) -> None:
         processes = max(1, math.ceil(n / PER_SUBSCRIBER_PROCESS))
         self.procs: list[subprocess.Popen[str]] = []
         try:
@@ -558,7 +569,11 @@ class Subscribers:
                 cmd = [sys.executable, str(HERE), "subscribers", "--port", str(port)]
                 cmd += ["--count", str(count), "--source", f"127.0.0.{2 + i}"]
                 proc = subprocess.Popen(
-                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=child_env(src),
                 )
                 self.procs.append(proc)
                 if args.pin:
@@ -634,7 +649,7 @@ async def measure(
     problems: list[str] = []
     try:
         if subscribers:
-            fleet = Subscribers(args, port, subscribers)
+            fleet = Subscribers(args, src, port, subscribers)
         cmd = [
             sys.executable,
             str(HERE),
@@ -653,7 +668,9 @@ async def measure(
             str(args.connections),
         ]
         for _ in range(args.client_processes):
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(src)
+            )
             clients.append(proc)
             if args.pin:
                 os.sched_setaffinity(proc.pid, {args.client_cpu})
@@ -864,6 +881,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             run = await measure(args, src, n, mode)
             runs.append(run)
             report(run, i)
+            if args.json:
+                # What is measured so far survives a failure of a later run.
+                Path(args.json).write_text(json.dumps(results(args, runs), indent=1))
     if args.profile or args.py_spy:
         directory = Path(args.profile or args.py_spy)
         directory.mkdir(parents=True, exist_ok=True)
@@ -876,6 +896,10 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 report(run, -1)
                 if args.profile:
                     print_profile(path, args.top)
+    return results(args, runs)
+
+
+def results(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "tool": "bench/api_publish.py",
         "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
