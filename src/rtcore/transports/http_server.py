@@ -635,11 +635,7 @@ class _Connection(asyncio.BufferedProtocol):
                 result = self.server.app.handle_http(request, writer)
                 if inspect.isawaitable(result):
                     # The task inherits the context: admission sees this connection.
-                    # (create_task directly: ensure_future's checks cost a few
-                    # percent of a server API request.)
-                    self._task = asyncio.get_running_loop().create_task(
-                        self._await_handler(result, writer)
-                    )
+                    self._task = asyncio.ensure_future(self._await_handler(result, writer))
                     return
             except HttpError as exc:
                 self._handler_error(writer, exc)
