@@ -835,7 +835,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
         request = "publish" if r["mode"] == "publish" else f"batch of {r['batch_size']}"
         lo, hi = r["publications_per_s_range"] or (0, 0)
         print(
-            f"| {r['src'] or 'installed'} | {r['subscribers']} | {request} "
+            f"| {r['src'] or 'rtcore on the path'} | {r['subscribers']} | {request} "
             f"| {r['publications_per_s']:,.0f} ({lo:,.0f}–{hi:,.0f}) "
             f"| {r['server_cpu_us_per_publication']} ({r['server_user_us_per_publication']}"
             f"+{r['server_sys_us_per_publication']}) "
