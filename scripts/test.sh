@@ -6,7 +6,9 @@
 #   bash scripts/test.sh [extra pytest args]
 #
 # Environment: CI=true makes every integration test that lacks its service
-# fail instead of skip. RTCORE_TEST_WORKERS sets pytest-xdist workers (default 2).
+# fail instead of skip. RTCORE_TEST_WORKERS sets pytest-xdist workers (default 4:
+# most of the suite waits on servers, browsers and timers, so two workers per
+# core keep a 2-core machine busy; see docs/dev.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -97,11 +99,11 @@ log "pytest"
 # Run from a directory where ./src is not importable, so the installed
 # (compiled) package is what the tests import.
 set +e
-$PY -m pytest -n "${RTCORE_TEST_WORKERS:-2}" --dist load --maxschedchunk=1 --durations=30 -p no:cacheprovider "$@"
+$PY -m pytest -n "${RTCORE_TEST_WORKERS:-4}" --dist load --maxschedchunk=1 --durations=30 -p no:cacheprovider "$@"
 status=$?
 set -e
 if [ $status -ne 0 ]; then exit $status; fi
 
 log "pytest again on the pure-Python twins (in-process engine tests)"
-RTCORE_NO_EXTENSIONS=1 $PY -m pytest -n "${RTCORE_TEST_WORKERS:-2}" -p no:cacheprovider -m "not slow" \
+RTCORE_NO_EXTENSIONS=1 $PY -m pytest -n "${RTCORE_TEST_WORKERS:-4}" -p no:cacheprovider -m "not slow" \
   tests/test_wsconn.py $( [ -d tests/protocol ] && echo tests/protocol )

@@ -81,37 +81,62 @@ def server_impl(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-# Tests that run for tens of seconds or minutes (a server process, a browser, a
-# conformance or load run), longest first. They go before the rest, so that
-# pytest-xdist's load scheduling hands them out round-robin while the short
-# tests fill the gaps, instead of one worker finishing alone on a long tail
-# (scripts/test.sh passes --maxschedchunk=1: without it xdist's first batch is
-# a contiguous block, which would hand every long test to the first worker).
-LONG_RUNNING = (
+# Tests that run for tens of seconds or minutes go before the rest, longest
+# first, so that no worker finishes alone on a long tail. Two kinds:
+# - CPU_BOUND keep a core busy the whole time (a conformance run, a compiler, a
+#   type checker, a fuzzer, a randomized comparison);
+# - WAITING mostly wait on servers, browsers, timers and other processes.
+# scripts/test.sh runs more xdist workers than the machine has cores, because
+# most of the suite waits; the two kinds are handed out in alternating pairs
+# (xdist with --maxschedchunk=1 gives each worker two tests, then one at a
+# time) so that about half the workers run the CPU-bound ones while the others
+# wait, instead of every worker queueing for the cores at the start and
+# idling at the end.
+CPU_BOUND = (
     "test_autobahn.py",
+    "test_packaging.py",
+    "test_sourcecode.py",
+    "test_api_rawjson.py",
+    "test_codec_json_msgspec.py",
+    "test_fuzz_smoke.py",
+)
+WAITING = (
     "tests/browser/",
     "tests/multinode/",
     "test_sdk_js.py",
     "test_sdk_python.py",
     "test_loadgen_smoke.py",
     "test_soak_smoke.py",
-    "test_packaging.py",
     "test_consumers.py",
     "test_redis_sentinel.py",
-    "test_fuzz_smoke.py",
-    "test_sourcecode.py",
+    "test_cli.py",
 )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::")[0]
-        for i, marker in enumerate(LONG_RUNNING):
-            if marker in path:
-                return i
-        return len(LONG_RUNNING)
+def _rank(item: pytest.Item, markers: tuple[str, ...]) -> int:
+    path = item.nodeid.split("::")[0]
+    for i, marker in enumerate(markers):
+        if marker in path:
+            return i
+    return len(markers)
 
-    items.sort(key=rank)  # stable: the order within a rank is kept
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cpu = sorted(
+        (i for i in items if _rank(i, CPU_BOUND) < len(CPU_BOUND)),
+        key=lambda i: _rank(i, CPU_BOUND),
+    )  # stable: the order within a rank is kept
+    taken = set(map(id, cpu))
+    waiting = sorted(
+        (i for i in items if id(i) not in taken and _rank(i, WAITING) < len(WAITING)),
+        key=lambda i: _rank(i, WAITING),
+    )
+    taken.update(map(id, waiting))
+    rest = [i for i in items if id(i) not in taken]
+    ordered: list[pytest.Item] = []
+    for k in range(0, max(len(cpu), len(waiting)), 2):
+        ordered += cpu[k : k + 2] + waiting[k : k + 2]
+    items[:] = ordered + rest
 
 
 @pytest.fixture(autouse=True)
