@@ -18,14 +18,14 @@ COPY pyproject.toml setup.py README.md LICENSE ./
 COPY src ./src
 RUN pip install --no-cache-dir "setuptools>=70" "Cython>=3.1,<3.4" wheel \
  && RTCORE_REQUIRE_EXTENSIONS=1 pip wheel --no-cache-dir --no-build-isolation \
-      --wheel-dir /wheels .
+      --wheel-dir /wheels ".[msgspec]"
 
 # -- run: the wheel and its dependencies only, no compiler
 FROM python:3.11-slim
 RUN groupadd --system rtcore && useradd --system --gid rtcore --home-dir /nonexistent rtcore \
  && mkdir -p /etc/rtcore
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "rtcore[msgspec]" && rm -rf /wheels \
  && RTCORE_REQUIRE_EXTENSIONS=1 python -c "import rtcore.frames, rtcore.fanout" \
  && rtcore genconfig -o /etc/rtcore/rtcore.toml \
  && chown -R rtcore:rtcore /etc/rtcore
