@@ -310,7 +310,11 @@ class Node(BrokerEventHandler):
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run a background coroutine, keeping a reference and logging its failure."""
-        task = asyncio.ensure_future(coro)
+        if inspect.iscoroutine(coro):
+            # ensure_future's checks and loop lookup cost a syscall per call.
+            task = asyncio.get_running_loop().create_task(coro)
+        else:
+            task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -30,7 +30,9 @@ Envelopes:
 from __future__ import annotations
 
 import builtins
+import operator
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Final, TypeAlias
 
 from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
@@ -523,6 +525,10 @@ REQUEST_FIELDS: Final[tuple[str, ...]] = (
     "refresh",
     "sub_refresh",
 )
+# The request fields of a Command in one C call, and the Nones they are compared
+# with: ``methods`` runs once per command.
+_request_values: Final = operator.attrgetter(*REQUEST_FIELDS)
+_NO_REQUESTS: Final = (None,) * len(REQUEST_FIELDS)
 
 # Result fields of Reply in field-number order.
 RESULT_FIELDS: Final[tuple[str, ...]] = (
@@ -594,7 +600,9 @@ class Command:
         ``()`` means no request (the pong when ``id == 0``, else a bad
         command); more than one name means an ambiguous command.
         """
-        return tuple(name for name in REQUEST_FIELDS if getattr(self, name) is not None)
+        return tuple(
+            compress(REQUEST_FIELDS, map(operator.is_not, _request_values(self), _NO_REQUESTS))
+        )
 
     @property
     def request(self) -> Request | None:

@@ -191,6 +191,8 @@ class Request:
             HttpError: 400 when the query has a malformed escape or does not
                 decode to UTF-8.
         """
+        if not self.query:
+            return {}  # most upgrades: parse_qsl's argument coercion is not free
         if _BAD_PERCENT_RE.search(self.query):
             raise HttpError(400, f"malformed percent-escape in query {_shorten(self.query)}")
         params: dict[str, list[str]] = {}
