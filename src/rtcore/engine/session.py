@@ -312,6 +312,10 @@ class ClientSession:
                     extra=self.log_fields,
                 )
                 self.send_error(cmd.id, codes.ERROR_INTERNAL)
+        # Nothing awaited since the queue was seen empty, so this task is still
+        # self._task: dropped, a finished task would keep its coroutine, frame
+        # and context alive (GC-tracked) as long as the session.
+        self._task = None
 
     def _on_pong(self) -> bool:
         if not self._ping_outstanding:
