@@ -1031,6 +1031,27 @@ class TestCompiledBuffer:
             assert parser.buffer_updated(len(frame)) == [(2, bytes(1000))]
         assert len(parser.get_buffer(-1)) == 65536
 
+    def test_read_ahead_kept_after_the_tail_of_a_frame(self, compiled: ModuleType) -> None:
+        # One 64 KiB message at a time: the first read fills the 64 KiB view
+        # and leaves the frame's last bytes for a second, tiny read. That tiny
+        # read must not shrink the read-ahead again, or every message would
+        # take two reads.
+        parser = compiled.FrameParser(is_server=False)
+        payload = bytes(range(256)) * 256
+        frame = raw_frame(2, payload, key=None)
+        reads = []
+        for _ in range(3):
+            pos = 0
+            while pos < len(frame):
+                view = parser.get_buffer(65536)
+                n = min(len(view), len(frame) - pos)
+                view[:n] = frame[pos : pos + n]
+                pos += n
+                events = parser.buffer_updated(n)
+            assert events == [(2, payload)]
+            reads.append(n == len(frame))
+        assert reads == [False, True, True]
+
     def test_stale_view_is_released(self, compiled: ModuleType) -> None:
         parser = compiled.FrameParser()
         old = parser.get_buffer(-1)

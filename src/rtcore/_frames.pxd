@@ -79,7 +79,8 @@ cdef class FrameParser:
     cdef object _view
     cdef Py_ssize_t _view_len
     # Free space get_buffer() offers besides the frame in progress: starts at
-    # 64 KiB, doubles while reads fill the whole view, halves after small ones.
+    # 64 KiB, doubles while reads fill the whole view, halves after small ones
+    # (except the tail of a frame a read cut short).
     cdef Py_ssize_t _read_ahead
     # Bytes still missing of the frame whose header the last parse read (0
     # when no frame is cut short after its header): get_buffer() makes room.

@@ -456,7 +456,10 @@ cdef class FrameParser:
             # The read filled the view: more was probably waiting in the socket.
             if self._read_ahead < _READ_AHEAD_MAX:
                 self._read_ahead *= 2
-        elif nbytes < self._read_ahead >> 2 and self._read_ahead > _MIN_FREE:
+        elif (nbytes < self._read_ahead >> 2 and self._read_ahead > _MIN_FREE
+              and self._frame_rest == 0):
+            # A small read, and not the tail of a frame that a bigger read cut
+            # short (that one says nothing about how much arrives at a time).
             self._read_ahead >>= 1
         # The view is spent; it is released by the next get_buffer()/feed_data(),
         # as the transport may still hold it while this call runs (uvloop does).
