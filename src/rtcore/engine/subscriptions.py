@@ -61,6 +61,12 @@ def _refused(session: ClientSession, channel: str, why: str) -> None:
         logger.info("subscribe to %s refused: %s", channel, why, extra=extra)
 
 
+def _flag(opts: ChannelOptions, override: Any, name: str) -> bool:
+    """A channel option, unless the token's or proxy's ``override`` sets it."""
+    value = getattr(override, name, None) if override is not None else None
+    return bool(getattr(opts, name)) if value is None else bool(value)
+
+
 def _long_ids(session: ClientSession) -> bool:
     """centrifuge-js over Protobuf: it asks for channel compaction but cannot route by id.
 
@@ -151,11 +157,7 @@ class Subscriptions:
             if session.state == CLOSED:
                 return None
 
-        def flag(name: str) -> bool:
-            value = getattr(override, name, None) if override is not None else None
-            return bool(getattr(opts, name)) if value is None else bool(value)
-
-        presence = flag("presence")
+        presence = _flag(opts, override, "presence")
         emit_join_leave = (
             opts.join_leave
             if getattr(override, "join_leave", None) is None
@@ -170,15 +172,15 @@ class Subscriptions:
         reads_history = (opts.allow_history_for_client or opts.allow_history_for_subscriber) and (
             authenticated or opts.allow_history_for_anonymous
         )
-        push_join_leave = flag("force_push_join_leave") or (
+        push_join_leave = _flag(opts, override, "force_push_join_leave") or (
             req.join_leave and opts.join_leave and sees_presence
         )
-        recoverable = flag("force_recovery") or (
+        recoverable = _flag(opts, override, "force_recovery") or (
             req.recoverable and (opts.allow_recovery or reads_history)
         )
         positioned = (
             recoverable
-            or flag("force_positioning")
+            or _flag(opts, override, "force_positioning")
             or (req.positioned and (opts.allow_positioning or reads_history))
         )
         if not opts.history_enabled:
