@@ -96,15 +96,19 @@ def TestOneInput(data: bytes) -> None:
         commands = JSON.decode_commands(text if mode == 2 else text.decode("latin-1"))
     except ProtocolDecodeError:
         return
+    # A str frame's raw fields are its UTF-8 text.
+    source = text if mode == 2 else text.decode("latin-1").encode()
     for command in commands:
         command.method  # noqa: B018 - the session reads these
         command.methods  # noqa: B018
         for raw in _raw_fields(command):
-            _check_raw(raw, text)
+            _check_raw(raw, source)
         _same_through_protobuf(command)
 
 
 SEEDS = [
+    # A str frame with non-ASCII text in data (its raw field is the UTF-8 text).
+    b"\x03" + b'{"id":2,"subscribe":{"channel":"c","data":"0\xd0\xa19"}}\n{}',
     b"\x02"
     + b'{"id":1,"connect":{"token":"t","data":{"a":[1,2.5,null]},"subs":{"c":{"offset":3}}}}\n'
     b'{"id":2,"subscribe":{"channel":"chat:1","recover":true,"epoch":"AbCd","offset":5,'
