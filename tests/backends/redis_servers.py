@@ -112,6 +112,10 @@ class RedisServer:
         self.binary = require_binary("redis-server")
         self.cluster = cluster
         self.port = port if port is not None else free_port(with_bus=cluster)
+        # A port picked here may be taken before redis-server binds it (the
+        # cluster bus port, port + 10000, is often in the ephemeral range):
+        # the first start then retries on another free port.
+        self._may_move = port is None
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"rtcore-redis-{self.port}-"))
         self.extra_args = list(extra_args)
@@ -156,6 +160,17 @@ class RedisServer:
         return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> None:
+        for attempt in range(5):
+            try:
+                self._start(timeout)
+                break
+            except RuntimeError as exc:
+                if not (self._may_move and "Address already in use" in str(exc)) or attempt == 4:
+                    raise
+                self.port = free_port(with_bus=self.cluster)
+        self._may_move = False
+
+    def _start(self, timeout: float) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
         log_path = self.workdir / f"redis-{self.port}.log"
