@@ -235,7 +235,8 @@ def _yaml_lines(text: str) -> dict[str, int]:
     yaml: Any = importlib.import_module("yaml")
     lines: dict[str, int] = {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # libyaml's parser when PyYAML has it: a tenth of the pure-Python one's time.
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         return lines
 
