@@ -201,3 +201,92 @@ def test_redis_add_many_adds_every_entry(shards: int) -> None:
                     client.delete(key)
 
     run(main())
+
+
+def _node_with(clock: FakeClock, ping_interval: float, presence_ttl: float) -> Node:
+    cfg = {
+        **CONFIG,
+        "client": {"ping_interval": ping_interval, "pong_timeout": 0},
+        "engine": {"presence_ttl": presence_ttl},
+    }
+    node = Node(build_config(cfg), presence_manager=CountingPresence())
+    node.timers = _ManualWheel(tick=0.25, clock=clock.monotonic)
+    node.wall_clock = clock.wall
+    return node
+
+
+@pytest.mark.parametrize(
+    ("ping_interval", "presence_ttl", "refresh"),
+    [(25, 60, 25), (30, 60, 30), (31, 60, 20), (0, 60, 20), (25, 30, 10)],
+)
+def test_refresh_interval_follows_the_ping_when_it_comes_twice_per_ttl(
+    ping_interval: float, presence_ttl: float, refresh: float
+) -> None:
+    node = _node_with(FakeClock(), ping_interval, presence_ttl)
+    assert node.presence_refresh_interval == refresh
+
+
+def test_refresh_rides_on_the_ping_timer() -> None:
+    """With the ping every 10 s and a 60 s TTL, each wake sends the ping and
+    refreshes presence: no second wake per period for presence alone."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        node = _node_with(clock, 10, 60)
+        presence = node.presence_manager
+        assert isinstance(presence, CountingPresence)
+        await node.start()
+        clients = await _clients(node, 30)
+        pings = sum(c.pings() for c in clients)
+        woken = 0  # timer callbacks fired
+        for _ in range(60):  # 30 s in half-second steps: three ping periods
+            clock.advance(0.5)
+            woken += node.timers.sweep()
+            await settle()
+        # Each client woke once per period (its first ping comes 5-10 s after
+        # connecting), and every wake both pinged and refreshed.
+        assert 30 * 3 <= woken <= 30 * 4
+        assert sum(c.pings() for c in clients) - pings == woken
+        assert sum(len(b) for b in presence.batches) == woken
+        # Every client stays present throughout (refreshed well before 60 s).
+        stats = [await presence.stats(f"room:{i}") for i in range(3)]
+        assert sum(s.num_clients for s in stats) == 30
+        await node.close()
+
+    run(main())
+
+
+def test_refresh_keeps_the_client_info_object() -> None:
+    """A refresh with unchanged infos stores nothing new (nothing for the
+    garbage collector's oldest generation); changed infos get a new object."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        presence = CountingPresence()
+        node = _node(presence, clock)
+        await node.start()
+        (client,) = await _clients(node, 1)
+        session = client.session
+        stored = presence._channels["room:0"].clients[session.client_id]
+        assert session.channel_info("room:0") is stored
+        for _ in range(2):
+            clock.advance(node.presence_refresh_interval + 0.3)
+            node.timers.sweep()
+            await settle()
+            assert presence._channels["room:0"].clients[session.client_id] is stored
+        assert presence.adds == 3
+        # New connection info (a refresh with a new token, a control message):
+        # the next refresh stores a ClientInfo that carries it.
+        session.info = b'{"name":"new"}'
+        clock.advance(node.presence_refresh_interval + 0.3)
+        node.timers.sweep()
+        await settle()
+        info = presence._channels["room:0"].clients[session.client_id]
+        assert info is not stored and info.conn_info == b'{"name":"new"}'
+        assert info.client == session.client_id and info.chan_info is None
+        assert (await presence.presence("room:0")) == {session.client_id: info}
+        # Not a subscription of this session: a fresh object each time.
+        assert session.channel_info("other") is not session.channel_info("other")
+        await node.close()
+
+    run(main())

@@ -619,12 +619,16 @@ class MemoryBroker:
 
 
 class _Presence:
-    __slots__ = ("clients", "users", "scheduled")
+    __slots__ = ("clients", "expires", "users", "scheduled")
 
     def __init__(self) -> None:
-        # client id -> (expire at, info), ordered by expiry: every add moves the
-        # client to the end, and all leases have the same length.
-        self.clients: OrderedDict[str, tuple[float, ClientInfo]] = OrderedDict()
+        # client id -> info, ordered by expiry: every add moves the client to
+        # the end, and all leases have the same length.
+        self.clients: OrderedDict[str, ClientInfo] = OrderedDict()
+        # client id -> expire at. Apart from ``clients`` so that a refresh with
+        # the same info allocates nothing: an idle server's refreshes would
+        # otherwise promote a new tuple per client into the oldest GC generation.
+        self.expires: dict[str, float] = {}
         # user id -> number of that user's live clients.
         self.users: dict[str, int] = {}
         # Deadline of this channel's live heap entry (inf: none).
@@ -683,13 +687,16 @@ class MemoryPresenceManager:
         clients = state.clients
         users = state.users
         old = clients.get(client_id)
-        clients[client_id] = (now + self._ttl, info)
+        state.expires[client_id] = now + self._ttl
         if old is None:
+            clients[client_id] = info
             users[info.user] = users.get(info.user, 0) + 1
         else:
+            if old is not info:
+                clients[client_id] = info
             clients.move_to_end(client_id)
-            if old[1].user != info.user:
-                self._forget_user(users, old[1].user)
+            if old.user != info.user:
+                self._forget_user(users, old.user)
                 users[info.user] = users.get(info.user, 0) + 1
         self._schedule(channel, state)
 
@@ -704,9 +711,10 @@ class MemoryPresenceManager:
         state = self._channels.get(channel)
         if state is None:
             return
-        entry = state.clients.pop(client_id, None)
-        if entry is not None:
-            self._forget_user(state.users, entry[1].user)
+        info = state.clients.pop(client_id, None)
+        if info is not None:
+            del state.expires[client_id]
+            self._forget_user(state.users, info.user)
             if not state.clients:
                 del self._channels[channel]
 
@@ -714,7 +722,7 @@ class MemoryPresenceManager:
         state = self._current(channel)
         if state is None:
             return {}
-        return {client_id: entry[1] for client_id, entry in state.clients.items()}
+        return dict(state.clients)
 
     async def stats(self, channel: str) -> PresenceStats:
         state = self._current(channel)
@@ -739,12 +747,13 @@ class MemoryPresenceManager:
 
     def _purge(self, state: _Presence, now: float) -> None:
         clients = state.clients
+        expires = state.expires
         while clients:
             client_id = next(iter(clients))
-            expire_at, info = clients[client_id]
-            if expire_at > now:
+            if expires[client_id] > now:
                 return
-            del clients[client_id]
+            info = clients.pop(client_id)
+            del expires[client_id]
             self._forget_user(state.users, info.user)
 
     @staticmethod
@@ -756,7 +765,7 @@ class MemoryPresenceManager:
             del users[user]
 
     def _schedule(self, channel: str, state: _Presence) -> None:
-        deadline = next(iter(state.clients.values()))[0]
+        deadline = state.expires[next(iter(state.clients))]
         if deadline < state.scheduled:
             state.scheduled = deadline
             self._expiry.push(deadline, channel)

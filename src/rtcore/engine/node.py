@@ -121,8 +121,11 @@ class Node(BrokerEventHandler):
             if presence_manager is not None
             else MemoryPresenceManager(ttl=self.config.engine.presence_ttl)
         )
-        # Presence entries are refreshed at a third of their TTL.
-        self.presence_refresh_interval = self.config.engine.presence_ttl / 3
+        # Presence entries are refreshed with the ping when pings come at least
+        # twice per TTL (one timer wake per client and ping period, not two),
+        # else at a third of their TTL.
+        ping, ttl = self.config.client.ping_interval, self.config.engine.presence_ttl
+        self.presence_refresh_interval = ping if 0 < ping <= ttl / 2 else ttl / 3
         cfg = self.config.client
         # Without a connection key the verifier is built when a token first
         # arrives: its warning that every token is refused is then true, and a

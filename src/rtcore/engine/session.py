@@ -131,6 +131,8 @@ class SubscriptionState:
     # publications are delivered once the reply is out.
     epoch: str = ""
     flush_from: int = 0
+    # This subscription's ClientInfo, made by ClientSession.channel_info.
+    client_info: ClientInfo | None = None
 
 
 class ClientSession:
@@ -210,12 +212,22 @@ class ClientSession:
 
     def channel_info(self, channel: str) -> ClientInfo:
         sub = self.subscriptions.get(channel)
-        return ClientInfo(
-            user=self.user,
-            client=self.client_id,
-            conn_info=self.info,
-            chan_info=sub.chan_info if sub is not None else None,
-        )
+        if sub is None:
+            return ClientInfo(user=self.user, client=self.client_id, conn_info=self.info)
+        info = sub.client_info
+        # One object per subscription while user and infos stay the same: the
+        # periodic presence refresh then allocates nothing that lives on (each
+        # object it left behind would be walked by the next full collection).
+        if (
+            info is None
+            or info.user is not self.user
+            or info.conn_info is not self.info
+            or info.chan_info is not sub.chan_info
+        ):
+            info = sub.client_info = ClientInfo(
+                user=self.user, client=self.client_id, conn_info=self.info, chan_info=sub.chan_info
+            )
+        return info
 
     def send_reply(self, reply: Reply) -> None:
         if self.state == CLOSED:
@@ -342,9 +354,11 @@ class ClientSession:
             # First ping at a random point in [interval/2, interval]: spreads
             # pings after a mass reconnect.
             self._next_ping_at = now + cfg.ping_interval * (0.5 + random.random() / 2)
-        ttl = self.node.presence_refresh_interval
-        if ttl:
-            self._presence_at = now + ttl
+        refresh = self.node.presence_refresh_interval
+        if refresh:
+            # With the ping when they share an interval: one wake for both.
+            aligned = refresh == cfg.ping_interval
+            self._presence_at = self._next_ping_at if aligned else now + refresh
         self._schedule()
 
     def schedule_expiry_check(self) -> None:
