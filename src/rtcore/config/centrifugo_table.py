@@ -273,7 +273,10 @@ _CLIENT_SAME = (
     "write_delay",
 )
 _CLIENT_NONE = {
-    "presence_update_interval": "rtcore refreshes presence at a third of engine.presence_ttl",
+    "presence_update_interval": (
+        "rtcore refreshes presence with each ping when client.ping_interval is at most half"
+        " of engine.presence_ttl, else at a third of the TTL"
+    ),
     "concurrency": "the commands of one connection run one after another",
     "channel_position_check_delay": NOT_IMPLEMENTED,
     "channel_position_max_time_lag": NOT_IMPLEMENTED,

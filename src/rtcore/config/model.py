@@ -510,7 +510,10 @@ class EngineConfig:
         False, "Do not verify the Sentinels' certificates (tests only)."
     )
     presence_ttl: float = _duration(
-        60.0, "Presence entries expire unless refreshed within this time."
+        60.0,
+        "Presence entries expire unless refreshed within this time. A node refreshes its "
+        "clients' entries with each ping when client.ping_interval is at most half "
+        "of it, else every third of it.",
     )
     memory_max_streams: int = _f(
         100_000,
