@@ -61,7 +61,7 @@ from rtcore.engine.broker import (
     PublishResult,
 )
 from rtcore.engine.history import ZERO_POSITION, HistoryOptions, HistoryStore
-from rtcore.engine.presence import PresenceManager
+from rtcore.engine.presence import PresenceManager, add_many
 from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
@@ -1071,6 +1071,51 @@ class PresenceConformance:
         assert await h.manager.stats("a") == PresenceStats(2, 2)
         await h.manager.remove("a", "c2", "u1")
         assert await h.manager.stats("a") == PresenceStats(1, 1)
+
+    @presence_test
+    async def test_add_many_is_add_for_each_entry(self, h: PresenceHarness) -> None:
+        entries = [
+            ("a", "c1", client("c1", "u1")),
+            ("b", "c1", client("c1", "u1", b'{"b":1}')),
+            ("a", "c2", client("c2", "u1")),
+            ("a", "c3", client("c3", "")),
+            # The same client twice in one batch: the later entry wins, and
+            # its user's count moves with it.
+            ("c", "c4", client("c4", "u4")),
+            ("c", "c4", client("c4", "u5", b"{}")),
+        ]
+        await add_many(h.manager, entries)
+        assert await h.manager.presence("a") == {
+            "c1": client("c1", "u1"),
+            "c2": client("c2", "u1"),
+            "c3": client("c3", ""),
+        }
+        assert await h.manager.stats("a") == PresenceStats(3, 2)
+        assert await h.manager.presence("b") == {"c1": client("c1", "u1", b'{"b":1}')}
+        assert await h.manager.presence("c") == {"c4": client("c4", "u5", b"{}")}
+        assert await h.manager.stats("c") == PresenceStats(1, 1)
+        await add_many(h.manager, [])
+
+    @presence_test
+    async def test_add_many_in_large_batches(self, h: PresenceHarness) -> None:
+        entries = [(f"ch{i % 3}", f"c{i}", client(f"c{i}", f"u{i % 50}")) for i in range(700)]
+        await add_many(h.manager, entries)
+        for n in range(3):
+            present = await h.manager.presence(f"ch{n}")
+            assert set(present) == {f"c{i}" for i in range(n, 700, 3)}
+            assert (await h.manager.stats(f"ch{n}")).num_clients == len(present)
+        assert sum([(await h.manager.stats(f"ch{n}")).num_users for n in range(3)]) == 150
+
+    @presence_test
+    async def test_add_many_restarts_leases_and_purges(self, h: PresenceHarness) -> None:
+        await add_many(h.manager, [("a", c, client(c, c)) for c in ("c1", "c2", "c3")])
+        await h.advance(h.ttl * 0.6)
+        await add_many(h.manager, [("a", "c1", client("c1", "c1")), ("b", "c9", client("c9", "u"))])
+        await h.advance(h.ttl * 0.6 + h.slack)
+        # c2 and c3 expired; the next batch purges them before adding.
+        await add_many(h.manager, [("a", "c4", client("c4", "c4"))])
+        assert set(await h.manager.presence("a")) == {"c1", "c4"}
+        assert await h.manager.stats("a") == PresenceStats(2, 2)
 
     @presence_test
     async def test_a_client_can_come_back_after_expiry(self, h: PresenceHarness) -> None:

@@ -829,6 +829,9 @@ class TestRedisFaults:
             raw.script_flush()
             await presence.add("a", "c1", ClientInfo("u", "c1"))
             assert await presence.stats("a") == PresenceStats(1, 1)
+            raw.script_flush()
+            await presence.add_many([("a", "c2", ClientInfo("v", "c2"))])
+            assert await presence.stats("a") == PresenceStats(2, 2)
             history = await broker.history("a", limit=-1)
             assert [p.offset for p in history.publications] == [1, 2, 3, 4, 5]
             await handler.wait_until(lambda: len(handler.publications("a")) == 5)

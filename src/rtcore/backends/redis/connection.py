@@ -155,6 +155,7 @@ _SCRIPTS_BY_SHA: dict[bytes, scripts.Script] = {
         scripts.PUBLISH_IDEMPOTENT,
         scripts.HISTORY_READ,
         scripts.PRESENCE_ADD,
+        scripts.PRESENCE_ADD_MANY,
         scripts.PRESENCE_REMOVE,
         scripts.PRESENCE_GET,
         scripts.PRESENCE_STATS,

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from rtcore.engine.presence import PresenceEntry, PresenceManager
 
 
-__all__ = ["RedisPresenceManager"]
+__all__ = ["ADD_MANY_BATCH", "RedisPresenceManager"]
+
+#: Most entries per presence refresh script call (a script blocks its shard
+#: while it runs: 256 entries take well under a millisecond of Redis time).
+ADD_MANY_BATCH = 256
 
 
 logger = logging.getLogger(__name__)
@@ -88,35 +92,55 @@ class RedisPresenceManager(RedisStore):
         )
 
     async def add_many(self, entries: Sequence[PresenceEntry]) -> None:
-        """Every entry's ``add`` script at once: the node's batched refresh.
+        """Every entry's ``add`` at once: the node's batched refresh.
 
-        On standalone shards the scripts are queued in one loop turn, so the
-        connection layer sends them as pipelines (one per shard, up to its
-        batch size), with no task per entry. On a Cluster they run as
-        concurrent commands. The first failure is raised once all replied.
+        On standalone shards the entries of one shard go as one script call
+        (up to :data:`ADD_MANY_BATCH` entries each): one command and one reply
+        per batch rather than per entry, for the node and for Redis. On a
+        Cluster, whose channels live in different slots, they run as
+        concurrent ``add`` calls. The first failure is raised once all replied.
         """
         if not entries:
             return
         conns = self._conns
-        sha = scripts.PRESENCE_ADD.sha
-        ttl_ms = self._ttl_ms
         pending: list[Awaitable[Any]] = []
         if conns.cluster:
-            for channel, client_id, info in entries:
+            # Concurrent calls may land in any order: a client given twice
+            # keeps its last entry, as if the adds ran one after another.
+            latest = {(e[0], e[1]): e for e in entries}
+            for channel, client_id, info in latest.values():
                 pending.append(self.add(channel, client_id, info))
         else:
             conns._check_open()
-            batchers = conns._batchers
+            if self._closed:
+                raise RedisEngineError("the presence manager is closed")
+            keys = self.keys
+            by_shard: dict[int, tuple[list[str], list[Any]]] = {}
             for channel, client_id, info in entries:
-                keys = self._keys(channel)
-                args = (client_id, encode_presence_entry(info), ttl_ms, info.user)
-                pending.append(
-                    batchers[conns.shard(channel)].call(("EVALSHA", sha, len(keys), *keys, *args))
+                shard = conns.shard(channel)
+                batch = by_shard.get(shard)
+                if batch is None or len(batch[0]) >= 3 * ADD_MANY_BATCH:
+                    if batch is not None:
+                        pending.append(self._add_batch(shard, *batch))
+                    batch = by_shard[shard] = ([], [self._ttl_ms])
+                batch[0].extend(
+                    (
+                        keys.presence_data(channel),
+                        keys.presence_expire(channel),
+                        keys.presence_users(channel),
+                    )
                 )
+                batch[1].extend((client_id, encode_presence_entry(info), info.user))
+            for shard, batch in by_shard.items():
+                pending.append(self._add_batch(shard, *batch))
         results = await asyncio.gather(*pending, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    def _add_batch(self, shard: int, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        sha = scripts.PRESENCE_ADD_MANY.sha
+        return self._conns._batchers[shard].call(("EVALSHA", sha, len(keys), *keys, *args))
 
     async def remove(self, channel: str, client_id: str, user_id: str) -> None:
         # The stored entry knows its user, so user_id is not needed here.

@@ -22,6 +22,7 @@ import hashlib
 __all__ = [
     "HISTORY_READ",
     "PRESENCE_ADD",
+    "PRESENCE_ADD_MANY",
     "PRESENCE_GET",
     "PRESENCE_REMOVE",
     "PRESENCE_STATS",
@@ -214,23 +215,43 @@ local function user_of(v)
   return string.sub(v, 8, 7 + n)
 end
 
-local function forget_user(user)
-  if redis.call('hincrby', KEYS[3], user, -1) <= 0 then
-    redis.call('hdel', KEYS[3], user)
+-- A channel's keys: data (client -> entry), expire (client -> lease end),
+-- users (user -> live clients). KEYS[1..3] for the one-channel scripts.
+local function forget_user(users, user)
+  if redis.call('hincrby', users, user, -1) <= 0 then
+    redis.call('hdel', users, user)
   end
 end
 
-local function purge()
-  local expired = redis.call('zrangebyscore', KEYS[2], '-inf', now)
+local function purge(data, expire, users)
+  local expired = redis.call('zrangebyscore', expire, '-inf', now)
   if #expired == 0 then return end
   for _, client in ipairs(expired) do
-    local v = redis.call('hget', KEYS[1], client)
+    local v = redis.call('hget', data, client)
     if v then
-      forget_user(user_of(v))
-      redis.call('hdel', KEYS[1], client)
+      forget_user(users, user_of(v))
+      redis.call('hdel', data, client)
     end
   end
-  redis.call('zremrangebyscore', KEYS[2], '-inf', now)
+  redis.call('zremrangebyscore', expire, '-inf', now)
+end
+
+local function add(data, expire, users, client, entry, lease, user)
+  local old = redis.call('hget', data, client)
+  if not old then
+    redis.call('hincrby', users, user, 1)
+  else
+    local old_user = user_of(old)
+    if old_user ~= user then
+      forget_user(users, old_user)
+      redis.call('hincrby', users, user, 1)
+    end
+  end
+  redis.call('hset', data, client, entry)
+  redis.call('zadd', expire, now + tonumber(lease), client)
+  redis.call('pexpire', data, lease)
+  redis.call('pexpire', expire, lease)
+  redis.call('pexpire', users, lease)
 end
 """
 
@@ -240,23 +261,32 @@ PRESENCE_ADD = Script(
     "presence_add",
     _PRESENCE_PRELUDE
     + r"""
-purge()
-local old = redis.call('hget', KEYS[1], ARGV[1])
-if not old then
-  redis.call('hincrby', KEYS[3], ARGV[4], 1)
-else
-  local old_user = user_of(old)
-  if old_user ~= ARGV[4] then
-    forget_user(old_user)
-    redis.call('hincrby', KEYS[3], ARGV[4], 1)
-  end
-end
-redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
-redis.call('zadd', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('pexpire', KEYS[1], ARGV[3])
-redis.call('pexpire', KEYS[2], ARGV[3])
-redis.call('pexpire', KEYS[3], ARGV[3])
+purge(KEYS[1], KEYS[2], KEYS[3])
+add(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 1
+""",
+)
+
+
+# Many adds in one call (a node's batched refresh, on one shard): KEYS are
+# three per entry (data, expire, users of its channel), ARGV[1] the lease
+# (ms), then per entry: client id, entry, user. A channel's expired entries
+# are purged once per call. Returns the number of entries added.
+PRESENCE_ADD_MANY = Script(
+    "presence_add_many",
+    _PRESENCE_PRELUDE
+    + r"""
+local purged = {}
+local n = #KEYS / 3
+for i = 0, n - 1 do
+  local data, expire, users = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  if not purged[data] then
+    purge(data, expire, users)
+    purged[data] = true
+  end
+  add(data, expire, users, ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[1], ARGV[3 * i + 4])
+end
+return n
 """,
 )
 
@@ -270,7 +300,7 @@ local old = redis.call('hget', KEYS[1], ARGV[1])
 if old then
   redis.call('hdel', KEYS[1], ARGV[1])
   redis.call('zrem', KEYS[2], ARGV[1])
-  forget_user(user_of(old))
+  forget_user(KEYS[3], user_of(old))
 end
 return 1
 """,
@@ -282,7 +312,7 @@ PRESENCE_GET = Script(
     "presence_get",
     _PRESENCE_PRELUDE
     + r"""
-purge()
+purge(KEYS[1], KEYS[2], KEYS[3])
 return redis.call('hgetall', KEYS[1])
 """,
 )
@@ -293,7 +323,7 @@ PRESENCE_STATS = Script(
     "presence_stats",
     _PRESENCE_PRELUDE
     + r"""
-purge()
+purge(KEYS[1], KEYS[2], KEYS[3])
 return {redis.call('hlen', KEYS[1]), redis.call('hlen', KEYS[3])}
 """,
 )
