@@ -372,6 +372,45 @@ def test_missing_pong_disconnects_3012(codec: str) -> None:
     run(main())
 
 
+@pytest.mark.parametrize(
+    ("codec", "frame"),
+    [
+        # Answered without decoding (Codec.pongs) ...
+        ("json", b"{}"),
+        ("json", "{}"),
+        ("json", b"{}\n"),
+        ("protobuf", b"\x00"),
+        # ... or decoded: the same outcome.
+        ("json", b" {} "),
+        ("json", b'{"id":0}'),
+    ],
+)
+def test_every_form_of_the_pong_counts(codec: str, frame: bytes | str) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        node = _heartbeat_node(clock)
+        await node.start()
+        c = Client(node, codec)
+        await c.connect(connect_token("42"))
+        received = c.session.bytes_received
+        clock.advance(10.3)
+        node.timers.sweep()
+        await until(lambda: c.pings() == 1)
+        c.session.handle_frame(frame)  # type: ignore[arg-type]
+        assert c.session.bytes_received == received + len(frame)
+        for _ in range(3):  # past the pong deadline (4 s), confirmed at a second sweep
+            clock.advance(2.5)
+            node.timers.sweep()
+            await settle()
+        assert c.closed is None
+        # A second one, not asked for, is a bad request whatever its form.
+        c.session.handle_frame(frame)  # type: ignore[arg-type]
+        assert await c.disconnected() == 3501
+        await node.close()
+
+    run(main())
+
+
 def test_unsolicited_pong_is_bad_request() -> None:
     async def main() -> None:
         clock = FakeClock()

@@ -147,6 +147,8 @@ class ClientSession:
         self.node = node
         self.transport = transport
         self.codec = transport.codec
+        # Frames that are one pong, answered without decoding (see Codec.pongs).
+        self._pongs: frozenset[bytes | str] = getattr(self.codec, "pongs", frozenset())
         # Index of the codec in node.codecs (selects the fan-out payload).
         self.codec_index = node.codec_index(self.codec)
         self.client_id = new_client_id()
@@ -277,6 +279,9 @@ class ClientSession:
         if self.state == CLOSED:
             return
         self.bytes_received += len(data)
+        if len(data) < 4 and isinstance(data, bytes | str) and data in self._pongs:
+            self._on_pong()
+            return
         try:
             commands = self.codec.decode_commands(data)
         except ProtocolDecodeError as exc:

@@ -53,6 +53,10 @@ class Codec(Protocol):
     #: ``b"\\x00"`` on Protobuf). On unidirectional transports use
     #: ``encode_push_bare(Push())`` instead.
     ping: bytes
+    #: Whole frames that are exactly one pong (the empty command), which a
+    #: session answers without decoding: every client sends one per ping.
+    #: Optional for codecs of one's own (none: every frame is decoded).
+    pongs: frozenset[bytes | str]
 
     def decode_commands(self, data: bytes) -> list[Command]:
         """Decode one whole transport frame into the commands it holds, in order.

@@ -527,6 +527,7 @@ class JsonCodec:
     name: str = "json"
     binary: bool = False
     ping: bytes = b"{}\n"
+    pongs: frozenset[bytes | str] = frozenset((b"{}", b"{}\n", "{}", "{}\n"))
 
     def decode_commands(self, data: bytes) -> list[Command]:
         """See ``Codec.decode_commands``; also accepts ``str``."""

@@ -654,6 +654,7 @@ class ProtobufCodec:
     name: str = "protobuf"
     binary: bool = True
     ping: bytes = b"\x00"
+    pongs: frozenset[bytes | str] = frozenset((b"\x00",))
 
     def decode_commands(self, data: bytes) -> list[Command]:
         """See ``Codec.decode_commands``."""
