@@ -424,6 +424,39 @@ class TestRedisBehaviour:
         assert second[:2] == [0, 2] and second[4][0] == b"x"
         assert join == [1, ["u2", "c2", None, None]]
 
+    def test_presence_keys_expire_with_the_lease_after_add_many(self, shared_prefix: str) -> None:
+        raw = redis_sync.Redis.from_url(SHARED_URL)
+        keys = RedisKeys(shared_prefix)
+
+        async def body() -> None:
+            manager = RedisPresenceManager(SHARED_URL, prefix=shared_prefix, ttl=0.5)
+            try:
+                long_user = ClientInfo("x" * 300, "c2")
+                await manager.add_many(
+                    [("a", "c1", ClientInfo("ü" * 40, "c1")), ("a", "c2", long_user)]
+                    + [("b", f"c{i}", ClientInfo("u", f"c{i}")) for i in range(5)]
+                )
+                for channel in ("a", "b"):
+                    for key in (
+                        keys.presence_data(channel),
+                        keys.presence_expire(channel),
+                        keys.presence_users(channel),
+                    ):
+                        assert 0 < raw.pttl(key) <= 500
+                # The same entry again only extends its lease; a changed one
+                # (another user) moves the user counts.
+                await manager.add_many([("a", "c2", long_user), ("a", "c1", ClientInfo("v", "c1"))])
+                assert await manager.presence("a") == {"c1": ClientInfo("v", "c1"), "c2": long_user}
+                assert await manager.stats("a") == PresenceStats(2, 2)
+                assert set(raw.hkeys(keys.presence_users("a"))) == {b"x" * 300, b"v"}
+                await asyncio.sleep(0.5 + SLACK)
+                assert raw.exists(keys.presence_data("a"), keys.presence_data("b")) == 0
+            finally:
+                await manager.close()
+
+        run(body)
+        raw.close()
+
     def test_presence_keys_expire_with_the_lease(self, shared_prefix: str) -> None:
         raw = redis_sync.Redis.from_url(SHARED_URL)
         keys = RedisKeys(shared_prefix)

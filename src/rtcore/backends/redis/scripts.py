@@ -236,22 +236,32 @@ local function purge(data, expire, users)
   redis.call('zremrangebyscore', expire, '-inf', now)
 end
 
-local function add(data, expire, users, client, entry, lease, user)
+-- An entry and its lease, without the keys' own expiry (see add).
+local function put(data, expire, users, client, entry, lease, user)
   local old = redis.call('hget', data, client)
   if not old then
     redis.call('hincrby', users, user, 1)
-  else
+    redis.call('hset', data, client, entry)
+  elseif old ~= entry then
     local old_user = user_of(old)
     if old_user ~= user then
       forget_user(users, old_user)
       redis.call('hincrby', users, user, 1)
     end
+    redis.call('hset', data, client, entry)
   end
-  redis.call('hset', data, client, entry)
   redis.call('zadd', expire, now + tonumber(lease), client)
+end
+
+local function expire_keys(data, expire, users, lease)
   redis.call('pexpire', data, lease)
   redis.call('pexpire', expire, lease)
   redis.call('pexpire', users, lease)
+end
+
+local function add(data, expire, users, client, entry, lease, user)
+  put(data, expire, users, client, entry, lease, user)
+  expire_keys(data, expire, users, lease)
 end
 """
 
@@ -270,21 +280,26 @@ return 1
 
 # Many adds in one call (a node's batched refresh, on one shard): KEYS are
 # three per entry (data, expire, users of its channel), ARGV[1] the lease
-# (ms), then per entry: client id, entry, user. A channel's expired entries
-# are purged once per call. Returns the number of entries added.
+# (ms), then per entry: client id, entry, user. Per channel, not per entry:
+# the purge of expired entries and the keys' expiry; an unchanged entry is
+# not rewritten (its lease is). Returns the number of entries added.
 PRESENCE_ADD_MANY = Script(
     "presence_add_many",
     _PRESENCE_PRELUDE
     + r"""
-local purged = {}
+local lease = ARGV[1]
+local channels = {}
 local n = #KEYS / 3
 for i = 0, n - 1 do
   local data, expire, users = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  if not purged[data] then
+  if not channels[data] then
     purge(data, expire, users)
-    purged[data] = true
+    channels[data] = {expire, users}
   end
-  add(data, expire, users, ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[1], ARGV[3 * i + 4])
+  put(data, expire, users, ARGV[3 * i + 2], ARGV[3 * i + 3], lease, ARGV[3 * i + 4])
+end
+for data, keys in pairs(channels) do
+  expire_keys(data, keys[1], keys[2], lease)
 end
 return n
 """,
