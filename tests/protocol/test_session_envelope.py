@@ -486,3 +486,26 @@ def test_stale_connection_3502(codec: str) -> None:
         await node.close()
 
     run(main())
+
+
+def test_an_idle_session_holds_no_command_queue() -> None:
+    """The command queue exists while commands wait and is dropped once they
+    ran (an empty deque is 760 bytes, a tenth of an idle connection)."""
+
+    async def main() -> None:
+        node = _node(FakeClock(), ping_interval=0, pong_timeout=0)
+        await node.start()
+        c = Client(node)
+        await c.connect(connect_token("42"))
+        await c.subscribe("news")
+        await settle()
+        assert c.session._commands is None and c.session._task is None
+        # Several commands in one frame still run in order.
+        c.send({"id": 10, "presence_stats": {"channel": "news"}}, {"id": 11, "rpc": {}})
+        assert c.session._commands is not None
+        await until(lambda: c.reply(10) is not None and c.reply(11) is not None)
+        await settle()
+        assert c.session._commands is None
+        await node.close()
+
+    run(main())
