@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -152,3 +153,52 @@ def test_memory_max_streams_default_and_checks() -> None:
     for bad in (0, -1, 2.5, "many"):
         with pytest.raises(ConfigError, match="engine.memory_max_streams"):
             config_from_mapping({"engine": {"memory_max_streams": bad}})
+
+
+# -- http.accept_queues ---------------------------------------------------------------
+
+
+def test_accept_queues_listen_on_one_port_with_several_sockets() -> None:
+    """Each socket has its own kernel accept queue; clients reach the node through any."""
+    config = config_from_mapping(
+        {
+            "http": {"accept_queues": 3},
+            "client": {"token": {"hmac_secret_key": SECRET}, "ping_interval": 0},
+        }
+    )
+
+    async def main() -> None:
+        node = Node(config)
+        server = await rtcore.serve(node, "127.0.0.1", 0)
+        try:
+            sockets = server.sockets
+            assert len(sockets) == 3
+            assert {s.getsockname()[1] for s in sockets} == {server.port}
+            assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
+            url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+            for n in range(12):  # spread by the kernel over the three queues
+                async with websockets.connect(url) as ws:
+                    await ws.send(
+                        json.dumps({"id": 1, "connect": {"token": connect_token(f"u{n}")}})
+                    )
+                    assert "connect" in json.loads(await ws.recv())
+        finally:
+            await server.close(timeout=1)
+            await node.close()
+        # One queue (the default): one socket, no SO_REUSEPORT.
+        node = Node(config_from_mapping({}))
+        server = await rtcore.serve(node, "127.0.0.1", 0)
+        try:
+            (sock,) = server.sockets
+            assert not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        finally:
+            await server.close(timeout=1)
+            await node.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("queues", [0, 65, -1])
+def test_accept_queues_is_checked(queues: int) -> None:
+    with pytest.raises(ConfigError, match="http.accept_queues"):
+        config_from_mapping({"http": {"accept_queues": queues}})

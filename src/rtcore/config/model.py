@@ -394,10 +394,19 @@ class HttpServerConfig:
     shutdown_timeout: float = _duration(
         10.0, "At shutdown, longest wait for in-flight server API requests to finish."
     )
+    accept_queues: int = _f(
+        1,
+        "Listening sockets per process on each port (SO_REUSEPORT, Linux), each with its own "
+        "kernel accept queue of up to net.core.somaxconn: more clients than that reconnecting "
+        "at once then wait in the kernel instead of having their SYNs dropped. Any process of "
+        "the same user can also bind a port opened this way.",
+    )
 
     def _problems(self, path: str) -> Iterator[ConfigError]:
         if not 0 <= self.port <= 65535:
             yield _err(path, "port", "must be within 0..65535")
+        if not 1 <= self.accept_queues <= 64:
+            yield _err(path, "accept_queues", "must be within 1..64")
         if bool(self.tls_cert) != bool(self.tls_key):
             yield _err(path, "tls_cert", "tls_cert and tls_key go together")
         if self.max_body_size < 1:

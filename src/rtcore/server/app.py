@@ -401,10 +401,16 @@ async def serve_node(
     )
     ssl_context = kwargs.pop("ssl", None)
     server = Server(app, options)
+    host = host if host is not None else cfg.http.address
+    ssl_context = ssl_context if ssl_context is not None else ssl_context_from_config(node)
+    queues = cfg.http.accept_queues if kwargs.get("sock") is None else 1
+    if queues > 1:
+        kwargs["reuse_port"] = True
     await server.listen(
-        host if host is not None else cfg.http.address,
-        port if port is not None else cfg.http.port,
-        ssl=ssl_context if ssl_context is not None else ssl_context_from_config(node),
-        **kwargs,
+        host, port if port is not None else cfg.http.port, ssl=ssl_context, **kwargs
     )
+    for _ in range(queues - 1):
+        # Same port (the one bound if 0 was asked): the kernel spreads new
+        # connections over the sockets, each with an accept queue of its own.
+        await server.listen(host, server.port, ssl=ssl_context, **kwargs)
     return server
