@@ -552,6 +552,41 @@ def test_batch_of_mixed_commands(codec: Any) -> None:
     assert codec.decode_commands(frame) == commands
 
 
+def _frame(codec: Any, commands: list[M.Command]) -> bytes:
+    if codec is P.JSON:
+        return "\n".join(dumps_raw(to_json(c, raw=True)) for c in commands).encode()
+    return b"".join(delimit(to_pb(c, pb.Command()).SerializeToString()) for c in commands)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("as_type", [bytes, bytearray, memoryview])
+def test_a_frame_over_the_limit_is_refused_before_it_is_decoded(codec: Any, as_type: Any) -> None:
+    """A frame of more than ``limit`` commands is refused as such, without decoding
+    what lies past the limit (a 64 KiB Protobuf frame holds 65,536 empty commands)."""
+    commands = [M.Command(id=i, rpc=M.RPCRequest(method="m")) for i in range(1, 11)]
+    frame = _frame(codec, commands)
+    assert codec.decode_commands(as_type(frame), 10) == commands
+    assert (
+        codec.decode_commands(as_type(frame + b"\n" if codec is P.JSON else frame), 10) == commands
+    )
+    assert codec.decode_commands(as_type(frame), 0) == commands  # 0: no limit
+    # Past the limit the rest is not decoded: garbage there is not what is reported.
+    garbage = b"\n{not json" if codec is P.JSON else b"\x05\xff\xff"
+    with pytest.raises(P.ProtocolDecodeError, match="too many commands: more than 9 in the frame"):
+        codec.decode_commands(as_type(frame + garbage), 9)
+    with pytest.raises(P.ProtocolDecodeError, match="too many commands: more than 10"):
+        codec.decode_commands(as_type(frame + garbage), 10)
+    with pytest.raises(P.ProtocolDecodeError, match="command 11"):
+        codec.decode_commands(as_type(frame + garbage), 11)
+
+
+def test_a_json_str_frame_over_the_limit_is_refused() -> None:
+    text = "\n".join(["{}"] * 300)
+    with pytest.raises(P.ProtocolDecodeError, match="more than 256"):
+        P.JSON.decode_commands(text, 256)  # type: ignore[arg-type]
+    assert len(P.JSON.decode_commands(text, 300)) == 300  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------
 # Fast paths: encode_publication / encode_join / encode_leave vs encode_push.
 

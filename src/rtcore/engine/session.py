@@ -285,7 +285,10 @@ class ClientSession:
             self._on_pong()
             return
         try:
-            commands = self.codec.decode_commands(data)
+            # Bounded: decoding stops past the most commands a frame may hold.
+            commands = self.codec.decode_commands(
+                data, self.node.config.client.max_commands_in_frame
+            )
         except ProtocolDecodeError as exc:
             logger.info(
                 "client %s sent a malformed frame: %s", self.client_id, exc, extra=self.log_fields

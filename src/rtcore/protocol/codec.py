@@ -58,8 +58,12 @@ class Codec(Protocol):
     #: Optional for codecs of one's own (none: every frame is decoded).
     pongs: frozenset[bytes | str]
 
-    def decode_commands(self, data: bytes) -> list[Command]:
+    def decode_commands(self, data: bytes, limit: int = 0) -> list[Command]:
         """Decode one whole transport frame into the commands it holds, in order.
+
+        ``limit`` > 0: a frame of more commands is refused
+        (``ProtocolDecodeError``) before the rest of it is decoded, so that a
+        frame of thousands of tiny commands costs no more than ``limit``.
 
         JSON: one command object per line; lines are separated by a single
         ``\\n`` and the frame may end with one ``\\n``. Whitespace around an

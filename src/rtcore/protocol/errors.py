@@ -5,7 +5,12 @@ from __future__ import annotations
 from rtcore.errors import RtcoreError
 
 
-__all__ = ["ProtocolDecodeError", "ProtocolEncodeError", "InappropriateProtocol"]
+__all__ = [
+    "ProtocolDecodeError",
+    "ProtocolEncodeError",
+    "InappropriateProtocol",
+    "too_many_commands",
+]
 
 
 class ProtocolDecodeError(RtcoreError, ValueError):
@@ -16,6 +21,11 @@ class ProtocolDecodeError(RtcoreError, ValueError):
     frame and the field path, e.g.
     ``command 2: subscribe.channel: expected a string, got a number``.
     """
+
+
+def too_many_commands(limit: int) -> str:
+    """The message of a frame refused for holding more than ``limit`` commands."""
+    return f"too many commands: more than {limit} in the frame"
 
 
 class ProtocolEncodeError(RtcoreError, ValueError):

@@ -29,7 +29,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from rtcore.protocol import _json_decode
-from rtcore.protocol.errors import InappropriateProtocol, ProtocolEncodeError
+from rtcore.protocol.errors import (
+    InappropriateProtocol,
+    ProtocolDecodeError,
+    ProtocolEncodeError,
+    too_many_commands,
+)
 from rtcore.protocol.messages import (
     Command,
     Connect,
@@ -529,8 +534,15 @@ class JsonCodec:
     ping: bytes = b"{}\n"
     pongs: frozenset[bytes | str] = frozenset((b"{}", b"{}\n", "{}", "{}\n"))
 
-    def decode_commands(self, data: bytes) -> list[Command]:
+    def decode_commands(self, data: bytes, limit: int = 0) -> list[Command]:
         """See ``Codec.decode_commands``; also accepts ``str``."""
+        if limit > 0:
+            # Counting lines is one C pass; decoding them is not.
+            text = bytes(data) if isinstance(data, memoryview) else data
+            newline = "\n" if isinstance(text, str) else b"\n"
+            lines = text.count(newline) + (not text.endswith(newline))
+            if lines > limit:
+                raise ProtocolDecodeError(too_many_commands(limit))
         return _json_decode.decode_command_frame(data)
 
     def decode_connect_request(self, data: bytes) -> ConnectRequest:

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message as _PbMessage
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from rtcore.protocol import client_pb2 as pb
-from rtcore.protocol.errors import ProtocolDecodeError, ProtocolEncodeError
+from rtcore.protocol.errors import ProtocolDecodeError, ProtocolEncodeError, too_many_commands
 from rtcore.protocol.messages import (
     Command,
     Connect,
@@ -656,7 +656,7 @@ class ProtobufCodec:
     ping: bytes = b"\x00"
     pongs: frozenset[bytes | str] = frozenset((b"\x00",))
 
-    def decode_commands(self, data: bytes) -> list[Command]:
+    def decode_commands(self, data: bytes, limit: int = 0) -> list[Command]:
         """See ``Codec.decode_commands``."""
         buf = _as_bytes(data, "frame")
         end = len(buf)
@@ -668,6 +668,8 @@ class ProtobufCodec:
         try:
             while pos < end:
                 n += 1
+                if n > limit > 0:
+                    raise ProtocolDecodeError(too_many_commands(limit))
                 length = buf[pos]
                 if length < 0x80:
                     pos += 1

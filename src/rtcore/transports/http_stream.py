@@ -436,13 +436,11 @@ class HttpTransports:
     def _connect_commands(self, codec: Codec, frame: bytes) -> list[Command]:
         """Decode the first command frame; it must start with ``connect`` (else 400)."""
         try:
-            commands = codec.decode_commands(frame)
+            commands = codec.decode_commands(frame, self.node.config.client.max_commands_in_frame)
         except ProtocolDecodeError as exc:
             raise HttpError(400, f"malformed command frame: {exc}") from None
         if commands[0].connect is None:
             raise HttpError(400, "the first command must be connect")
-        if len(commands) > self.node.config.client.max_commands_in_frame:
-            raise HttpError(400, "too many commands")
         return commands
 
     async def _stream(
