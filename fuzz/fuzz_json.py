@@ -93,9 +93,16 @@ def TestOneInput(data: bytes) -> None:
         if mode == 1:
             JSON.decode_emulation_request(text)
             return
-        commands = JSON.decode_commands(text if mode == 2 else text.decode("latin-1"))
+        frame = text if mode == 2 else text.decode("latin-1")
+        commands = JSON.decode_commands(frame)
     except ProtocolDecodeError:
         return
+    # With a session's limit: the same commands, or refused for their count.
+    limit = len(text) % 7 + 1
+    try:
+        assert JSON.decode_commands(frame, limit) == commands
+    except ProtocolDecodeError as exc:
+        assert len(commands) > limit and "too many commands" in str(exc), (exc, len(commands))
     # A str frame's raw fields are its UTF-8 text.
     source = text if mode == 2 else text.decode("latin-1").encode()
     for command in commands:
