@@ -60,17 +60,11 @@ from rtcore.config.model import (
     ChannelOptions,
     ClientConfig,
     Config,
-    EmulationSettings,
     EngineConfig,
     HttpServerConfig,
-    HttpStreamSettings,
     LogConfig,
     MetricsConfig,
     NamespaceOptions,
-    SseSettings,
-    UniHttpStreamSettings,
-    UniSseSettings,
-    UniWebSocketSettings,
     WebSocketSettings,
 )
 from rtcore.config.proxy import (
@@ -85,6 +79,14 @@ from rtcore.config.proxy import (
     RpcConfig,
     RpcNamespace,
     RpcOptions,
+)
+from rtcore.config.transports import (
+    EmulationSettings,
+    HttpStreamSettings,
+    SseSettings,
+    UniHttpStreamSettings,
+    UniSseSettings,
+    UniWebSocketSettings,
 )
 
 
