@@ -17,6 +17,8 @@ import re
 import tomllib
 from typing import Any
 
+from rtcore.config.reading import yaml_safe_loader
+
 
 __all__ = ["key_lines", "line_of_path"]
 
@@ -235,8 +237,7 @@ def _yaml_lines(text: str) -> dict[str, int]:
     yaml: Any = importlib.import_module("yaml")
     lines: dict[str, int] = {}
     try:
-        # libyaml's parser when PyYAML has it: a tenth of the pure-Python one's time.
-        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        root = yaml.compose(text, Loader=yaml_safe_loader())
     except yaml.YAMLError:
         return lines
 

@@ -25,7 +25,7 @@ from typing import Any
 from rtcore.errors import ConfigError
 
 
-__all__ = ["MAX_NESTING", "parse_config_text", "parse_env_json"]
+__all__ = ["MAX_NESTING", "parse_config_text", "parse_env_json", "yaml_safe_loader"]
 
 #: Levels of tables and lists (the top-level table is the first). The
 #: model's deepest table is at level 6 (client.proxy.connect.http.static_headers);
@@ -87,16 +87,19 @@ def _json_loads(text: str) -> Any:
         raise json.JSONDecodeError(_too_long(found[1]), text, found[0]) from None
 
 
+def yaml_safe_loader() -> Any:
+    """PyYAML's safe loader, on libyaml's parser where PyYAML has it (its wheels do):
+    the pure-Python scanner takes milliseconds for a page of YAML, libyaml a tenth of that."""
+    yaml: Any = importlib.import_module("yaml")
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.cache
 def _yaml_loader() -> Any:
-    """PyYAML's safe loader, reporting an integer past the digit limit at its place.
-
-    On libyaml's parser where PyYAML has it (its wheels do): the pure-Python
-    scanner takes milliseconds for a page of YAML, libyaml a tenth of that.
-    """
+    """:func:`yaml_safe_loader`, reporting an integer past the digit limit at its place."""
     yaml: Any = importlib.import_module("yaml")
 
-    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    class Loader(yaml_safe_loader()):  # type: ignore[misc]
         def construct_yaml_int(self, node: Any) -> int:
             try:
                 return int(super().construct_yaml_int(node))
