@@ -147,8 +147,6 @@ class ClientSession:
         self.node = node
         self.transport = transport
         self.codec = transport.codec
-        # Frames that are one pong, answered without decoding (see Codec.pongs).
-        self._pongs: frozenset[bytes | str] = getattr(self.codec, "pongs", frozenset())
         # Index of the codec in node.codecs (selects the fan-out payload).
         self.codec_index = node.codec_index(self.codec)
         self.client_id = new_client_id()
@@ -281,7 +279,8 @@ class ClientSession:
         if self.state == CLOSED:
             return
         self.bytes_received += len(data)
-        if len(data) < 4 and isinstance(data, bytes | str) and data in self._pongs:
+        # A frame that is one pong is answered without decoding (Codec.pongs).
+        if len(data) < 4 and isinstance(data, bytes | str) and data in self.codec.pongs:
             self._on_pong()
             return
         try:
@@ -293,9 +292,6 @@ class ClientSession:
             logger.info(
                 "client %s sent a malformed frame: %s", self.client_id, exc, extra=self.log_fields
             )
-            self.disconnect(codes.BAD_REQUEST)
-            return
-        if len(commands) > self.node.config.client.max_commands_in_frame:
             self.disconnect(codes.BAD_REQUEST)
             return
         self.handle_commands(commands)

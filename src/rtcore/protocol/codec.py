@@ -55,7 +55,6 @@ class Codec(Protocol):
     ping: bytes
     #: Whole frames that are exactly one pong (the empty command), which a
     #: session answers without decoding: every client sends one per ping.
-    #: Optional for codecs of one's own (none: every frame is decoded).
     pongs: frozenset[bytes | str]
 
     def decode_commands(self, data: bytes, limit: int = 0) -> list[Command]:
