@@ -41,6 +41,7 @@ from rtcore.config.consumers import (
 )
 from rtcore.engine.node import Node
 from rtcore.server.consumers import Consumers, Dispatcher, Outcome
+from rtcore.server.consumers.base import Consumer
 from rtcore.server.consumers.metrics import ConsumerCollector, ConsumerStats
 
 
@@ -219,6 +220,42 @@ def test_dispatcher_outcomes() -> None:
             await node.close()
 
     run(main())
+
+
+def test_close_cancels_again_a_task_that_lost_its_cancellation() -> None:
+    """On Python 3.11 a library's ``asyncio.wait_for`` can drop a cancel (redis-py
+    sends under one); a consumer must still stop when closed."""
+
+    class Stubborn(Consumer):
+        def __init__(self) -> None:
+            super().__init__("stubborn", None, ConsumerStats("stubborn"))  # type: ignore[arg-type]
+            self.lost = 0
+
+        def _run(self) -> None:
+            self._spawn(self._read(), "read")
+
+        async def _read(self) -> None:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    if self.lost == 2:
+                        raise
+                    self.lost += 1
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+        async def _close_source(self) -> None:
+            pass
+
+    async def main() -> None:
+        consumer = Stubborn()
+        await consumer.start()
+        await asyncio.sleep(0)
+        await consumer.close()
+        assert consumer.lost == 2
+        assert not consumer._tasks
+
+    run(main(), timeout=10)
 
 
 def test_consumer_config_errors() -> None:

@@ -17,6 +17,10 @@ __all__ = ["Backoff", "Consumer"]
 
 logger = logging.getLogger("rtcore.server.consumers")
 
+# close(): how many times a task is cancelled, and how long each wait lasts.
+_CANCEL_ROUNDS = 20
+_CANCEL_WAIT = 0.25
+
 
 class Backoff:
     """Jittered exponential delays between ``low`` and ``high`` seconds."""
@@ -77,10 +81,20 @@ class Consumer(ABC):
     async def close(self) -> None:
         """Stop reading; a message being applied is left unacknowledged."""
         self.closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # One cancel is not always enough on Python 3.11: asyncio.wait_for,
+        # which redis-py wraps around every send when socket_timeout is set,
+        # returns the result and drops the cancellation when both land in the
+        # same loop turn. A task that lost it is cancelled again.
+        running = [task for task in self._tasks if not task.done()]
+        for _ in range(_CANCEL_ROUNDS):
+            if not running:
+                break
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=_CANCEL_WAIT)
+            running = [task for task in running if not task.done()]
+        if running:
+            logger.warning("consumer %s: %d task(s) ignored close", self.name, len(running))
         await self._close_source()
 
     @abstractmethod

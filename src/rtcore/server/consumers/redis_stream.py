@@ -99,6 +99,8 @@ class RedisStreamConsumer(Consumer):
                 )
                 for _, entries in reply or ():
                     for entry_id, fields in entries:
+                        if self.closing:
+                            return  # read, not applied: pending, claimed after the timeout
                         await self._entry(client, stream, group, entry_id, fields)
                 backoff.reset()
             except (redis_errors.RedisError, OSError) as exc:
