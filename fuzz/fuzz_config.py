@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +31,10 @@ with instrumented(__name__ == "__main__"):
     from rtcore.config import config_to_mapping, load_config
     from rtcore.errors import ConfigError
 
-_SCRATCH = Path(tempfile.mkdtemp(prefix="rtcore-fuzz-config-"))
+# Memory-backed when the machine has /dev/shm: rewriting a file on a disk
+# mounted with `discard` cost 40% of the harness's time.
+_SHM = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+_SCRATCH = Path(tempfile.mkdtemp(prefix="rtcore-fuzz-config-", dir=_SHM))
 atexit.register(shutil.rmtree, _SCRATCH, True)
 _SUFFIXES = (".toml", ".yaml", ".json")
 _ENV_NAMES = (
