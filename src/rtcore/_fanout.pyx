@@ -561,6 +561,9 @@ cdef class Writer:
         self._head = None
         self._queue = None
         self._queued_bytes = 0
+        # The sink leads back to the session that holds this writer: a cycle
+        # only the collector would free.
+        self.sink = None
 
 
 @cython.embedsignature(False)

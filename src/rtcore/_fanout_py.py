@@ -444,6 +444,9 @@ class Writer:
         self.closed = True
         self._queue = []
         self._queued_bytes = 0
+        # The sink leads back to the session that holds this writer: a cycle
+        # only the collector would free.
+        self.sink = None  # type: ignore[assignment]
 
 
 class Subscriber:

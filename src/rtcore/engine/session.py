@@ -109,6 +109,51 @@ class UnidirectionalTransport(Transport, Protocol):
         Connect push, an error a disconnect (see ``rtcore.transports.uni``)."""
 
 
+class _EndedTransport:
+    """What a closed session holds instead of its transport.
+
+    A transport points back at its session: kept, the two would be a
+    reference cycle, freed only by the cycle collector's passes (work that
+    grows with the number of live connections). It answers what may still be
+    asked of a closed session's transport and writes nothing.
+    """
+
+    __slots__ = ("name", "codec", "unidirectional", "emulation")
+
+    def __init__(self, name: str, codec: Codec, unidirectional: bool, emulation: bool) -> None:
+        self.name = name
+        self.codec = codec
+        self.unidirectional = unidirectional
+        self.emulation = emulation
+
+    def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
+        pass
+
+    def buffer_size(self) -> int:
+        return 0
+
+    def on_slow(self) -> None:
+        pass
+
+    def close(self, disconnect: Disconnect) -> None:
+        pass
+
+    def handle_reply(self, reply: Reply) -> None:
+        pass
+
+
+# One per kind of transport: nothing is allocated when a session ends.
+_ended: dict[tuple[str, int, bool, bool], _EndedTransport] = {}
+
+
+def _ended_transport(t: Transport) -> _EndedTransport:
+    key = (t.name, id(t.codec), t.unidirectional, t.emulation)
+    ended = _ended.get(key)
+    if ended is None:
+        ended = _ended[key] = _EndedTransport(t.name, t.codec, t.unidirectional, t.emulation)
+    return ended
+
+
 @dataclass(slots=True)
 class SubscriptionState:
     """What a session knows about one of its subscriptions."""
@@ -534,6 +579,7 @@ class ClientSession:
                 extra={**self.log_fields, "code": disconnect.code, "reason": disconnect.reason},
             )
         self.node.session_closed(self, was_connected, disconnect)
+        self.transport = _ended_transport(self.transport)
 
 
 def _address(peer: Any) -> str:

@@ -1,7 +1,7 @@
 """Answers to plain HTTP requests at the I/O edge.
 
 :class:`HttpResponseWriter` writes one response, whole or streamed, through the
-connection protocol (:class:`rtcore.transports.http_server._Connection`) that
+connection protocol (:class:`rtcore.transports.http_connection._Connection`) that
 parsed the request. Also importable from :mod:`rtcore.transports.http_server`.
 """
 
@@ -16,7 +16,7 @@ from rtcore.wire.http_response import render_response
 
 
 if TYPE_CHECKING:
-    from rtcore.transports.http_server import _Connection
+    from rtcore.transports.http_connection import _Connection
 
 
 __all__ = ["HttpResponseWriter"]
@@ -79,7 +79,7 @@ class HttpResponseWriter:
         transport = proto.transport
         if transport is None or transport.is_closing():
             return
-        proto._http = None
+        proto._drop_http()
         proto._pending.clear()
         proto._backlog.clear()
         proto._update_reading()

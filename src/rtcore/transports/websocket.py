@@ -114,6 +114,9 @@ class ProtocolWebSocketHandler:
         self.session.handle_frame(payload)
 
     def on_close(self, code: int, reason: str) -> None:
+        # The sink calls back into this handler: kept, the two would be a
+        # reference cycle, freed only by the cycle collector.
+        self._sink = None
         self.session.transport_closed()
 
     # -- Transport / Sink ------------------------------------------------------

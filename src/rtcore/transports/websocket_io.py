@@ -4,7 +4,7 @@
 :class:`WebSocketHandler` is what the application plugs into an accepted
 connection, and :class:`WebSocket` is the server side of that connection.
 The connection protocol that drives them is
-:class:`rtcore.transports.http_server._Connection`; all three names are also
+:class:`rtcore.transports.http_connection._Connection`; all three names are also
 importable from :mod:`rtcore.transports.http_server`.
 """
 
@@ -29,7 +29,7 @@ from rtcore.wire.websocket import OPEN, WebSocketConnection
 
 
 if TYPE_CHECKING:
-    from rtcore.transports.http_server import _Connection
+    from rtcore.transports.http_connection import _Connection
 
 
 __all__ = ["WebSocket", "WebSocketHandler", "WebSocketRoute"]
@@ -239,6 +239,7 @@ class WebSocket:
         if code is None:
             code = conn.close_code_sent if conn.close_code_sent is not None else CLOSE_ABNORMAL
             reason = ""
+        self.handler = None  # it gets nothing more (and holds this object)
         try:
             handler.on_close(code, reason)
         except Exception:  # noqa: BLE001

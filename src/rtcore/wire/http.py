@@ -250,6 +250,10 @@ class _Sink:
     on_message_complete: Callable[[], None]
 
 
+# What a closed HttpParser holds instead of its llhttp parser.
+_CLOSED = httptools.HttpRequestParser(_Sink())
+
+
 class HttpParser:
     """Incremental HTTP/1.1 request parser with limits and pipelining.
 
@@ -377,6 +381,11 @@ class HttpParser:
         data, self._to_send = self._to_send, b""
         return data
 
+    def close(self) -> None:
+        """Parse nothing more, and let go of llhttp: its callbacks point back
+        here, a reference cycle that only the cycle collector would free."""
+        self._llhttp = _CLOSED
+
     # -- input ---------------------------------------------------------------
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> list[Request]:
@@ -387,9 +396,12 @@ class HttpParser:
                 and message are ready for :func:`error_response`, after which
                 the connection must be closed. Requests completed earlier in
                 the same call are dropped.
-            RuntimeError: the parser already failed or the connection was
-                upgraded (hand further bytes to the new protocol instead).
+            RuntimeError: the parser already failed, was closed, or the
+                connection was upgraded (hand further bytes to the new
+                protocol instead).
         """
+        if self._llhttp is _CLOSED:
+            raise RuntimeError("the HTTP parser is closed")
         if self._error is not None:
             raise RuntimeError(f"the HTTP parser already failed ({self._error})")
         if self._upgraded:
