@@ -33,6 +33,7 @@ try:
         FeatureNotAvailableError,
         NatsBroker,
         NatsUnavailableError,
+        _round_trip,
         subject_for,
     )
 except ImportError:  # nats-py missing
@@ -336,6 +337,50 @@ class TestNatsBroker:
             NatsBroker([])
         with pytest.raises(ValueError):
             NatsBroker(connect_timeout=0)
+
+
+class TestConfirmation:
+    """A subscribe or publish is confirmed by a PING/PONG sent after it."""
+
+    def test_round_trip_writes_what_is_pending_before_its_ping(self) -> None:
+        class Client:
+            """nats-py's shape: commands wait in a buffer, a flush's PING does not."""
+
+            def __init__(self) -> None:
+                self._pending: list[bytes] = [b"SUB a 1"]
+                self.wire: list[bytes] = []
+
+            async def _flush_pending(self, force_flush: bool = False) -> None:
+                await asyncio.sleep(0)
+                self.wire.extend(self._pending)
+                self._pending = []
+
+            async def flush(self, timeout: float) -> None:
+                self.wire.append(b"PING")
+
+        client = Client()
+        asyncio.run(_round_trip(client, 1.0))  # type: ignore[arg-type]
+        assert client.wire == [b"SUB a 1", b"PING"]
+
+    def test_round_trip_keeps_a_cancellation_the_client_swallowed(self) -> None:
+        class Client:
+            async def _flush_pending(self, force_flush: bool = False) -> None:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    pass  # as nats-py does
+
+            async def flush(self, timeout: float) -> None:
+                raise AssertionError("not reached")
+
+        async def main() -> None:
+            task = asyncio.ensure_future(_round_trip(Client(), 1.0))  # type: ignore[arg-type]
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
 
 
 class TestNatsFaults:
