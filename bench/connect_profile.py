@@ -102,6 +102,12 @@ def rtcore_server_main(argv: list[str]) -> None:
         else:
             node = rtcore.Node(config)
         server = await rtcore.serve(node, "127.0.0.1", args.port)
+        try:  # as `rtcore serve` does (older trees have no policy)
+            from rtcore.server.gc_policy import install_gc_policy
+        except ImportError:
+            pass
+        else:
+            install_gc_policy(config.gc)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

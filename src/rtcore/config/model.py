@@ -598,6 +598,24 @@ class LogConfig:
 
 
 @dataclass(slots=True)
+class GcConfig:
+    """The cycle collector of a ``rtcore serve`` process (an embedding program keeps its own)."""
+
+    freeze: bool = _f(
+        True,
+        "Freeze what survives each full collection, so that the next ones walk only newer "
+        "objects (closed connections are freed by reference counting, not by the collector).",
+    )
+    rescan_every: int = _f(
+        16, "Every this many full collections, one walks the whole heap again (0: never)."
+    )
+
+    def _problems(self, path: str) -> Iterator[ConfigError]:
+        if self.rescan_every < 0:
+            yield _err(path, "rescan_every", "must be >= 0 (0: never)")
+
+
+@dataclass(slots=True)
 class Config:
     """The whole configuration of a node / server."""
 
@@ -625,6 +643,7 @@ class Config:
         default_factory=BrokerConfig, metadata={"doc": "Broker other than the engine's."}
     )
     log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "Logging."})
+    gc: GcConfig = field(default_factory=GcConfig, metadata={"doc": "Cycle collector."})
     http_stream: HttpStreamSettings = field(
         default_factory=HttpStreamSettings, metadata={"doc": "HTTP-streaming transport."}
     )

@@ -247,6 +247,7 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
     from rtcore import fanout, frames
     from rtcore.protocol import codes
     from rtcore.server.app import NodeApp, ssl_context_from_config, start_node
+    from rtcore.server.gc_policy import install_gc_policy
     from rtcore.server.internal import InternalApp
 
     loop = asyncio.get_running_loop()
@@ -327,8 +328,11 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
     for warning in config_warnings(config):
         logger.warning("%s", warning)
 
+    gc_policy = install_gc_policy(config.gc)
     await shutdown.requested.wait()
     started = time.monotonic()
+    if gc_policy is not None:
+        gc_policy.uninstall()
 
     # 0. Stop consuming: unapplied commands stay at their sources for the other nodes.
     if consumers is not None:
