@@ -243,3 +243,40 @@ def test_recovery_verdicts(sub: SubResult, verdict: str) -> None:
     if verdict == "ok":
         assert (offset, last_s) == (7, 3)
     assert judge_recovery(_sub([(5, 1), (6, 2), (7, 3)]), ("e", 7, 2), 4, 0)[0] == "wrong count"
+
+
+def test_metrics_scrape_sums_each_worker_once() -> None:
+    """Workers answer /metrics in turn; two started in the same 10 ms share
+    ``process_start_time_seconds``, so they are told apart by their node id."""
+    import asyncio
+    import itertools
+
+    from bench.loadgen.server import scrape_metrics
+
+    bodies = itertools.cycle(
+        [
+            f'process_start_time_seconds 1.7e+09\nrtcore_node_info{{node="w{i}"}} 1.0\n'
+            f"rtcore_recovery_reads_total {reads}\n".encode()
+            for i, reads in ((0, 3.0), (1, 4.0))
+        ]
+    )
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = next(bodies)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> dict[str, float] | None:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await scrape_metrics(
+                "127.0.0.1", port, ("rtcore_recovery_reads_total",), attempts=6
+            )
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(main()) == {"rtcore_recovery_reads_total": 7.0, "processes_seen": 2.0}

@@ -161,6 +161,7 @@ def test_values_move_with_traffic() -> None:
                 )
                 == 1
             )
+            assert value(before, "rtcore_node_info", node=s.node.id) == 1
 
             a = await s.client("alice", "h:room")
             b = await s.client("bob", "h:room")

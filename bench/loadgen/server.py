@@ -449,8 +449,9 @@ async def scrape_metrics(
 
     With ``--workers`` each worker answers for itself and the kernel picks the
     worker per connection, so ``attempts`` fresh connections are made and the
-    answers are told apart by ``process_start_time_seconds``. None when no
-    answer came (metrics off, or not on this port).
+    answers are told apart by ``rtcore_node_info``'s node id (servers before
+    it: ``process_start_time_seconds``, which workers started in the same
+    10 ms share). None when no answer came (metrics off, or not on this port).
     """
     seen: dict[str, dict[str, float]] = {}
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -471,15 +472,17 @@ async def scrape_metrics(
         if status != 200:
             continue
         values: dict[str, float] = {}
-        start = ""
+        identity = ""
         for line in body.decode("utf-8", "replace").splitlines():
-            if line.startswith("process_start_time_seconds "):
-                start = line.split()[1]
+            if line.startswith("rtcore_node_info{"):
+                identity = line.partition(" ")[0]
+            elif line.startswith("process_start_time_seconds ") and not identity:
+                identity = line.split()[1]
             elif not line.startswith("#"):
                 name, _, value = line.partition(" ")
                 if name in names:
                     values[name] = float(value)
-        seen[start] = values
+        seen[identity] = values
     if not seen:
         return None
     return {n: sum(v.get(n, 0.0) for v in seen.values()) for n in names} | {

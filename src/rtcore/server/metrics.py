@@ -14,6 +14,7 @@ Metrics (all prefixed ``rtcore_``):
 name                                       type       meaning
 =========================================  =========  ===========================================
 build_info{version,frame_core,fanout}      gauge      1; which implementations are live
+node_info{node}                            gauge      1; this process's node id (one per worker)
 node_uptime_seconds                        gauge      seconds since the node was created
 node_num_clients / _users / _channels      gauge      connected clients, distinct users, channels
 node_num_subscriptions                     gauge      client subscriptions on this node
@@ -157,6 +158,12 @@ class NodeCollector(Collector):
         )
         info.add_metric([__version__, frames.IMPLEMENTATION, fanout.IMPLEMENTATION], 1)
         yield info
+        # Tells apart the answers of the workers behind one port.
+        node_info = GaugeMetricFamily(
+            "rtcore_node_info", "This process's node id (value 1).", labels=["node"]
+        )
+        node_info.add_metric([node.id], 1)
+        yield node_info
         yield GaugeMetricFamily(
             "rtcore_engine_up",
             "1 while the engine (broker, presence) can serve, 0 while it cannot.",
