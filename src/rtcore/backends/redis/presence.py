@@ -112,9 +112,6 @@ class RedisPresenceManager(RedisStore):
                 pending.append(self.add(channel, client_id, info))
         else:
             conns._check_open()
-            if self._closed:
-                raise RedisEngineError("the presence manager is closed")
-            keys = self.keys
             by_shard: dict[int, tuple[list[str], list[Any]]] = {}
             for channel, client_id, info in entries:
                 shard = conns.shard(channel)
@@ -123,13 +120,7 @@ class RedisPresenceManager(RedisStore):
                     if batch is not None:
                         pending.append(self._add_batch(shard, *batch))
                     batch = by_shard[shard] = ([], [self._ttl_ms])
-                batch[0].extend(
-                    (
-                        keys.presence_data(channel),
-                        keys.presence_expire(channel),
-                        keys.presence_users(channel),
-                    )
-                )
+                batch[0].extend(self._keys(channel))  # raises when closed
                 batch[1].extend((client_id, encode_presence_entry(info), info.user))
             for shard, batch in by_shard.items():
                 pending.append(self._add_batch(shard, *batch))
