@@ -47,7 +47,9 @@ __all__ = [
     "GatedBroker",
     "ServedNode",
     "build_config",
+    "heartbeat_node",
     "make_node",
+    "pinged_client",
     "run",
     "serve",
     "until",
@@ -158,6 +160,29 @@ def make_node(
         node.timers = _ManualWheel(tick=0.25, clock=clock.monotonic)
         node.wall_clock = clock.wall
     return node
+
+
+def heartbeat_node(clock: FakeClock) -> Node:
+    """A node that pings every 10 s and wants each pong within 4 s."""
+    return make_node(
+        {
+            "client": {"ping_interval": 10, "pong_timeout": 4},
+            "channel": {"without_namespace": {"allow_subscribe_for_client": True}},
+        },
+        clock=clock,
+    )
+
+
+async def pinged_client(clock: FakeClock, codec: str = "json") -> tuple[Node, Client]:
+    """A started :func:`heartbeat_node` and a client that has just got its first ping."""
+    node = heartbeat_node(clock)
+    await node.start()
+    c = Client(node, codec)
+    await c.connect(connect_token("42"))
+    clock.advance(10.1)  # the first ping is due within [interval / 2, interval]
+    node.timers.sweep()
+    await until(lambda: c.pings() == 1)
+    return node, c
 
 
 class _ManualWheel(TimerWheel):

@@ -20,24 +20,24 @@ from rtcore.engine.session import CLOSED, CONNECTED
 from rtcore.protocol import codes
 from rtcore.transports.http_server import run as run_on_uvloop
 
-from .helpers import Client, FakeClock, connect_token, make_node, run, serve, settle, until
-
-
-def _heartbeat_node(clock: FakeClock) -> Any:
-    return make_node({"client": {"ping_interval": 10, "pong_timeout": 4}}, clock=clock)
+from .helpers import (
+    Client,
+    FakeClock,
+    connect_token,
+    make_node,
+    pinged_client,
+    run,
+    serve,
+    settle,
+    until,
+)
 
 
 @pytest.mark.parametrize("codec", ["json", "protobuf"])
 def test_pong_read_after_a_late_sweep_counts(codec: str) -> None:
     async def main() -> None:
         clock = FakeClock()
-        node = _heartbeat_node(clock)
-        await node.start()
-        c = Client(node, codec)
-        await c.connect(connect_token("42"))
-        clock.advance(10.1)
-        node.timers.sweep()
-        await until(lambda: c.pings() == 1)
+        node, c = await pinged_client(clock, codec)
         # The loop lagged: the first sweep after the deadline comes before the
         # loop has read the pong that is waiting in the socket.
         clock.advance(6)

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import Client, FakeClock, connect_token, make_node, run, settle, until
+from .helpers import (
+    Client,
+    FakeClock,
+    connect_token,
+    heartbeat_node,
+    make_node,
+    pinged_client,
+    run,
+    settle,
+    until,
+)
 
 
 CODECS = ["json", "protobuf"]
@@ -301,15 +311,11 @@ def test_empty_results_are_present_on_protobuf() -> None:
 # -- heartbeat -------------------------------------------------------------------
 
 
-def _heartbeat_node(clock: FakeClock):
-    return _node(clock, ping_interval=10, pong_timeout=4)
-
-
 @pytest.mark.parametrize("codec", CODECS)
 def test_server_pings_and_pong(codec: str) -> None:
     async def main() -> None:
         clock = FakeClock()
-        node = _heartbeat_node(clock)
+        node = heartbeat_node(clock)
         await node.start()
         c = Client(node, codec)
         res = await c.connect(connect_token("42"))
@@ -346,13 +352,7 @@ def test_server_pings_and_pong(codec: str) -> None:
 def test_missing_pong_disconnects_3012(codec: str) -> None:
     async def main() -> None:
         clock = FakeClock()
-        node = _heartbeat_node(clock)
-        await node.start()
-        c = Client(node, codec)
-        await c.connect(connect_token("42"))
-        clock.advance(10.1)
-        node.timers.sweep()
-        await until(lambda: c.pings() == 1)
+        node, c = await pinged_client(clock, codec)
         # Ordinary commands are not a pong.
         await c.subscribe("news")
         clock.advance(3.9)
@@ -388,14 +388,8 @@ def test_missing_pong_disconnects_3012(codec: str) -> None:
 def test_every_form_of_the_pong_counts(codec: str, frame: bytes | str) -> None:
     async def main() -> None:
         clock = FakeClock()
-        node = _heartbeat_node(clock)
-        await node.start()
-        c = Client(node, codec)
-        await c.connect(connect_token("42"))
+        node, c = await pinged_client(clock, codec)
         received = c.session.bytes_received
-        clock.advance(10.3)
-        node.timers.sweep()
-        await until(lambda: c.pings() == 1)
         c.session.handle_frame(frame)  # type: ignore[arg-type]
         assert c.session.bytes_received == received + len(frame)
         for _ in range(3):  # past the pong deadline (4 s), confirmed at a second sweep
@@ -414,7 +408,7 @@ def test_every_form_of_the_pong_counts(codec: str, frame: bytes | str) -> None:
 def test_unsolicited_pong_is_bad_request() -> None:
     async def main() -> None:
         clock = FakeClock()
-        node = _heartbeat_node(clock)
+        node = heartbeat_node(clock)
         await node.start()
         c = Client(node)
         await c.connect(connect_token("42"))
