@@ -362,6 +362,17 @@ class TestConfirmation:
         asyncio.run(_round_trip(client, 1.0))  # type: ignore[arg-type]
         assert client.wire == [b"SUB a 1", b"PING"]
 
+    def test_round_trip_is_bounded_when_the_flusher_never_answers(self) -> None:
+        class Client:
+            async def _flush_pending(self, force_flush: bool = False) -> None:
+                await asyncio.get_running_loop().create_future()  # never resolved
+
+            async def flush(self, timeout: float) -> None:
+                raise AssertionError("not reached")
+
+        with pytest.raises(TimeoutError):
+            asyncio.run(_round_trip(Client(), 0.05))  # type: ignore[arg-type]
+
     def test_round_trip_keeps_a_cancellation_the_client_swallowed(self) -> None:
         class Client:
             async def _flush_pending(self, force_flush: bool = False) -> None:

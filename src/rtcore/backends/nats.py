@@ -619,7 +619,10 @@ async def _round_trip(nc: NatsClient, timeout: float) -> None:
     """
     flush_pending = getattr(nc, "_flush_pending", None)
     if flush_pending is not None:
-        await flush_pending(force_flush=True)
+        # Bounded: its flusher task may stop (connection lost) before
+        # resolving what it was given.
+        async with asyncio.timeout(timeout):
+            await flush_pending(force_flush=True)
         # It swallows a cancellation (nats-py catches CancelledError there).
         task = asyncio.current_task()
         if task is not None and task.cancelling():
