@@ -186,7 +186,8 @@ class Cluster:
         try:
             await self._send({"op": "survey", "survey": op, "id": sid, "data": data})
             try:
-                await asyncio.wait_for(survey.done, timeout)
+                async with asyncio.timeout(timeout):
+                    await survey.done
             except TimeoutError:
                 missing = survey.expected - survey.replies.keys()
                 logger.warning(

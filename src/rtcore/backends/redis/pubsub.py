@@ -396,10 +396,13 @@ class Link:
         self._proto = proto
         self._inflight.clear()
         try:
-            host, port = ep.host, ep.port
-            if ep.locate is not None:
-                # Behind Sentinel: wherever the master is now.
-                host, port = await asyncio.wait_for(ep.locate(), self._connect_timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
+            # cancellation that arrives with the result, and close() cancels.
+            async with asyncio.timeout(self._connect_timeout):
+                host, port = ep.host, ep.port
+                if ep.locate is not None:
+                    # Behind Sentinel: wherever the master is now.
+                    host, port = await ep.locate()
             self.address = (host, port)
             if ep.path:
                 connecting = loop.create_unix_connection(lambda: proto, ep.path, ssl=ep.ssl)
@@ -411,18 +414,19 @@ class Link:
                     ssl=ep.ssl,
                     server_hostname=host if ep.ssl is not None else None,
                 )
-            await asyncio.wait_for(connecting, self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                await connecting
             if ep.password is not None:
                 auth = [b"AUTH"]
                 if ep.username:
                     auth.append(ep.username.encode())
                 auth.append(ep.password.encode())
-                reply = await asyncio.wait_for(self._call(proto, *auth), self._connect_timeout)
+                async with asyncio.timeout(self._connect_timeout):
+                    reply = await self._call(proto, *auth)
                 if isinstance(reply, Exception):
                     raise RedisEngineError(f"Redis AUTH failed on {ep.name}: {reply}")
-            reply = await asyncio.wait_for(
-                self._call(proto, b"CLIENT", b"SETNAME", b"rtcore-pubsub"), self._connect_timeout
-            )
+            async with asyncio.timeout(self._connect_timeout):
+                reply = await self._call(proto, b"CLIENT", b"SETNAME", b"rtcore-pubsub")
         except BaseException:
             self._proto = None
             if proto.transport is not None:
@@ -472,7 +476,8 @@ class Link:
         if locate is None:
             return False
         try:
-            address = await asyncio.wait_for(locate(), self._health_interval)
+            async with asyncio.timeout(self._health_interval):
+                address = await locate()
         except Exception as exc:  # no answer: keep the connection we have
             logger.debug("Redis Sentinel did not answer: %s", exc)
             return False

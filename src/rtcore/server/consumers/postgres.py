@@ -103,7 +103,8 @@ class PostgresConsumer(Consumer):
                         if full:
                             continue  # there may be more rows right away
                         try:
-                            await asyncio.wait_for(wake.wait(), self.config.partition_poll_interval)
+                            async with asyncio.timeout(self.config.partition_poll_interval):
+                                await wake.wait()
                         except TimeoutError:
                             pass
             except (psycopg.Error, OSError) as exc:
