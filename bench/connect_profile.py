@@ -37,7 +37,6 @@ import asyncio
 import base64
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -51,7 +50,9 @@ from typing import IO, Any
 
 SECRET = "connect-profile-benchmark-hmac-secret-0123456789"
 HERE = os.path.abspath(__file__)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.dirname(HERE))
+
+from procstat import proc_cpu as cpu_seconds, raise_nofile_limit  # noqa: E402
 
 
 # -- the server processes --------------------------------------------------------
@@ -327,20 +328,6 @@ async def open_connections(args: argparse.Namespace, run: _ClientRun) -> list[_C
 
 
 # -- orchestration ----------------------------------------------------------------
-
-
-def raise_nofile_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15 (1-based); after the ")" they are 12 and 13.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def free_port() -> int:
