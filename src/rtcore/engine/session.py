@@ -120,11 +120,11 @@ class _EndedTransport:
 
     __slots__ = ("name", "codec", "unidirectional", "emulation")
 
-    def __init__(self, name: str, codec: Codec, unidirectional: bool, emulation: bool) -> None:
-        self.name = name
-        self.codec = codec
-        self.unidirectional = unidirectional
-        self.emulation = emulation
+    def __init__(self, transport: Transport) -> None:
+        self.name = transport.name
+        self.codec = transport.codec
+        self.unidirectional = transport.unidirectional
+        self.emulation = transport.emulation
 
     def write_batch(self, payloads: list[bytes], nbytes: int) -> None:
         pass
@@ -140,18 +140,6 @@ class _EndedTransport:
 
     def handle_reply(self, reply: Reply) -> None:
         pass
-
-
-# One per kind of transport: nothing is allocated when a session ends.
-_ended: dict[tuple[str, int, bool, bool], _EndedTransport] = {}
-
-
-def _ended_transport(t: Transport) -> _EndedTransport:
-    key = (t.name, id(t.codec), t.unidirectional, t.emulation)
-    ended = _ended.get(key)
-    if ended is None:
-        ended = _ended[key] = _EndedTransport(t.name, t.codec, t.unidirectional, t.emulation)
-    return ended
 
 
 @dataclass(slots=True)
@@ -579,7 +567,7 @@ class ClientSession:
                 extra={**self.log_fields, "code": disconnect.code, "reason": disconnect.reason},
             )
         self.node.session_closed(self, was_connected, disconnect)
-        self.transport = _ended_transport(self.transport)
+        self.transport = _EndedTransport(self.transport)
 
 
 def _address(peer: Any) -> str:

@@ -396,12 +396,10 @@ class Link:
         self._proto = proto
         self._inflight.clear()
         try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
-            # cancellation that arrives with the result, and close() cancels.
-            async with asyncio.timeout(self._connect_timeout):
-                host, port = ep.host, ep.port
-                if ep.locate is not None:
-                    # Behind Sentinel: wherever the master is now.
+            host, port = ep.host, ep.port
+            if ep.locate is not None:
+                # Behind Sentinel: wherever the master is now.
+                async with asyncio.timeout(self._connect_timeout):
                     host, port = await ep.locate()
             self.address = (host, port)
             if ep.path:
