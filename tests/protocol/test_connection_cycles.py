@@ -133,16 +133,15 @@ def test_websocket_disconnected_by_the_server() -> None:
     _check(cycle)
 
 
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        r.read()
+
+
 def test_plain_http_requests() -> None:
-    def get() -> None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{s_port[0]}/health", timeout=5) as r:
-            r.read()
-
-    s_port: list[int] = []
-
     async def cycle(s: ServedNode) -> None:
-        s_port[:] = [s.port]
-        await asyncio.get_running_loop().run_in_executor(None, get)
+        url = f"http://127.0.0.1:{s.port}/health"
+        await asyncio.get_running_loop().run_in_executor(None, _get, url)
 
     _check(cycle)
 
