@@ -52,7 +52,7 @@ SECRET = "connect-profile-benchmark-hmac-secret-0123456789"
 HERE = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from procstat import proc_cpu as cpu_seconds, raise_nofile_limit  # noqa: E402
+from procstat import proc_cpu as cpu_seconds, proc_cpu_split, raise_nofile_limit  # noqa: E402
 
 
 # -- the server processes --------------------------------------------------------
@@ -401,11 +401,13 @@ async def one_run(args: argparse.Namespace, index: int, src: str | None) -> dict
             server.ask("profile-start")
         run = _ClientRun(args, server.port, handshake_only)
         spy = start_py_spy(args, server.pid) if index == 0 and args.py_spy else None
+        s0 = proc_cpu_split(server.pid)[1]
         c0, t0 = cpu_seconds(server.pid), time.monotonic()
         clients = await open_connections(args, run)
         setup_wall = time.monotonic() - t0
         await asyncio.sleep(args.settle)
         c1, t1 = cpu_seconds(server.pid), time.monotonic()
+        s1 = proc_cpu_split(server.pid)[1]
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -432,6 +434,8 @@ async def one_run(args: argparse.Namespace, index: int, src: str | None) -> dict
         "connections": len(clients),
         "channels": args.channels,
         "setup_us": round(setup * 1e6, 1),
+        # The kernel's share (system time, idle not subtracted): sockets, not Python.
+        "setup_sys_us": round((s1 - s0) / len(clients) * 1e6, 1),
         "teardown_us": round(teardown * 1e6, 1),
         "setup_wall_s": round(setup_wall, 3),
         "connects_per_s": round(len(clients) / setup_wall),
@@ -551,6 +555,7 @@ def main() -> None:
             "teardown_us_median": statistics.median(r["teardown_us"] for r in measured),
             "connects_per_s_median": statistics.median(r["connects_per_s"] for r in measured),
             "setup_us_all": [r["setup_us"] for r in measured],
+            "setup_sys_us_median": statistics.median(r["setup_sys_us"] for r in measured),
         }
         print(json.dumps(summary), flush=True)
 
