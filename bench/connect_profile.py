@@ -330,6 +330,10 @@ async def open_connections(args: argparse.Namespace, run: _ClientRun) -> list[_C
 # -- orchestration ----------------------------------------------------------------
 
 
+def _cpu_list(text: str) -> set[int]:
+    return {int(cpu) for cpu in text.split(",")}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -366,6 +370,8 @@ class ServerProcess:
         )
         assert self.proc.stdout is not None
         self.pid = int(read_line(self.proc.stdout, 30)["ready"])
+        if args.server_cpus:
+            os.sched_setaffinity(self.pid, args.server_cpus)
 
     def ask(self, line: str) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -526,7 +532,16 @@ def main() -> None:
     p.add_argument("--py-spy", help="py-spy the setup phase of the first run into FILE (raw)")
     p.add_argument("--py-spy-bin", help="the py-spy executable when it is not on PATH")
     p.add_argument("--top", type=int, default=40, help="functions shown from the profile")
+    p.add_argument(
+        "--server-cpus",
+        type=_cpu_list,
+        help="pin the server to these CPUs (e.g. 1 or 0,1); --client-cpus likewise: on a "
+        "shared machine, a core of the server's own keeps other work out of its caches",
+    )
+    p.add_argument("--client-cpus", type=_cpu_list, help="pin this (client) process")
     args = p.parse_args()
+    if args.client_cpus:
+        os.sched_setaffinity(0, args.client_cpus)
     limit = raise_nofile_limit()
     if args.connections + 100 > limit:
         p.error(f"--connections above this process's open-files limit ({limit})")
