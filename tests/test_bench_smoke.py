@@ -7,6 +7,7 @@ publication to every subscriber, and the micro-benchmarks execute once.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +18,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(300)
-def test_fanout_load_smoke_has_no_loss() -> None:
+def _run_bench(script: str, *args: str) -> str:
+    """Run ``bench/<script>`` with ``args``; its stdout (it must exit 0)."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "fanout_load.py"), "--smoke"],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=280,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_fanout_load_smoke_has_no_loss() -> None:
+    _run_bench("fanout_load.py", "--smoke")
 
 
 @pytest.mark.timeout(300)
@@ -52,3 +59,12 @@ def test_micro_benchmarks_run(bench: str) -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+@pytest.mark.timeout(300)
+def test_setup_path_sets_up_every_connection() -> None:
+    # The benchmark exits non-zero when a connection is not set up (an error
+    # reply, a disconnect, or a session missing at the end).
+    out = _run_bench("setup_path.py", "--connections=300", "--channels=3", "--batch=50", "--runs=1")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["connections"] == 300 and summary["setup_us_median"] > 0
