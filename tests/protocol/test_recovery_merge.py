@@ -28,6 +28,12 @@ CONFIG: dict[str, Any] = {
     },
 }
 
+# At most 3 publications recovered.
+LIMIT_3: dict[str, Any] = {
+    **CONFIG,
+    "client": {**CONFIG["client"], "recovery_max_publication_limit": 3},
+}
+
 
 class CountingBroker(MemoryBroker):
     def __init__(self) -> None:
@@ -64,6 +70,17 @@ async def _clients(node: Any, n: int, codec: str = "json") -> list[Client]:
         await c.connect(connect_token(f"u{i}"))
         clients.append(c)
     return clients
+
+
+async def _stream(broker: Any, *ns: int, config: dict[str, Any] = CONFIG) -> tuple[Any, str]:
+    """A started node whose channel ``rec:a`` holds publications ``ns`` (a
+    watcher keeps the node subscribed to it), and the stream's epoch."""
+    node = make_node(config, broker=broker)
+    await node.start()
+    (watcher,) = await _clients(node, 1)
+    await watcher.subscribe("rec:a")
+    await _publish(node, "rec:a", *ns)
+    return node, (await node.history("rec:a")).position.epoch
 
 
 def _subscribe_all(clients: list[Client], bodies: list[dict[str, Any]]) -> None:
@@ -120,15 +137,7 @@ def test_two_hundred_clients_recover_one_channel_with_one_read() -> None:
 def test_each_client_gets_its_own_offset_limit_and_epoch() -> None:
     async def main() -> None:
         broker = CountingBroker()
-        node = make_node(
-            {**CONFIG, "client": {**CONFIG["client"], "recovery_max_publication_limit": 3}},
-            broker=broker,
-        )
-        await node.start()
-        (watcher,) = await _clients(node, 1)
-        await watcher.subscribe("rec:a")
-        await _publish(node, "rec:a", *range(1, 9))
-        epoch = (await node.history("rec:a")).position.epoch
+        node, epoch = await _stream(broker, *range(1, 9), config=LIMIT_3)
         offsets = [8, 7, 6, 5, 2, 0]
         clients = await _clients(node, len(offsets) + 1)
         calls = broker.history_calls
@@ -254,12 +263,7 @@ def test_a_finished_read_serves_within_the_window_until_a_publication() -> None:
 def test_a_failed_read_fails_every_subscribe_it_serves_then_reads_again() -> None:
     async def main() -> None:
         broker = CountingBroker()
-        node = make_node(CONFIG, broker=broker)
-        await node.start()
-        (watcher,) = await _clients(node, 1)
-        await watcher.subscribe("rec:a")
-        await _publish(node, "rec:a", 1, 2)
-        epoch = (await node.history("rec:a")).position.epoch
+        node, epoch = await _stream(broker, 1, 2)
         clients = await _clients(node, 20)
         body = {"channel": "rec:a", "recover": True, "offset": 1, "epoch": epoch}
         broker.fail_with = ConnectionError("engine connection lost")
@@ -295,6 +299,75 @@ def test_merged_reads_are_a_metric() -> None:
         samples = {s.name: s.value for m in NodeCollector(node).collect() for s in m.samples}
         assert samples["rtcore_recovery_reads_merged_total"] == 9
         assert samples["rtcore_recovery_reads_total"] == node.recovery_reads
+        await node.close()
+
+    run(main())
+
+
+class InProcessCountingBroker(CountingBroker):
+    """Counts reads, and is read at once like the plain memory broker."""
+
+    reads_in_process = True  # type: ignore[assignment]
+
+
+def test_only_the_plain_memory_broker_is_read_in_process() -> None:
+    assert MemoryBroker().reads_in_process is True
+    # A subclass's own history may wait (I/O, a gate): read a loop iteration later.
+    assert CountingBroker().reads_in_process is False
+    assert InProcessCountingBroker().reads_in_process is True
+
+
+def test_in_process_reads_serve_a_storm_with_one_read_and_each_client_exactly() -> None:
+    async def main() -> None:
+        broker = InProcessCountingBroker()
+        node, epoch = await _stream(broker, *range(1, 9), config=LIMIT_3)
+        clients = await _clients(node, 104)
+        calls, saved = broker.history_calls, node.recovery_reads_saved
+        same = {"channel": "rec:a", "recover": True, "offset": 6, "epoch": epoch}
+        # 100 identical recoveries, then offsets a finished read does not cover.
+        bodies = [same] * 100 + [
+            {**same, "offset": 7},
+            {**same, "offset": 2},
+            {**same, "offset": 5},
+            {**same, "epoch": "gone"},
+        ]
+        _subscribe_all(clients, bodies)
+        results = await _replies(clients)
+        for res in results[:100]:
+            assert res["recovered"] is True and _offsets(res) == [7, 8]
+        assert results[100]["recovered"] is True and _offsets(results[100]) == [8]
+        # More missed than the limit allows: not recovered, as with a read of its own.
+        assert not results[101].get("recovered") and _offsets(results[101]) == []
+        assert results[102]["recovered"] is True and _offsets(results[102]) == [6, 7, 8]
+        assert not results[103].get("recovered") and results[103]["epoch"] == epoch
+        # One read for the 100 (the first, at once; the rest reuse it) and
+        # offset 7; then the channel's latest read is the one for offset 2,
+        # which covers neither offset 5 nor the other epoch's 6: four reads.
+        assert broker.history_calls - calls == 4
+        assert node.recovery_reads_saved - saved == 100
+        # Live publications continue without gap or duplicate.
+        await _publish(node, "rec:a", 9)
+        await until(lambda: all(c.publications("rec:a") for c in clients[:101]))
+        assert all([p["offset"] for p in c.publications("rec:a")] == [9] for c in clients[:101])
+        await node.close()
+
+    run(main())
+
+
+def test_an_in_process_read_that_fails_fails_its_subscribe_only() -> None:
+    async def main() -> None:
+        broker = InProcessCountingBroker()
+        node, epoch = await _stream(broker, 1, 2)
+        first, second = await _clients(node, 2)
+        body = {"channel": "rec:a", "recover": True, "offset": 1, "epoch": epoch}
+        broker.fail_with = ConnectionError("engine connection lost")
+        first.send({"id": 100, "subscribe": body})
+        await until(lambda: first.reply(100) is not None)
+        reply = first.reply(100)
+        assert reply is not None and reply["error"]["code"] == 100
+        broker.fail_with = None
+        res = await second.subscribe(**body)
+        assert res["recovered"] is True and _offsets(res) == [2]
         await node.close()
 
     run(main())

@@ -455,6 +455,13 @@ class MemoryBroker:
             :class:`MemoryHistoryStore`.
     """
 
+    @property
+    def reads_in_process(self) -> bool:
+        """True: ``history`` returns without suspending, so subscribes read it
+        at once (see :class:`~rtcore.engine.recovery.HistoryReads`). False
+        for a subclass that overrides ``history`` (it may wait)."""
+        return type(self).history is MemoryBroker.history
+
     def __init__(
         self,
         *,

@@ -171,6 +171,13 @@ class HistoryReads:
       reads on its own). Then no publication can fall between the result
       and what the subscriber holds.
 
+    A broker whose ``reads_in_process`` is true (the memory broker: its
+    history is a read of this process's memory) is read at once, in the
+    subscriber's own task, without waiting for the next loop iteration:
+    such a read costs less than a task and a future to share it. Only the
+    second kind of merge applies to it (a finished read serves identical
+    later subscribes), which still makes a storm on one stream one read.
+
     Args:
         broker: where the reads go (``Broker.history``).
         token: ``token(channel)`` identifies the channel's current broker
@@ -190,6 +197,7 @@ class HistoryReads:
         "_last",
         "delivered_at",
         "_tasks",
+        "_inline",
         "reads",
         "saved",
     )
@@ -213,7 +221,10 @@ class HistoryReads:
         self._last: dict[str, tuple[int, str]] = {}
         # channel -> monotonic time of the newest publication delivered here.
         self.delivered_at: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Exception | None]] = set()
+        # A broker that answers from process memory is read at once, in the
+        # subscriber's task: no task, no future, no loop iteration per read.
+        self._inline = getattr(broker, "reads_in_process", False) is True
         # Reads sent to the broker, and reads saved by merging.
         self.reads = 0
         self.saved = 0
@@ -276,6 +287,12 @@ class HistoryReads:
             if by_kind is None:
                 by_kind = self._reads[channel] = {}
             by_kind[key] = read
+        if self._inline:
+            read.issued = True
+            failure = await self._run(read)
+            if failure is not None:
+                raise failure
+            return read.serve(since, epoch, limit)
         asyncio.get_running_loop().call_soon(self._issue, read)
         await self._wait(read)
         return read.serve(since, epoch, limit)
@@ -292,7 +309,8 @@ class HistoryReads:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, read: _Read) -> None:
+    async def _run(self, read: _Read) -> Exception | None:
+        """Send ``read`` and settle its waiters; the failure, if any, is returned."""
         self.reads += 1
         started = time.perf_counter()
         try:
@@ -321,7 +339,7 @@ class HistoryReads:
                     waiter.set_exception(_fresh(exc))
             if not isinstance(exc, Exception):
                 raise
-            return
+            return exc
         self.stats.history_read.observe(time.perf_counter() - started)
         read.result = result
         read.offsets = [p.offset for p in result.publications]
@@ -332,6 +350,7 @@ class HistoryReads:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(result)
+        return None
 
     def _sweep(self, now: float) -> None:
         """Drop finished reads that may serve no more (oldest first, O(dropped))."""
