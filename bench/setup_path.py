@@ -188,6 +188,12 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             gc_time[0] += time.process_time() - gc_time[1]
 
     gc.callbacks.insert(0, gc_timer)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.process_time()
     wall = time.perf_counter()
@@ -213,6 +219,9 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     cpu = time.process_time() - start
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_SELF)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
     gc.callbacks.remove(gc_timer)
     held = node.hub.num_sessions
     for protocol, transport in protocols:
@@ -240,17 +249,7 @@ def child_main(argv: list[str]) -> None:
     args = parse(argv)
     import uvloop
 
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile(time.process_time)
-        profiler.enable()
-        result = uvloop.run(one_run(args))
-        profiler.disable()
-        profiler.dump_stats(args.profile)
-    else:
-        result = uvloop.run(one_run(args))
-    print(json.dumps(result), flush=True)
+    print(json.dumps(uvloop.run(one_run(args))), flush=True)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -265,7 +264,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run from this source tree (PYTHONPATH); repeat it to compare trees, "
         "run by run in turn",
     )
-    p.add_argument("--profile", help="cProfile one more run (not counted) into FILE")
+    p.add_argument("--profile", help="cProfile the setup of one more run (not counted) into FILE")
     p.add_argument("--top", type=int, default=30, help="functions shown from the profile")
     args = p.parse_args(argv)
     if args.connections < 1 or args.channels < 1 or args.runs < 1 or args.batch < 1:
