@@ -31,10 +31,10 @@ import logging
 import os
 import string
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Sequence
+from collections import deque
+from collections.abc import Callable
 from itertools import islice
-from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn
 
 from rtcore.engine.broker import (
     DEFAULT_IDEMPOTENT_TTL,
@@ -51,14 +51,14 @@ from rtcore.engine.history import (
     HistoryResult,
     checked_read_args,
 )
-from rtcore.engine.presence import DEFAULT_PRESENCE_TTL, PresenceEntry
-from rtcore.protocol.types import ClientInfo, PresenceStats, Publication, StreamPosition
+from rtcore.engine.memory_expiry import INF, ExpiryQueue, check_sweep_args
+from rtcore.engine.memory_presence import MemoryPresenceManager
+from rtcore.protocol.types import ClientInfo, Publication, StreamPosition
 
 
 if TYPE_CHECKING:
     from rtcore.engine.broker import Broker
     from rtcore.engine.history import HistoryStore
-    from rtcore.engine.presence import PresenceManager
 
 
 __all__ = [
@@ -73,9 +73,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-_INF = float("inf")
 _EPOCH_LETTERS = string.ascii_letters
-_K = TypeVar("_K", bound=Hashable)
 
 
 def _new_epoch() -> str:
@@ -85,45 +83,6 @@ def _new_epoch() -> str:
     # processes and restarts, and recovery would accept positions from another
     # stream. (The modulo bias is irrelevant here.)
     return "".join([_EPOCH_LETTERS[b % 52] for b in os.urandom(8)])
-
-
-def _check_sweep_args(sweep_interval: float, sweep_batch: int) -> None:
-    if not sweep_interval > 0:
-        raise ValueError(f"sweep_interval must be > 0 seconds, got {sweep_interval}")
-    if sweep_batch < 1:
-        raise ValueError(f"sweep_batch must be >= 1, got {sweep_batch}")
-
-
-class _ExpiryQueue(Generic[_K]):
-    """Deadlines in a min-heap, swept from ordinary operations.
-
-    Entries are never updated in place. Each owner decides, when an entry
-    comes due, whether it is stale (the key was refreshed or deleted since)
-    and reschedules the key if needed.
-    """
-
-    __slots__ = ("heap", "next_sweep", "interval", "batch")
-
-    def __init__(self, interval: float, batch: int) -> None:
-        self.heap: list[tuple[float, _K]] = []
-        # Clock time of the next sweep; -inf so the first operation sets the pace.
-        self.next_sweep = -_INF
-        self.interval = interval
-        self.batch = batch
-
-    def push(self, deadline: float, key: _K) -> None:
-        heapq.heappush(self.heap, (deadline, key))
-
-    def sweep(self, now: float, on_due: Callable[[float, _K, float], None]) -> None:
-        heap = self.heap
-        for _ in range(self.batch):
-            if not heap or heap[0][0] > now:
-                self.next_sweep = now + self.interval
-                return
-            deadline, key = heapq.heappop(heap)
-            on_due(deadline, key, now)
-        # The batch is used up: go on at the next operation if more are due.
-        self.next_sweep = now if heap and heap[0][0] <= now else now + self.interval
 
 
 # ---------------------------------------------------------------------------
@@ -142,10 +101,10 @@ class _Stream:
         # None while none is retained: an empty deque costs ~760 bytes, and
         # streams without publications (meta only) can be many.
         self.pubs: deque[Publication] | None = None
-        self.data_expire_at = _INF
-        self.meta_expire_at = _INF
+        self.data_expire_at = INF
+        self.meta_expire_at = INF
         # Deadline of this stream's live heap entry (inf: none).
-        self.scheduled = _INF
+        self.scheduled = INF
 
 
 def _window(pubs: deque[Publication], lo: int, hi: int, newest_first: bool) -> list[Publication]:
@@ -213,7 +172,7 @@ class MemoryHistoryStore:
     ) -> None:
         if not meta_ttl > 0:
             raise ValueError(f"meta_ttl must be > 0 seconds, got {meta_ttl}")
-        _check_sweep_args(sweep_interval, sweep_batch)
+        check_sweep_args(sweep_interval, sweep_batch)
         if type(max_streams) is not int or max_streams < 1:
             raise ValueError(f"max_streams must be an integer >= 1, got {max_streams!r}")
         self._meta_ttl = meta_ttl
@@ -224,7 +183,7 @@ class MemoryHistoryStore:
         self._with_pubs: dict[str, _Stream] = {}
         self._without_pubs: dict[str, _Stream] = {}
         self._vacant_epoch = _new_epoch()
-        self._expiry: _ExpiryQueue[str] = _ExpiryQueue(sweep_interval, sweep_batch)
+        self._expiry: ExpiryQueue[str] = ExpiryQueue(sweep_interval, sweep_batch)
         # Publications retained over all streams (for introspection and tests).
         self._num_pubs = 0
         self._num_evicted = 0
@@ -410,7 +369,7 @@ class MemoryHistoryStore:
                 (stream.scheduled, name)
                 for streams in (self._with_pubs, self._without_pubs)
                 for name, stream in streams.items()
-                if stream.scheduled != _INF
+                if stream.scheduled != INF
             ]
             heapq.heapify(heap)
 
@@ -427,7 +386,7 @@ class MemoryHistoryStore:
         stream = self._with_pubs.get(channel) or self._without_pubs.get(channel)
         if stream is None or stream.scheduled != deadline:
             return  # stale entry: the stream is gone or has an earlier entry
-        stream.scheduled = _INF
+        stream.scheduled = INF
         if self._live(channel, now) is not None:
             self._schedule(channel, stream)
 
@@ -471,7 +430,7 @@ class MemoryBroker:
         sweep_interval: float = 1.0,
         sweep_batch: int = 1000,
     ) -> None:
-        _check_sweep_args(sweep_interval, sweep_batch)
+        check_sweep_args(sweep_interval, sweep_batch)
         self._history = history if history is not None else MemoryHistoryStore(clock=clock)
         self._clock = clock
         self._wall_clock = wall_clock
@@ -481,7 +440,7 @@ class MemoryBroker:
         self._channels: set[str] = set()
         # (channel, idempotency key) -> (expire at, position of the original publish).
         self._results: dict[tuple[str, str], tuple[float, StreamPosition]] = {}
-        self._results_expiry: _ExpiryQueue[tuple[str, str]] = _ExpiryQueue(
+        self._results_expiry: ExpiryQueue[tuple[str, str]] = ExpiryQueue(
             sweep_interval, sweep_batch
         )
 
@@ -620,176 +579,6 @@ class MemoryBroker:
             del self._results[key]
 
 
-# ---------------------------------------------------------------------------
-# Presence
-# ---------------------------------------------------------------------------
-
-
-class _Presence:
-    __slots__ = ("clients", "expires", "users", "scheduled")
-
-    def __init__(self) -> None:
-        # client id -> info, ordered by expiry: every add moves the client to
-        # the end, and all leases have the same length.
-        self.clients: OrderedDict[str, ClientInfo] = OrderedDict()
-        # client id -> expire at. Apart from ``clients`` so that a refresh with
-        # the same info allocates nothing: an idle server's refreshes would
-        # otherwise promote a new tuple per client into the oldest GC generation.
-        self.expires: dict[str, float] = {}
-        # user id -> number of that user's live clients.
-        self.users: dict[str, int] = {}
-        # Deadline of this channel's live heap entry (inf: none).
-        self.scheduled = _INF
-
-
-class MemoryPresenceManager:
-    """:class:`~rtcore.engine.presence.PresenceManager` in process memory.
-
-    ``add`` and ``remove`` are O(1); ``stats`` is O(1) plus expired entries;
-    ``presence`` is O(clients in the channel). Every lease has length ``ttl``,
-    so a channel's entries expire in the order they were last added. That
-    makes expiry O(expired) with no per-entry timers.
-
-    Args:
-        ttl: presence lease in seconds.
-        clock: monotonic seconds (it must never go backwards).
-        sweep_interval, sweep_batch: as in :class:`MemoryHistoryStore`.
-    """
-
-    def __init__(
-        self,
-        ttl: float = DEFAULT_PRESENCE_TTL,
-        *,
-        clock: Clock = time.monotonic,
-        sweep_interval: float = 1.0,
-        sweep_batch: int = 1000,
-    ) -> None:
-        if not ttl > 0:
-            raise ValueError(f"presence ttl must be > 0 seconds, got {ttl}")
-        _check_sweep_args(sweep_interval, sweep_batch)
-        self._ttl = ttl
-        self._clock = clock
-        self._channels: dict[str, _Presence] = {}
-        self._expiry: _ExpiryQueue[str] = _ExpiryQueue(sweep_interval, sweep_batch)
-
-    @property
-    def ttl(self) -> float:
-        """The presence lease in seconds."""
-        return self._ttl
-
-    @property
-    def channel_count(self) -> int:
-        """Channels currently holding presence state."""
-        return len(self._channels)
-
-    async def add(self, channel: str, client_id: str, info: ClientInfo) -> None:
-        now = self._clock()
-        if now >= self._expiry.next_sweep:
-            self._expiry.sweep(now, self._on_due)
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Presence()
-        else:
-            self._purge(state, now)
-        clients = state.clients
-        users = state.users
-        old = clients.get(client_id)
-        state.expires[client_id] = now + self._ttl
-        if old is None:
-            clients[client_id] = info
-            users[info.user] = users.get(info.user, 0) + 1
-        else:
-            if old is not info:
-                clients[client_id] = info
-            clients.move_to_end(client_id)
-            if old.user != info.user:
-                self._forget_user(users, old.user)
-                users[info.user] = users.get(info.user, 0) + 1
-        self._schedule(channel, state)
-
-    async def add_many(self, entries: Sequence[PresenceEntry]) -> None:
-        """``add`` each ``(channel, client_id, info)``: the node's batched refresh."""
-        for channel, client_id, info in entries:
-            await self.add(channel, client_id, info)
-
-    async def remove(self, channel: str, client_id: str, user_id: str) -> None:
-        # The stored entry knows its user; ``user_id`` matters to backends that
-        # keep per-user counters without reading the entry.
-        state = self._channels.get(channel)
-        if state is None:
-            return
-        info = state.clients.pop(client_id, None)
-        if info is not None:
-            del state.expires[client_id]
-            self._forget_user(state.users, info.user)
-            if not state.clients:
-                del self._channels[channel]
-
-    async def presence(self, channel: str) -> dict[str, ClientInfo]:
-        state = self._current(channel)
-        if state is None:
-            return {}
-        return dict(state.clients)
-
-    async def stats(self, channel: str) -> PresenceStats:
-        state = self._current(channel)
-        if state is None:
-            return PresenceStats()
-        return PresenceStats(len(state.clients), len(state.users))
-
-    # -- expiry ---------------------------------------------------------------
-
-    def _current(self, channel: str) -> _Presence | None:
-        now = self._clock()
-        if now >= self._expiry.next_sweep:
-            self._expiry.sweep(now, self._on_due)
-        state = self._channels.get(channel)
-        if state is None:
-            return None
-        self._purge(state, now)
-        if not state.clients:
-            del self._channels[channel]
-            return None
-        return state
-
-    def _purge(self, state: _Presence, now: float) -> None:
-        clients = state.clients
-        expires = state.expires
-        while clients:
-            client_id = next(iter(clients))
-            if expires[client_id] > now:
-                return
-            info = clients.pop(client_id)
-            del expires[client_id]
-            self._forget_user(state.users, info.user)
-
-    @staticmethod
-    def _forget_user(users: dict[str, int], user: str) -> None:
-        count = users[user] - 1
-        if count:
-            users[user] = count
-        else:
-            del users[user]
-
-    def _schedule(self, channel: str, state: _Presence) -> None:
-        deadline = state.expires[next(iter(state.clients))]
-        if deadline < state.scheduled:
-            state.scheduled = deadline
-            self._expiry.push(deadline, channel)
-
-    def _on_due(self, deadline: float, channel: str, now: float) -> None:
-        state = self._channels.get(channel)
-        if state is None or state.scheduled != deadline:
-            return  # stale entry
-        state.scheduled = _INF
-        self._purge(state, now)
-        if state.clients:
-            self._schedule(channel, state)
-        else:
-            del self._channels[channel]
-
-
 if TYPE_CHECKING:
     _history: type[HistoryStore] = MemoryHistoryStore
     _broker: type[Broker] = MemoryBroker
-    _presence: type[PresenceManager] = MemoryPresenceManager
