@@ -111,6 +111,13 @@ def test_storm_recovers_every_client_in_order(tmp_path: Path) -> None:
     assert summary["verdicts"] == {"ok": 200}
     assert summary["reconnect_failures"] == {}
     assert sum(data["histograms"]["recovery_us"].values()) == 200
+    # Each reconnect passed the stages before its reply: TCP up, then the 101.
+    for stage in ("tcp", "upgrade"):
+        assert sum(data["histograms"][f"recovery_{stage}_us"].values()) == 200
+        assert sum(data["histograms"][f"connect_{stage}_us"].values()) == 200
+    tcp, upgrade = summary["reconnect_tcp_ms"], summary["reconnect_upgrade_ms"]
+    assert tcp["count"] == upgrade["count"] == 200
+    assert tcp["max"] <= upgrade["max"] <= summary["recovery_ms"]["max"]
     assert sum(data["histograms"]["api_publish_us"].values()) == 10 * 3
     assert [p["name"] for p in data["phases"]] == [
         "idle",

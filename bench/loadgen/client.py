@@ -183,6 +183,7 @@ class Conn(asyncio.Protocol):
             transport.abort()
             return
         self.state = HANDSHAKE
+        self.w.stage(self, "tcp")
         transport.write(self.w.hs.request)
 
     def data_received(self, data: bytes) -> None:
@@ -202,6 +203,7 @@ class Conn(asyncio.Protocol):
                 self.fail(_label(why))
                 return
             self.ws = WebSocketConnection(is_server=False, max_message_size=0)
+            w.stage(self, "upgrade")
             if w.spec.raw:
                 w.on_ready(self, None)
             else:
@@ -368,6 +370,9 @@ class Worker:
         # (connect: TCP connect to subscribe reply; reconnect: storm start to the reply).
         self.failures: dict[str, int] = {}
         self.hist: dict[int, int] = {}
+        # Per phase, from the same start: when the TCP connection was up ("tcp")
+        # and when the 101 arrived ("upgrade"), to tell where the time went.
+        self.stages: dict[str, dict[int, int]] = {}
         self.first_start = 0
         self.last_ready = 0
         # Ready connections closed by the other side, by close code.
@@ -476,6 +481,13 @@ class Worker:
             recover_from=recover_from,
         )
 
+    def stage(self, conn: Conn, name: str) -> None:
+        """``conn`` reached stage ``name`` of its (re)connect: into that stage's histogram."""
+        start = self.storm_t0 if conn.recovering else conn.t0
+        hist = self.stages.setdefault(name, {})
+        idx = bucket_index((time.monotonic_ns() - start) // 1000)
+        hist[idx] = hist.get(idx, 0) + 1
+
     def on_ready(self, conn: Conn, sub: SubResult | None) -> None:
         now = time.monotonic_ns()
         self.pending.discard(conn)
@@ -558,12 +570,14 @@ class Worker:
             "ready": self.ready,
             "failures": self.failures,
             "hist": self.hist,
+            "stages": self.stages,
             "first_start": self.first_start,
             "last_ready": self.last_ready,
         }
 
     async def op_connect(self, msg: dict[str, Any]) -> None:
         self.failures, self.hist, self.first_start, self.last_ready = {}, {}, 0, 0
+        self.stages = {}
         await self._open_all(self.conns, float(msg.get("rate", 0)), self.spec.concurrency)
         self.send({"op": "connect", **self._phase_report()})
 
@@ -601,7 +615,7 @@ class Worker:
         self.expect = {int(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in msg["expect"].items()}
         self.storm_t0 = int(msg["t0"])
         self.dropping = False
-        self.failures, self.hist, self.verdicts = {}, {}, {}
+        self.failures, self.hist, self.verdicts, self.stages = {}, {}, {}, {}
         self.first_start = self.last_ready = self.last_recovered = 0
         self.ready = 0
         conns = [c for c in self.conns if c.was_ready]

@@ -38,6 +38,10 @@ COMPARED = [
 LABELS = {
     "connect_us": "connect: TCP connect to subscribe reply",
     "recovery_us": "storm: reconnect signal to recovered reply",
+    "recovery_tcp_us": "storm: reconnect signal to TCP connection up",
+    "recovery_upgrade_us": "storm: reconnect signal to the 101",
+    "connect_tcp_us": "connect: TCP connection up",
+    "connect_upgrade_us": "connect: TCP connect to the 101",
     "latency_us": "publish to receive",
     "api_publish_us": "server API publish request",
     "api_probe_us": "server API publish probe during the reconnect",

@@ -35,6 +35,9 @@ from bench.loadgen.server import (
 
 __all__ = ["Run", "SCENARIOS", "hold", "publish", "storm"]
 
+# The stages of a (re)connect timed before the reply (bench.loadgen.client: Worker.stage).
+STAGES = ("tcp", "upgrade")
+
 
 @dataclass
 class Run:
@@ -97,6 +100,8 @@ async def connect_phase(run: Run, name: str = "connect") -> tuple[dict[str, Any]
         replies = await fleet.request("connect", bound, rate=per_process)
     figures = _phase_figures(replies)
     run.histograms["connect_us"] = figures.pop("hist")
+    for stage, hist in figures.pop("stages").items():
+        run.histograms[f"connect_{stage}_us"] = hist
     ph.update(ready=figures["ready"], failed=figures["failed"])
     if figures["failed"]:
         run.problems.append(
@@ -118,6 +123,7 @@ def _phase_figures(replies: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "rate_per_s": round(ready / seconds, 1) if seconds > 0 else None,
         "hist": merge(r["hist"] for r in replies),
+        "stages": {name: merge(r["stages"].get(name, {}) for r in replies) for name in STAGES},
         "first_start": min(starts) if starts else 0,
         "last_ready": max(ends) if ends else 0,
     }
@@ -350,6 +356,8 @@ async def storm(run: Run) -> None:
     stats = await fleet.request("stats", 60.0)
     again = _phase_figures(replies)
     run.histograms["recovery_us"] = again.pop("hist")
+    for stage, hist in again.pop("stages").items():
+        run.histograms[f"recovery_{stage}_us"] = hist
     run.histograms["api_probe_us"] = probed["hists"]["publish"]
     run.histograms["api_info_us"] = probed["hists"]["info"]
     counters_after = await _recovery_counters(run)
@@ -385,6 +393,11 @@ async def storm(run: Run) -> None:
             if again["last_ready"]
             else None,
             "recovery_ms": summary_ms(run.histograms["recovery_us"]),
+            # From the storm's start: TCP connection up, then the 101 (where the time went).
+            **{
+                f"reconnect_{stage}_ms": summary_ms(run.histograms[f"recovery_{stage}_us"])
+                for stage in STAGES
+            },
             "reconnect_server_cpu_us_per_client": _per_connection(rph, "cpu_s", before, 1e6),
             "reconnect_server_cpu_pct": server.get("cpu_pct"),
             "api_publish_ms": summary_ms(run.histograms["api_publish_us"]),
