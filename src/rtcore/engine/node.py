@@ -36,6 +36,7 @@ from rtcore.engine.broker import Broker, BrokerEventHandler, Closer
 from rtcore.engine.channels import ChannelRules
 from rtcore.engine.cluster import CLUSTER_MARK, Cluster
 from rtcore.engine.control import ControlMessages
+from rtcore.engine.drain_scheduler import DrainScheduler
 from rtcore.engine.events import (
     HOOKS,
     ChannelEvent,
@@ -110,6 +111,7 @@ class Node(BrokerEventHandler):
         self.codecs: tuple[Codec, ...] = (get_codec("json"), get_codec("protobuf"), UNI_JSON)
         self.hub = Hub(self.codecs, self.handle_fanout_action)
         self.flusher = Flusher(delay=self.config.client.write_delay)
+        self.drain_scheduler = DrainScheduler()
         self.timers = TimerWheel(tick=0.25)
         self.wall_clock: Callable[[], float] = time.time
         if broker is None:

@@ -212,6 +212,8 @@ class ClientSession:
         # is 760 bytes, a tenth of an idle connection's memory.
         self._commands: deque[Command] | None = None
         self._task: asyncio.Task[None] | None = None
+        # True while the node's drain scheduler holds this session for later.
+        self._drain_waiting = False
         # Timers (monotonic seconds; 0 = not armed).
         now = node.timers.now()
         self._stale_at = now + cfg.stale_close_delay if cfg.stale_close_delay else 0.0
@@ -340,7 +342,14 @@ class ClientSession:
             if queue is None:
                 queue = self._commands = deque()
             queue.append(cmd)
-        if queue and (self._task is None or self._task.done()):
+        if queue and not self._drain_waiting and (self._task is None or self._task.done()):
+            self._drain_waiting = True
+            self.node.drain_scheduler.add(self)
+
+    def start_drain(self) -> None:
+        """Called by the node's drain scheduler: handle the queued commands in a task."""
+        self._drain_waiting = False
+        if self._commands and self.state != CLOSED and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:

@@ -49,6 +49,8 @@ recovery_reads_total                       counter    history reads made for sub
                                                       (positioning and recovery)
 recovery_reads_merged_total                counter    subscribes served by another one's
                                                       history read (single flight): reads saved
+command_drains_deferred_total              counter    sessions whose commands waited for a
+                                                      later loop iteration (a storm, or saturation)
 broker_publish_duration_seconds            histogram  broker publish calls (node.publish)
 history_read_duration_seconds              histogram  history reads of the API and clients
 api_requests_total{method,status}          counter    server API requests by method and HTTP status
@@ -293,6 +295,12 @@ class NodeCollector(Collector):
             "rtcore_recovery_reads_merged",
             "Subscribes served by another subscribe's history read (reads saved).",
             value=node.recovery_reads_saved,
+        )
+        yield CounterMetricFamily(
+            "rtcore_command_drains_deferred",
+            "Sessions whose commands waited for a later loop iteration (more sessions "
+            "had commands ready in one iteration than it starts).",
+            value=node.drain_scheduler.deferred,
         )
         latency: DeliveryLatency | None = node.delivery_latency
         if latency is not None:
