@@ -407,13 +407,13 @@ async def one_run(args: argparse.Namespace, index: int, src: str | None) -> dict
             server.ask("profile-start")
         run = _ClientRun(args, server.port, handshake_only)
         spy = start_py_spy(args, server.pid) if index == 0 and args.py_spy else None
-        s0 = proc_cpu_split(server.pid)[1]
-        c0, t0 = cpu_seconds(server.pid), time.monotonic()
+        u0, s0 = proc_cpu_split(server.pid)
+        c0, t0 = u0 + s0, time.monotonic()
         clients = await open_connections(args, run)
         setup_wall = time.monotonic() - t0
         await asyncio.sleep(args.settle)
-        c1, t1 = cpu_seconds(server.pid), time.monotonic()
-        s1 = proc_cpu_split(server.pid)[1]
+        u1, s1 = proc_cpu_split(server.pid)
+        c1, t1 = u1 + s1, time.monotonic()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)

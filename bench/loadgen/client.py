@@ -481,12 +481,15 @@ class Worker:
             recover_from=recover_from,
         )
 
+    def _record(self, hist: dict[int, int], conn: Conn, now: int) -> None:
+        """Count ``conn``'s time from its start (the storm's, when recovering) into ``hist``."""
+        start = self.storm_t0 if conn.recovering else conn.t0
+        idx = bucket_index((now - start) // 1000)
+        hist[idx] = hist.get(idx, 0) + 1
+
     def stage(self, conn: Conn, name: str) -> None:
         """``conn`` reached stage ``name`` of its (re)connect: into that stage's histogram."""
-        start = self.storm_t0 if conn.recovering else conn.t0
-        hist = self.stages.setdefault(name, {})
-        idx = bucket_index((time.monotonic_ns() - start) // 1000)
-        hist[idx] = hist.get(idx, 0) + 1
+        self._record(self.stages.setdefault(name, {}), conn, time.monotonic_ns())
 
     def on_ready(self, conn: Conn, sub: SubResult | None) -> None:
         now = time.monotonic_ns()
@@ -504,13 +507,9 @@ class Worker:
             self.count(self.verdicts, verdict)
             if verdict == "ok":
                 self.last_recovered = now
-            start = self.storm_t0
-        else:
-            start = conn.t0
-            if sub is not None:
-                conn.epoch, conn.offset = sub.epoch, sub.offset
-        idx = bucket_index((now - start) // 1000)
-        self.hist[idx] = self.hist.get(idx, 0) + 1
+        elif sub is not None:
+            conn.epoch, conn.offset = sub.epoch, sub.offset
+        self._record(self.hist, conn, now)
 
     def on_pub(self, conn: Conn, pub: Pub) -> None:
         now = time.monotonic_ns()

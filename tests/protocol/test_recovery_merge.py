@@ -106,12 +106,7 @@ def _offsets(result: dict[str, Any]) -> list[int]:
 def test_two_hundred_clients_recover_one_channel_with_one_read() -> None:
     async def main() -> None:
         broker = CountingBroker()
-        node = make_node(CONFIG, broker=broker)
-        await node.start()
-        (watcher,) = await _clients(node, 1)
-        await watcher.subscribe("rec:a")
-        await _publish(node, "rec:a", 1, 2, 3)
-        epoch = (await node.history("rec:a")).position.epoch
+        node, epoch = await _stream(broker, 1, 2, 3)
         # The clients were at offset 3 when they dropped; 5 publications while away.
         await _publish(node, "rec:a", 4, 5, 6, 7, 8)
         clients = await _clients(node, 200)
@@ -195,12 +190,7 @@ def test_positioning_and_cache_mode_reads_are_merged_too() -> None:
 def test_a_read_in_flight_serves_later_subscribes_only_when_exact() -> None:
     async def main() -> None:
         broker = CountingGatedBroker()
-        node = make_node(CONFIG, broker=broker)
-        await node.start()
-        (watcher,) = await _clients(node, 1)
-        await watcher.subscribe("rec:a")
-        await _publish(node, "rec:a", 1, 2, 3, 4, 5)
-        epoch = (await node.history("rec:a")).position.epoch
+        node, epoch = await _stream(broker, 1, 2, 3, 4, 5)
         first, second, third = await _clients(node, 3)
         body = {"channel": "rec:a", "recover": True, "offset": 2, "epoch": epoch}
         calls = broker.history_calls
@@ -285,12 +275,7 @@ def test_a_failed_read_fails_every_subscribe_it_serves_then_reads_again() -> Non
 
 def test_merged_reads_are_a_metric() -> None:
     async def main() -> None:
-        node = make_node(CONFIG)
-        await node.start()
-        (watcher,) = await _clients(node, 1)
-        await watcher.subscribe("rec:a")
-        await _publish(node, "rec:a", 1)
-        epoch = (await node.history("rec:a")).position.epoch
+        node, epoch = await _stream(None, 1)
         clients = await _clients(node, 10)
         _subscribe_all(
             clients, [{"channel": "rec:a", "recover": True, "offset": 0, "epoch": epoch}] * 10
