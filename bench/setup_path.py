@@ -161,22 +161,22 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     ]
 
     loop = asyncio.get_running_loop()
-    waiting: dict[MemoryTransport, asyncio.Future[None]] = {}
-    expect: dict[MemoryTransport, bytes] = {}
+    # transport -> (the reply it waits for, the future that ends the wait)
+    waiting: dict[MemoryTransport, tuple[bytes, asyncio.Future[None]]] = {}
     failures: list[str] = []
 
     def on_write(transport: MemoryTransport, data: Any) -> None:
-        want = expect.get(transport)
-        if want is None:
+        wait = waiting.get(transport)
+        if wait is None:
             return
         data = bytes(data)
-        if want in data:
-            del expect[transport]
-            waiting.pop(transport).set_result(None)
+        if wait[0] in data:
+            del waiting[transport]
+            wait[1].set_result(None)
         elif b'"error"' in data or b'"disconnect"' in data:
-            del expect[transport]
+            del waiting[transport]
             failures.append(data[:200].decode("latin-1"))
-            waiting.pop(transport).set_result(None)
+            wait[1].set_result(None)
 
     protocols: list[tuple[Any, MemoryTransport]] = []
     gc_time = [0.0, 0.0]
@@ -195,7 +195,6 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         profiler = cProfile.Profile(time.process_time)
         profiler.enable()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.process_time()
     wall = time.perf_counter()
     for base in range(0, n, args.batch):
         batch = range(base, min(n, base + args.batch))
@@ -210,15 +209,14 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             futures = []
             for (protocol, transport), i in zip(step, batch, strict=True):
                 fut = loop.create_future()
-                waiting[transport] = fut
-                expect[transport] = stage
+                waiting[transport] = (stage, fut)
                 futures.append(fut)
                 _feed(protocol, frames[i])
             await asyncio.gather(*futures)
         protocols.extend(step)
-    cpu = time.process_time() - start
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
