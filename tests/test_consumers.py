@@ -733,16 +733,23 @@ redis_stream.consumer_group = "rtcore"
 
             async def main() -> None:
                 async with aiohttp.ClientSession() as http:
+                    text = ""
 
-                    async def published() -> bool:
+                    async def consumed() -> bool:
+                        # The bad third entry is counted after the two publications
+                        # are in history: wait for its count too, not only for them.
+                        nonlocal text
                         reply = await api(
                             http, nodes[0], "history", {"channel": "chat:serve", "limit": -1}
                         )
-                        return len(reply["result"].get("publications", [])) == 2
+                        if len(reply["result"].get("publications", [])) != 2:
+                            return False
+                        async with http.get(f"{nodes[0].http}/metrics") as resp:
+                            text = await resp.text()
+                        # Counters start at 0.0: wait for this one to move.
+                        return 'consumer="commands",kind="dropped"} 0.0' not in text
 
-                    await until(published, 20, "the stream's commands applied")
-                    async with http.get(f"{nodes[0].http}/metrics") as resp:
-                        text = await resp.text()
+                    await until(consumed, 20, "the stream's three entries consumed")
                 assert 'rtcore_consumer_processed_total{consumer="commands"} 2.0' in text
                 assert (
                     'rtcore_consumer_errors_total{consumer="commands",kind="dropped"} 1.0' in text
