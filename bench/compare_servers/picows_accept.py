@@ -4,7 +4,10 @@
 
 The cost floor of accepting a WebSocket connection in Python on this machine:
 TCP accept, the HTTP upgrade and the 101, then the connection is held idle
-(close frames are answered; data frames are dropped). The load generator's
+(close frames are answered; data frames are dropped). With
+``--ping-interval S`` it pings every idle connection every S seconds
+(picows' auto-ping, in its compiled code) and expects the pong: the floor
+of holding idle connections alive. The load generator's
 ``hold --raw --server-cmd`` measures it beside rtcore
 (``docs/benchmarks.md``, "Scale"). picows uses aiofastnet's transports when
 that package is installed; ``--no-aiofastnet`` makes it use uvloop's own, as
@@ -39,6 +42,9 @@ async def main(args: argparse.Namespace) -> None:
         backlog=4096,
         websocket_handshake_timeout=10,
         use_aiofastnet=False if args.no_aiofastnet else None,
+        enable_auto_ping=args.ping_interval > 0,
+        auto_ping_idle_timeout=args.ping_interval or 20,
+        auto_ping_reply_timeout=args.ping_interval or 20,
     )
     async with server:
         await server.serve_forever()
@@ -50,6 +56,12 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, required=True)
     p.add_argument(
         "--no-aiofastnet", action="store_true", help="uvloop's transports instead of aiofastnet's"
+    )
+    p.add_argument(
+        "--ping-interval",
+        type=float,
+        default=0,
+        help="ping each connection after this many idle seconds (0: no pings)",
     )
     args = p.parse_args()
     if not (args.host.startswith("127.") or args.host == "::1"):
