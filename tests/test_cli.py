@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -699,7 +700,11 @@ def test_serve_api_and_metrics_end_to_end(tmp_path: Path) -> None:
                 http.get(f"http://127.0.0.1:{port}/metrics") as resp,
             ):
                 assert resp.status == 200
-                assert "rtcore_node_num_clients 1.0" in await resp.text()
+                text = await resp.text()
+                assert "rtcore_node_num_clients 1.0" in text
+                # rtcore serve times its event loop and its collections.
+                assert re.search(r"^rtcore_event_loop_lag_seconds_count [1-9]", text, re.M)
+                assert 'rtcore_gc_pause_seconds_count{generation="0"}' in text
             await conn.ws.close()
 
         run(main())
@@ -709,8 +714,6 @@ def test_serve_api_and_metrics_end_to_end(tmp_path: Path) -> None:
 
 def test_api_examples_run_on_the_starter_config(tmp_path: Path) -> None:
     """docs/api.md's request bodies against `rtcore genconfig && rtcore serve`."""
-    import re
-
     assert rtcore("genconfig", cwd=tmp_path).returncode == 0
     text = (tmp_path / "rtcore.toml").read_text()
     (key,) = re.findall(r'^key = "(.*)"$', text, re.M)

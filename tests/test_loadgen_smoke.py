@@ -119,6 +119,12 @@ def test_storm_recovers_every_client_in_order(tmp_path: Path) -> None:
     assert tcp["count"] == upgrade["count"] == 200
     assert tcp["max"] <= upgrade["max"] <= summary["recovery_ms"]["max"]
     assert sum(data["histograms"]["api_publish_us"].values()) == 10 * 3
+    # The server's own view of its event loop through the reconnect (its /metrics).
+    loop = summary["server_loop"]
+    assert loop["lag_samples"] >= 1
+    assert 0 <= loop["lag_over_1.0s"] <= loop["lag_over_0.5s"] <= loop["lag_over_0.1s"]
+    assert loop["lag_over_0.1s"] <= loop["lag_samples"]
+    assert loop["full_collections"] >= 0
     assert [p["name"] for p in data["phases"]] == [
         "idle",
         "connect",

@@ -25,6 +25,7 @@ import rtcore
 from rtcore.auth import make_connect_token
 from rtcore.config import config_from_mapping
 from rtcore.engine.node import Node
+from rtcore.server.loop_monitor import LoopMonitor
 from rtcore.server.metrics import DeliveryLatency
 from rtcore.transports.http_server import Server, run as run_loop
 
@@ -559,13 +560,19 @@ def test_grafana_dashboard_queries_exported_metrics() -> None:
     assert len(queried) >= 30
 
     async def exposed() -> set[str]:
-        async with served(config()) as s:
-            ws = await s.client("alice", "h:room")
-            await s.api("publish", {"channel": "h:room", "data": {"n": 1}})
-            await s.api("history", {"channel": "h:room", "limit": 1})
-            await ws.recv()
-            await ws.close()
-            return _exposed_names(await s.text())
+        # rtcore serve runs a loop monitor beside the node.
+        monitor = LoopMonitor()
+        monitor.start()
+        try:
+            async with served(config()) as s:
+                ws = await s.client("alice", "h:room")
+                await s.api("publish", {"channel": "h:room", "data": {"n": 1}})
+                await s.api("history", {"channel": "h:room", "limit": 1})
+                await ws.recv()
+                await ws.close()
+                return _exposed_names(await s.text())
+        finally:
+            monitor.stop()
 
     missing = sorted(queried - run(exposed()))
     assert missing == [], f"the dashboard queries metrics no node exports: {missing}"

@@ -291,18 +291,43 @@ async def _probe_api(api: ApiClient, channel: str, stop: asyncio.Event) -> dict[
     return {"hists": hists, "errors": errors}
 
 
-async def _recovery_counters(run: Run) -> dict[str, float] | None:
-    """The server's recovery read counters, summed over its workers (None without /metrics)."""
+# The event loop's lag past these bounds (seconds; buckets of rtcore_event_loop_lag_seconds).
+LAG_BOUNDS = ("0.1", "0.5", "1.0")
+_LAG = "rtcore_event_loop_lag_seconds"
+_FULL_GC = 'rtcore_gc_pause_seconds_{}{{generation="2"}}'
+_COUNTERS = (
+    "rtcore_recovery_reads_total",
+    "rtcore_recovery_reads_merged_total",
+    f"{_LAG}_count",
+    *(f'{_LAG}_bucket{{le="{bound}"}}' for bound in LAG_BOUNDS),
+    _FULL_GC.format("count"),
+    _FULL_GC.format("sum"),
+)
+
+
+async def _server_counters(run: Run) -> dict[str, float] | None:
+    """The server's recovery reads, loop lag and full collections, summed over its
+    workers (None without /metrics)."""
     if run.api_target is None:
         return None
     host, port = run.api_target[0], run.api_target[1]
     workers = max(1, getattr(run.args, "workers", 1))
-    return await scrape_metrics(
-        host,
-        port,
-        ("rtcore_recovery_reads_total", "rtcore_recovery_reads_merged_total"),
-        attempts=1 if workers == 1 else 8 * workers,
-    )
+    return await scrape_metrics(host, port, _COUNTERS, attempts=1 if workers == 1 else 8 * workers)
+
+
+def _loop_figures(after: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    """How often the server's loop lagged past each bound, and its full collections, since ``base``."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - base.get(name, 0.0)
+
+    samples = delta(f"{_LAG}_count")
+    out = {"lag_samples": samples}
+    for bound in LAG_BOUNDS:
+        out[f"lag_over_{bound}s"] = samples - delta(f'{_LAG}_bucket{{le="{bound}"}}')
+    out["full_collections"] = delta(_FULL_GC.format("count"))
+    out["full_collection_s"] = round(delta(_FULL_GC.format("sum")), 3)
+    return out
 
 
 async def storm(run: Run) -> None:
@@ -321,7 +346,7 @@ async def storm(run: Run) -> None:
         expect = await _publish_missed(run, run.api)
     if args.restart or args.restart_cmd:
         await _restart(run)
-    counters_before = await _recovery_counters(run)
+    counters_before = await _server_counters(run)
     host, port, prefix, key = run.api_target
     probe_api = ApiClient(host, port, prefix, key, connections=1)
     stop = asyncio.Event()
@@ -360,11 +385,13 @@ async def storm(run: Run) -> None:
         run.histograms[f"recovery_{stage}_us"] = hist
     run.histograms["api_probe_us"] = probed["hists"]["publish"]
     run.histograms["api_info_us"] = probed["hists"]["info"]
-    counters_after = await _recovery_counters(run)
+    counters_after = await _server_counters(run)
     reads: dict[str, Any] | None = None
+    loop: dict[str, float] | None = None
     if counters_before is not None and counters_after is not None:
         # After a restart the counters start again from zero.
         base = {} if (args.restart or args.restart_cmd) else counters_before
+        loop = _loop_figures(counters_after, base)
         reads = {
             "history_reads": counters_after["rtcore_recovery_reads_total"]
             - base.get("rtcore_recovery_reads_total", 0.0),
@@ -406,6 +433,8 @@ async def storm(run: Run) -> None:
             "api_info_ms": summary_ms(probed["hists"]["info"]),
             "api_info_errors": probed["errors"]["info"],
             "recovery_reads": reads,
+            # The server's event loop from the reconnect to the end of --after.
+            "server_loop": loop,
             # Closed by the server once ready (e.g. 3012: a pong not seen in time), over the run.
             "lost": add_counts(s["lost"] for s in stats),
             "pings_answered": sum(s["pings"] for s in stats),

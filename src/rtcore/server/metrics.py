@@ -60,6 +60,11 @@ delivery_latency_seconds                   histogram  publication time (``Public
                                                       set by the broker) to its write to the
                                                       subscribers' connections, once per
                                                       publication per node
+event_loop_lag_seconds                     histogram  how late a timer due every 0.1 s fired:
+                                                      the event loop's delay of all it runs
+                                                      (``rtcore serve``; see loop_monitor)
+gc_pause_seconds{generation}               histogram  the cycle collector's collections by
+                                                      generation (2: full)
 =========================================  =========  ===========================================
 
 Process metrics (``process_*``, ``python_*``) come from prometheus_client.
@@ -89,6 +94,7 @@ from rtcore import fanout, frames
 from rtcore._version import __version__
 from rtcore.engine.stats import Histogram
 from rtcore.protocol.codes import SLOW
+from rtcore.server.loop_monitor import LoopMonitor, current_monitor
 from rtcore.transports.http_server import live_servers
 
 
@@ -331,6 +337,26 @@ class NodeCollector(Collector):
         )
         if self.api_stats is not None:
             yield from _api_metrics(self.api_stats)
+        monitor = current_monitor()
+        if monitor is not None:
+            yield from _loop_metrics(monitor)
+
+
+def _loop_metrics(monitor: LoopMonitor) -> Iterator[Metric]:
+    yield _histogram(
+        "rtcore_event_loop_lag_seconds",
+        "How late a timer due every "
+        f"{monitor.interval:g} s fired: the event loop's delay of everything it runs.",
+        monitor.lag,
+    )
+    family = HistogramMetricFamily(
+        "rtcore_gc_pause_seconds",
+        "Duration of the cycle collector's collections, by generation (2: full).",
+        labels=["generation"],
+    )
+    for generation, hist in enumerate(monitor.gc_pauses):
+        family.add_metric([str(generation)], hist.cumulative(), sum_value=hist.sum)
+    yield family
 
 
 def _api_metrics(api: ApiStats) -> Iterator[Metric]:

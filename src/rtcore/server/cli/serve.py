@@ -249,6 +249,7 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
     from rtcore.server.app import NodeApp, ssl_context_from_config, start_node
     from rtcore.server.gc_policy import install_gc_policy
     from rtcore.server.internal import InternalApp
+    from rtcore.server.loop_monitor import LoopMonitor
 
     loop = asyncio.get_running_loop()
     shutdown = _Shutdown(loop)
@@ -329,8 +330,11 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
         logger.warning("%s", warning)
 
     gc_policy = install_gc_policy(config.gc)
+    monitor = LoopMonitor()
+    monitor.start()
     await shutdown.requested.wait()
     started = time.monotonic()
+    monitor.stop()
     if gc_policy is not None:
         gc_policy.uninstall()
 
