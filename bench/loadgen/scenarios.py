@@ -294,14 +294,15 @@ async def _probe_api(api: ApiClient, channel: str, stop: asyncio.Event) -> dict[
 # The event loop's lag past these bounds (seconds; buckets of rtcore_event_loop_lag_seconds).
 LAG_BOUNDS = ("0.1", "0.5", "1.0")
 _LAG = "rtcore_event_loop_lag_seconds"
-_FULL_GC = 'rtcore_gc_pause_seconds_{}{{generation="2"}}'
+_FULL_GC = 'rtcore_gc_pause_seconds_{}{{generation="2"{}}}'
 _COUNTERS = (
     "rtcore_recovery_reads_total",
     "rtcore_recovery_reads_merged_total",
     f"{_LAG}_count",
     *(f'{_LAG}_bucket{{le="{bound}"}}' for bound in LAG_BOUNDS),
-    _FULL_GC.format("count"),
-    _FULL_GC.format("sum"),
+    _FULL_GC.format("count", ""),
+    _FULL_GC.format("sum", ""),
+    _FULL_GC.format("bucket", ',le="0.1"'),
 )
 
 
@@ -325,8 +326,10 @@ def _loop_figures(after: dict[str, float], base: dict[str, float]) -> dict[str, 
     out = {"lag_samples": samples}
     for bound in LAG_BOUNDS:
         out[f"lag_over_{bound}s"] = samples - delta(f'{_LAG}_bucket{{le="{bound}"}}')
-    out["full_collections"] = delta(_FULL_GC.format("count"))
-    out["full_collection_s"] = round(delta(_FULL_GC.format("sum")), 3)
+    full = delta(_FULL_GC.format("count", ""))
+    out["full_collections"] = full
+    out["full_collections_over_0.1s"] = full - delta(_FULL_GC.format("bucket", ',le="0.1"'))
+    out["full_collection_s"] = round(delta(_FULL_GC.format("sum", "")), 3)
     return out
 
 

@@ -10,6 +10,9 @@ after them), the server API waits, and timers are late. Past
 ``per_iteration`` drains in an iteration, sessions wait here, in arrival
 order, and that many start in each later iteration, so that replies, the
 API and timers interleave with the storm.
+
+The transports' HTTP server uses one the same way for WebSocket upgrade
+requests (``Server.upgrades``): a connection "drains" its waiting upgrade.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ __all__ = ["DrainScheduler", "Drainable"]
 
 class Drainable(Protocol):
     def start_drain(self) -> None:
-        """Start handling the queued commands (the session checks it still has any)."""
+        """Start the work that waited: a session's queued commands (it checks it
+        still has any), a connection's upgrade request (it checks it is still open)."""
         ...
 
 

@@ -112,6 +112,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._ponged = False
         # A handshake or keep-alive deadline was seen passed once (see on_timer).
         self._overdue = False
+        # The upgrade request waits for its share of an iteration (Server.upgrades),
+        # and was given it (start_drain).
+        self._upgrade_waiting = False
+        self._upgrade_granted = False
 
     # -- peer ------------------------------------------------------------------
 
@@ -216,10 +220,11 @@ class _Connection(asyncio.BufferedProtocol):
             return False
         if self._wsconn is not None:
             return True
-        # HTTP: not while an async handler runs or the pipeline is full.
+        # HTTP: not while an async handler runs, an upgrade waits or the pipeline is full.
         return (
             self._task is None
             and not self._backlog
+            and not self._upgrade_waiting
             and len(self._pending) < self.server.options.max_pipelined_requests
         )
 
@@ -526,6 +531,12 @@ class _Connection(asyncio.BufferedProtocol):
             self._serving = False
         self._update_reading()
 
+    def start_drain(self) -> None:
+        """Called by ``Server.upgrades``: the waiting upgrade request has its share now."""
+        self._upgrade_granted = True
+        if not self._serving:  # else _serve_pending, which asked, goes on with it
+            self._next_request()
+
     def _serve_pending(self) -> None:
         pending = self._pending
         while not self._busy and not self.closing and not self.lost and not self.write_paused:
@@ -538,8 +549,17 @@ class _Connection(asyncio.BufferedProtocol):
                 if not pending:
                     return
                 continue
-            request = pending.pop(0)
+            request = pending[0]
+            if request.upgrade and not self._upgrade_granted:
+                if self._upgrade_waiting:
+                    return  # in line already
+                self._upgrade_waiting = True
+                self.server.upgrades.add(self)  # may grant it at once
+                if not self._upgrade_granted:
+                    return  # start_drain resumes it in a later iteration
+            pending.pop(0)
             if request.upgrade:
+                self._upgrade_waiting = self._upgrade_granted = False
                 parser = self._http
                 # Bytes after the upgrade request: the parser's and the unparsed rest.
                 trailing = bytes(parser.trailing_data) if parser is not None else b""

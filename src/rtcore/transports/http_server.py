@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rtcore.engine.drain_scheduler import DrainScheduler
 from rtcore.engine.timers import TimerWheel
 from rtcore.frames import CLOSE_GOING_AWAY
 from rtcore.transports.http_connection import _Connection, current_connection
@@ -114,6 +115,9 @@ class ServerOptions:
     keepalive_timeout: float = 75.0
     # TCP listen backlog.
     backlog: int = 4096
+    # WebSocket upgrades answered in one event-loop iteration; more wait, in
+    # arrival order, for the next iterations (see Server.upgrades).
+    upgrades_per_iteration: int = 64
 
 
 # -- server -------------------------------------------------------------------
@@ -132,6 +136,12 @@ class Server:
         # Connections refused or dropped by this core, by reason: http_<status>
         # (an error response), handshake_timeout, close_timeout, handler_failed.
         self.refusals: Counter[str] = Counter()
+        # In a reconnect storm the upgrade requests of thousands of connections
+        # arrive together, and the event loop reads all of them before it runs
+        # anything else (libuv polls again at once while its event array comes
+        # back full): answered as they are read, they would hold the loop for a
+        # second. Past a share per iteration they wait here, reading paused.
+        self.upgrades = DrainScheduler(self.options.upgrades_per_iteration)
         live_servers.add(self)
 
     @property

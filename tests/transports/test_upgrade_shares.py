@@ -1,0 +1,187 @@
+"""Upgrade requests past a share per event-loop iteration wait for the next ones.
+
+Connections are driven in memory (a transport that records what is written
+and whether it reads), so that many upgrade requests arrive in one loop
+callback, as they do when the loop reads a storm's worth of sockets at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import rtcore
+from rtcore.config import config_from_mapping
+from rtcore.engine.node import Node
+from rtcore.transports.http_connection import _Connection
+from rtcore.transports.http_server import run as run_loop
+
+
+UPGRADE = (
+    b"GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class MemoryTransport:
+    """What the connection writes, and whether it asked to read."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.2", 40000) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    @property
+    def upgraded(self) -> bool:
+        return self.written.startswith(b"HTTP/1.1 101 ")
+
+
+def feed(protocol: _Connection, data: bytes) -> None:
+    buf = protocol.get_buffer(len(data))
+    buf[: len(data)] = data
+    protocol.buffer_updated(len(data))
+
+
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_upgrades_past_the_share_wait_for_later_iterations() -> None:
+    async def main() -> None:
+        node = Node(config_from_mapping({}))
+        server = await rtcore.serve(node, "127.0.0.1", 0)
+        server.upgrades.per_iteration = 3
+        try:
+            await _turns(2)  # a fresh iteration: a whole share
+            conns = []
+            for _ in range(8):
+                transport = MemoryTransport()
+                protocol = _Connection(server)
+                protocol.connection_made(transport)  # type: ignore[arg-type]
+                conns.append((protocol, transport))
+            # Eight upgrade requests handled in one callback, as from one poll.
+            for protocol, _ in conns:
+                feed(protocol, UPGRADE)
+            answered = [t.upgraded for _, t in conns]
+            assert answered == [True] * 3 + [False] * 5
+            # The waiting ones read nothing more meanwhile.
+            assert [t.reading for _, t in conns[3:]] == [False] * 5
+            assert server.upgrades.deferred == 5
+            await _turns(1)
+            assert sum(t.upgraded for _, t in conns) == 6  # the next share, in order
+            assert [t.upgraded for _, t in conns[:6]] == [True] * 6
+            await _turns(2)
+            assert all(t.upgraded for _, t in conns)
+            assert all(t.reading for _, t in conns)  # WebSocket mode reads again
+            for protocol, transport in conns:
+                transport.closed = True
+                protocol.connection_lost(None)
+        finally:
+            await server.close(timeout=1)
+            await node.close()
+
+    run_loop(asyncio.wait_for(main(), 30))
+
+
+def test_a_connection_lost_while_waiting_is_skipped() -> None:
+    async def main() -> None:
+        node = Node(config_from_mapping({}))
+        server = await rtcore.serve(node, "127.0.0.1", 0)
+        server.upgrades.per_iteration = 1
+        try:
+            await _turns(2)
+            first, second = MemoryTransport(), MemoryTransport()
+            p1, p2 = _Connection(server), _Connection(server)
+            p1.connection_made(first)  # type: ignore[arg-type]
+            p2.connection_made(second)  # type: ignore[arg-type]
+            feed(p1, UPGRADE)
+            feed(p2, UPGRADE)
+            assert first.upgraded and not second.upgraded
+            second.closed = True
+            p2.connection_lost(None)  # gone while in line
+            await _turns(3)
+            assert not second.written  # nothing was answered to it
+            assert server.connections == 1
+            first.closed = True
+            p1.connection_lost(None)
+        finally:
+            await server.close(timeout=1)
+            await node.close()
+
+    run_loop(asyncio.wait_for(main(), 30))
+
+
+def test_bytes_after_a_waiting_upgrade_reach_the_websocket() -> None:
+    """A client that sends its first frame right behind the upgrade request."""
+
+    async def main() -> None:
+        from rtcore.frames import OP_PING
+        from rtcore.wire.websocket import WebSocketConnection
+
+        node = Node(config_from_mapping({}))
+        server = await rtcore.serve(node, "127.0.0.1", 0)
+        server.upgrades.per_iteration = 1
+        try:
+            await _turns(2)
+            client = WebSocketConnection(is_server=False, max_message_size=0)
+            client.send(OP_PING, b"early")
+            ping = b"".join(client.data_to_send())
+            t1, t2 = MemoryTransport(), MemoryTransport()
+            p1, p2 = _Connection(server), _Connection(server)
+            p1.connection_made(t1)  # type: ignore[arg-type]
+            p2.connection_made(t2)  # type: ignore[arg-type]
+            feed(p1, UPGRADE)
+            feed(p2, UPGRADE + ping)  # waits, with a frame behind it
+            assert not t2.upgraded
+            await _turns(3)
+            assert t2.upgraded
+            # The early ping was handled after the 101: its pong follows it.
+            head, _, rest = bytes(t2.written).partition(b"\r\n\r\n")
+            assert rest[:1] == b"\x8a" and rest.endswith(b"early")
+            for p, t in ((p1, t1), (p2, t2)):
+                t.closed = True
+                p.connection_lost(None)
+        finally:
+            await server.close(timeout=1)
+            await node.close()
+
+    run_loop(asyncio.wait_for(main(), 30))
