@@ -8,6 +8,7 @@ callback, as they do when the loop reads a storm's worth of sockets at once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import rtcore
@@ -85,103 +86,92 @@ async def _turns(n: int) -> None:
         await asyncio.sleep(0)
 
 
-def test_upgrades_past_the_share_wait_for_later_iterations() -> None:
+Conn = tuple[_Connection, MemoryTransport]
+
+
+def with_server(per_iteration: int, test: Callable[[Callable[[], Conn]], Awaitable[None]]) -> None:
+    """Serve a node whose server answers ``per_iteration`` upgrades per iteration, and run
+    ``test`` with a maker of in-memory connections to it (all closed at the end)."""
+
     async def main() -> None:
         node = Node(config_from_mapping({}))
         server = await rtcore.serve(node, "127.0.0.1", 0)
-        server.upgrades.per_iteration = 3
+        server.upgrades.per_iteration = per_iteration
+        made: list[Conn] = []
+
+        def connection() -> Conn:
+            transport = MemoryTransport()
+            protocol = _Connection(server)
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            made.append((protocol, transport))
+            return protocol, transport
+
         try:
             await _turns(2)  # a fresh iteration: a whole share
-            conns = []
-            for _ in range(8):
-                transport = MemoryTransport()
-                protocol = _Connection(server)
-                protocol.connection_made(transport)  # type: ignore[arg-type]
-                conns.append((protocol, transport))
-            # Eight upgrade requests handled in one callback, as from one poll.
-            for protocol, _ in conns:
-                feed(protocol, UPGRADE)
-            answered = [t.upgraded for _, t in conns]
-            assert answered == [True] * 3 + [False] * 5
-            # The waiting ones read nothing more meanwhile.
-            assert [t.reading for _, t in conns[3:]] == [False] * 5
-            assert server.upgrades.deferred == 5
-            await _turns(1)
-            assert sum(t.upgraded for _, t in conns) == 6  # the next share, in order
-            assert [t.upgraded for _, t in conns[:6]] == [True] * 6
-            await _turns(2)
-            assert all(t.upgraded for _, t in conns)
-            assert all(t.reading for _, t in conns)  # WebSocket mode reads again
-            for protocol, transport in conns:
-                transport.closed = True
-                protocol.connection_lost(None)
+            await test(connection)
         finally:
+            for protocol, transport in made:
+                if not protocol.lost:
+                    transport.closed = True
+                    protocol.connection_lost(None)
             await server.close(timeout=1)
             await node.close()
 
     run_loop(asyncio.wait_for(main(), 30))
+
+
+def test_upgrades_past_the_share_wait_for_later_iterations() -> None:
+    async def test(connection: Callable[[], Conn]) -> None:
+        conns = [connection() for _ in range(8)]
+        server = conns[0][0].server
+        # Eight upgrade requests handled in one callback, as from one poll.
+        for protocol, _ in conns:
+            feed(protocol, UPGRADE)
+        assert [t.upgraded for _, t in conns] == [True] * 3 + [False] * 5
+        # The waiting ones read nothing more meanwhile.
+        assert [t.reading for _, t in conns[3:]] == [False] * 5
+        assert server.upgrades.deferred == 5
+        await _turns(1)
+        assert [t.upgraded for _, t in conns] == [True] * 6 + [False] * 2  # in order
+        await _turns(2)
+        assert all(t.upgraded for _, t in conns)
+        assert all(t.reading for _, t in conns)  # WebSocket mode reads again
+
+    with_server(3, test)
 
 
 def test_a_connection_lost_while_waiting_is_skipped() -> None:
-    async def main() -> None:
-        node = Node(config_from_mapping({}))
-        server = await rtcore.serve(node, "127.0.0.1", 0)
-        server.upgrades.per_iteration = 1
-        try:
-            await _turns(2)
-            first, second = MemoryTransport(), MemoryTransport()
-            p1, p2 = _Connection(server), _Connection(server)
-            p1.connection_made(first)  # type: ignore[arg-type]
-            p2.connection_made(second)  # type: ignore[arg-type]
-            feed(p1, UPGRADE)
-            feed(p2, UPGRADE)
-            assert first.upgraded and not second.upgraded
-            second.closed = True
-            p2.connection_lost(None)  # gone while in line
-            await _turns(3)
-            assert not second.written  # nothing was answered to it
-            assert server.connections == 1
-            first.closed = True
-            p1.connection_lost(None)
-        finally:
-            await server.close(timeout=1)
-            await node.close()
+    async def test(connection: Callable[[], Conn]) -> None:
+        (p1, first), (p2, second) = connection(), connection()
+        feed(p1, UPGRADE)
+        feed(p2, UPGRADE)
+        assert first.upgraded and not second.upgraded
+        second.closed = True
+        p2.connection_lost(None)  # gone while in line
+        await _turns(3)
+        assert not second.written  # nothing was answered to it
+        assert p1.server.connections == 1
 
-    run_loop(asyncio.wait_for(main(), 30))
+    with_server(1, test)
 
 
 def test_bytes_after_a_waiting_upgrade_reach_the_websocket() -> None:
     """A client that sends its first frame right behind the upgrade request."""
+    from rtcore.frames import OP_PING
+    from rtcore.wire.websocket import WebSocketConnection
 
-    async def main() -> None:
-        from rtcore.frames import OP_PING
-        from rtcore.wire.websocket import WebSocketConnection
+    async def test(connection: Callable[[], Conn]) -> None:
+        client = WebSocketConnection(is_server=False, max_message_size=0)
+        client.send(OP_PING, b"early")
+        ping = b"".join(client.data_to_send())
+        (p1, _), (p2, t2) = connection(), connection()
+        feed(p1, UPGRADE)
+        feed(p2, UPGRADE + ping)  # waits, with a frame behind it
+        assert not t2.upgraded
+        await _turns(3)
+        assert t2.upgraded
+        # The early ping was handled after the 101: its pong follows it.
+        _, _, rest = bytes(t2.written).partition(b"\r\n\r\n")
+        assert rest[:1] == b"\x8a" and rest.endswith(b"early")
 
-        node = Node(config_from_mapping({}))
-        server = await rtcore.serve(node, "127.0.0.1", 0)
-        server.upgrades.per_iteration = 1
-        try:
-            await _turns(2)
-            client = WebSocketConnection(is_server=False, max_message_size=0)
-            client.send(OP_PING, b"early")
-            ping = b"".join(client.data_to_send())
-            t1, t2 = MemoryTransport(), MemoryTransport()
-            p1, p2 = _Connection(server), _Connection(server)
-            p1.connection_made(t1)  # type: ignore[arg-type]
-            p2.connection_made(t2)  # type: ignore[arg-type]
-            feed(p1, UPGRADE)
-            feed(p2, UPGRADE + ping)  # waits, with a frame behind it
-            assert not t2.upgraded
-            await _turns(3)
-            assert t2.upgraded
-            # The early ping was handled after the 101: its pong follows it.
-            head, _, rest = bytes(t2.written).partition(b"\r\n\r\n")
-            assert rest[:1] == b"\x8a" and rest.endswith(b"early")
-            for p, t in ((p1, t1), (p2, t2)):
-                t.closed = True
-                p.connection_lost(None)
-        finally:
-            await server.close(timeout=1)
-            await node.close()
-
-    run_loop(asyncio.wait_for(main(), 30))
+    with_server(1, test)
