@@ -306,6 +306,9 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
             signal.SIGHUP, lambda: logger.info("SIGHUP: nothing to reload (no TLS configured)")
         )
 
+    # Running before the "listening" line: /metrics has the loop from the start.
+    monitor = LoopMonitor()
+    monitor.start()
     port = servers[0].port
     scheme = "wss" if context else "ws"
     base = internal_url or _url("https" if context else "http", http.address, port)
@@ -330,8 +333,6 @@ async def _serve(config: Config, *, reuse_port: bool = False) -> int:
         logger.warning("%s", warning)
 
     gc_policy = install_gc_policy(config.gc)
-    monitor = LoopMonitor()
-    monitor.start()
     await shutdown.requested.wait()
     started = time.monotonic()
     monitor.stop()
