@@ -89,12 +89,16 @@ async def _turns(n: int) -> None:
 Conn = tuple[_Connection, MemoryTransport]
 
 
-def with_server(per_iteration: int, test: Callable[[Callable[[], Conn]], Awaitable[None]]) -> None:
+def with_server(
+    per_iteration: int,
+    test: Callable[[Callable[[], Conn]], Awaitable[None]],
+    config: dict[str, Any] | None = None,
+) -> None:
     """Serve a node whose server answers ``per_iteration`` upgrades per iteration, and run
     ``test`` with a maker of in-memory connections to it (all closed at the end)."""
 
     async def main() -> None:
-        node = Node(config_from_mapping({}))
+        node = Node(config_from_mapping(config or {}))
         server = await rtcore.serve(node, "127.0.0.1", 0)
         server.upgrades.per_iteration = per_iteration
         made: list[Conn] = []
@@ -175,3 +179,33 @@ def test_bytes_after_a_waiting_upgrade_reach_the_websocket() -> None:
         assert rest[:1] == b"\x8a" and rest.endswith(b"early")
 
     with_server(1, test)
+
+
+def test_an_upgrade_that_waits_past_the_handshake_timeout_gets_503() -> None:
+    """The client sent its request in time; the server sheds it with advice."""
+
+    class Stalled:
+        """A scheduler that never grants: the server is busy for good."""
+
+        def __init__(self) -> None:
+            self.waiting: list[_Connection] = []
+
+        def add(self, connection: _Connection) -> None:
+            self.waiting.append(connection)
+
+    async def test(connection: Callable[[], Conn]) -> None:
+        protocol, transport = connection()
+        protocol.server.upgrades = Stalled()  # type: ignore[assignment]
+        feed(protocol, UPGRADE)
+        assert not transport.written
+        for _ in range(100):  # the deadline wheel ticks every 0.5 s
+            if transport.written:
+                break
+            await asyncio.sleep(0.05)
+        head = bytes(transport.written).split(b"\r\n\r\n")[0].decode()
+        assert head.startswith("HTTP/1.1 503 ")
+        assert "\r\nRetry-After: " in head
+        assert protocol.server.refusals["http_503"] == 1
+        assert protocol.server.refusals["handshake_timeout"] == 0
+
+    with_server(1, test, {"websocket": {"handshake_timeout": "0.2s"}})

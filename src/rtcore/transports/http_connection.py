@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -305,6 +306,17 @@ class _Connection(asyncio.BufferedProtocol):
             if self._partial:
                 # A request was begun but not finished within the timeout.
                 self._send_error(HttpError(408, "request not completed in time"))
+                return
+            if self._upgrade_waiting:
+                # The client did its part; this server could not get to its
+                # upgrade in time (Server.upgrades): shed it with advice.
+                self._send_error(
+                    HttpError(
+                        503,
+                        "server busy: too many WebSocket handshakes waiting",
+                        [("Retry-After", str(random.randint(1, 5)))],
+                    )
+                )
                 return
             if not self._idle:
                 server.refusals["handshake_timeout"] += 1
