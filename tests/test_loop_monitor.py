@@ -13,15 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 import rtcore
 from rtcore.config import config_from_mapping
 from rtcore.engine.node import Node
+from rtcore.engine.stats import Histogram
 from rtcore.server.loop_monitor import LoopMonitor, current_monitor
 from rtcore.transports.http_server import run as run_loop
 
 
-def _count_above(hist: object, seconds: float) -> int:
+def _count_above(hist: Histogram, seconds: float) -> int:
     """Observations in buckets whose lower bound is at least ``seconds``."""
-    from rtcore.engine.stats import Histogram
-
-    assert isinstance(hist, Histogram)
     total = 0
     lower = 0.0
     for bound, n in zip((*hist.BUCKETS, float("inf")), hist.counts, strict=True):
