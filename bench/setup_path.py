@@ -96,7 +96,7 @@ class MemoryTransport:
         self.closed = True
 
 
-def _feed(protocol: Any, data: bytes) -> None:
+def feed(protocol: Any, data: bytes) -> None:
     """Hand ``data`` to a BufferedProtocol the way the event loop does."""
     view = memoryview(data)
     while view:
@@ -203,7 +203,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             transport = MemoryTransport(("127.0.0.2", 10000 + i % 50000), on_write)
             protocol = _Connection(server)
             protocol.connection_made(transport)
-            _feed(protocol, upgrade)
+            feed(protocol, upgrade)
             step.append((protocol, transport))
         for stage, frames in ((b'"id":1', connects), (b'"id":2', subscribes)):
             futures = []
@@ -211,7 +211,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
                 fut = loop.create_future()
                 waiting[transport] = (stage, fut)
                 futures.append(fut)
-                _feed(protocol, frames[i])
+                feed(protocol, frames[i])
             await asyncio.gather(*futures)
         protocols.extend(step)
     wall = time.perf_counter() - wall

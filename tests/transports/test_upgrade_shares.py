@@ -8,7 +8,9 @@ callback, as they do when the loop reads a storm's worth of sockets at once.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import rtcore
@@ -18,6 +20,10 @@ from rtcore.transports.http_connection import _Connection
 from rtcore.transports.http_server import run as run_loop
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.setup_path import MemoryTransport as BenchTransport, feed  # noqa: E402
+
+
 UPGRADE = (
     b"GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -25,38 +31,14 @@ UPGRADE = (
 )
 
 
-class MemoryTransport:
-    """What the connection writes, and whether it asked to read."""
+class MemoryTransport(BenchTransport):
+    """bench/setup_path.py's in-memory transport, keeping what is written
+    (``data``) and whether the connection asked to read."""
 
     def __init__(self) -> None:
-        self.written = bytearray()
+        super().__init__(("127.0.0.2", 40000), _keep)
+        self.data = bytearray()
         self.reading = True
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.2", 40000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        pass
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -64,21 +46,13 @@ class MemoryTransport:
     def resume_reading(self) -> None:
         self.reading = True
 
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
     @property
     def upgraded(self) -> bool:
-        return self.written.startswith(b"HTTP/1.1 101 ")
+        return self.data.startswith(b"HTTP/1.1 101 ")
 
 
-def feed(protocol: _Connection, data: bytes) -> None:
-    buf = protocol.get_buffer(len(data))
-    buf[: len(data)] = data
-    protocol.buffer_updated(len(data))
+def _keep(transport: MemoryTransport, data: Any) -> None:
+    transport.data += data
 
 
 async def _turns(n: int) -> None:
@@ -153,7 +127,7 @@ def test_a_connection_lost_while_waiting_is_skipped() -> None:
         second.closed = True
         p2.connection_lost(None)  # gone while in line
         await _turns(3)
-        assert not second.written  # nothing was answered to it
+        assert not second.data  # nothing was answered to it
         assert p1.server.connections == 1
 
     with_server(1, test)
@@ -175,7 +149,7 @@ def test_bytes_after_a_waiting_upgrade_reach_the_websocket() -> None:
         await _turns(3)
         assert t2.upgraded
         # The early ping was handled after the 101: its pong follows it.
-        _, _, rest = bytes(t2.written).partition(b"\r\n\r\n")
+        _, _, rest = bytes(t2.data).partition(b"\r\n\r\n")
         assert rest[:1] == b"\x8a" and rest.endswith(b"early")
 
     with_server(1, test)
@@ -197,12 +171,12 @@ def test_an_upgrade_that_waits_past_the_handshake_timeout_gets_503() -> None:
         protocol, transport = connection()
         protocol.server.upgrades = Stalled()  # type: ignore[assignment]
         feed(protocol, UPGRADE)
-        assert not transport.written
+        assert not transport.data
         for _ in range(100):  # the deadline wheel ticks every 0.5 s
-            if transport.written:
+            if transport.data:
                 break
             await asyncio.sleep(0.05)
-        head = bytes(transport.written).split(b"\r\n\r\n")[0].decode()
+        head = bytes(transport.data).split(b"\r\n\r\n")[0].decode()
         assert head.startswith("HTTP/1.1 503 ")
         assert "\r\nRetry-After: " in head
         assert protocol.server.refusals["http_503"] == 1
