@@ -4,6 +4,7 @@ handshake + ``connect`` (HS256) + ``subscribe``, fed from memory.
     python bench/setup_path.py --connections 5000 --runs 5
     python bench/setup_path.py --src /tmp/tree-a/src --src /tmp/tree-b/src   # A/B
     python bench/setup_path.py --profile /tmp/setup.prof
+    python bench/setup_path.py --instructions --src A/src --src B/src   # noise-free A/B
 
 ``bench/connect_profile.py`` measures the whole server process over real
 sockets, kernel included; on a shared machine its figure moves by 10-20%
@@ -18,6 +19,16 @@ each in a fresh process; read the medians) and to profile (``--profile``,
 cProfile of one more run). On a shared machine, pin it to a core of its own
 (``taskset -c 1 python bench/setup_path.py ...``): work on the other core
 still moves it (both vCPUs may share a physical core).
+
+``--instructions`` counts instructions instead of timing: each tree runs
+under valgrind's callgrind twice, with ``--batch * 3`` connections and with
+``--connections`` more, and the difference divided by ``--connections`` is
+the instructions one connection's setup executes (start-up and imports
+cancel out). Counts repeat to about 0.1% whatever else the machine does,
+so a change of 1% is visible in one run where the CPU time needs many; the
+hash seed is fixed for them. It is slow (about a minute per tree for 1,000
+connections) and says nothing of cache misses or system calls: confirm a
+gain it shows with the timed runs or ``connect_profile.py``.
 
 Each connection is fed what a client sends (the upgrade request, then a
 masked ``connect`` frame, then once connected a masked ``subscribe``),
@@ -36,10 +47,13 @@ import gc
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
@@ -264,6 +278,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--profile", help="cProfile the setup of one more run (not counted) into FILE")
     p.add_argument("--top", type=int, default=30, help="functions shown from the profile")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per connection under valgrind (callgrind) instead of timing",
+    )
+    p.add_argument(
+        "--callgrind-dir",
+        help="with --instructions: keep the callgrind outputs here (for callgrind_annotate)",
+    )
     args = p.parse_args(argv)
     if args.connections < 1 or args.channels < 1 or args.runs < 1 or args.batch < 1:
         p.error("--connections, --channels, --batch and --runs must be >= 1")
@@ -281,11 +304,79 @@ def run_child(argv: list[str], src: str | None, profile: str | None = None) -> d
     return dict(json.loads(out.strip().splitlines()[-1]), src=src or "")
 
 
+def count_instructions(n: int, batch: int, channels: int, src: str | None, out: str) -> int:
+    """Instructions callgrind counts for a child run of ``n`` connections."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        os.path.abspath(__file__),
+        "child",
+        f"--connections={n}",
+        f"--channels={channels}",
+        f"--batch={batch}",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    if proc.returncode or result.get("failed") or result.get("held") != n:
+        raise SystemExit(f"setup failed under valgrind: {proc.stderr[-2000:]}")
+    for line in proc.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].replace(",", "").strip())
+    raise SystemExit("no instruction count in valgrind's output")
+
+
+def instructions_main(args: argparse.Namespace) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    base = args.batch * 3
+    keep = args.callgrind_dir or tempfile.mkdtemp(prefix="setup-path-cg-")
+    os.makedirs(keep, exist_ok=True)
+    sources: list[str | None] = list(args.src or [None])
+    jobs = []
+    for i, src in enumerate(sources):
+        for n in (base, base + args.connections):
+            out = os.path.join(keep, f"callgrind.{i}.{n}")
+            jobs.append((src, n, out))
+    # Two at a time: the counts do not depend on what else runs.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = list(
+            pool.map(
+                lambda job: count_instructions(job[1], args.batch, args.channels, job[0], job[2]),
+                jobs,
+            )
+        )
+    for i, src in enumerate(sources):
+        small, large = counts[2 * i], counts[2 * i + 1]
+        print(
+            json.dumps(
+                {
+                    "src": src or "",
+                    "connections": args.connections,
+                    "channels": args.channels,
+                    "instructions_per_connection": round((large - small) / args.connections),
+                    "instructions": [small, large],
+                    "callgrind": [job[2] for job in jobs[2 * i : 2 * i + 2]],
+                }
+            ),
+            flush=True,
+        )
+    if not args.callgrind_dir:
+        shutil.rmtree(keep, ignore_errors=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "child":
         child_main(sys.argv[2:])
         return
     args = parse(sys.argv[1:])
+    if args.instructions:
+        instructions_main(args)
+        return
     child_argv = [
         f"--connections={args.connections}",
         f"--channels={args.channels}",

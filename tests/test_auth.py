@@ -296,6 +296,26 @@ class TestAlgorithms:
         assert jwt.get_unverified_header(token)["alg"] == alg
         assert run(hs_verifier.verify_connect(token)).user == "42"
 
+    @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+    @pytest.mark.parametrize("key_len", [32, 64, 65, 128, 129, 300])
+    def test_hmac_key_lengths(self, alg: str, key_len: int) -> None:
+        # The verifier prepares the key's pads once (RFC 2104); keys shorter
+        # than, as long as and longer than the hash's block (64 or 128 bytes)
+        # must give hmac.digest's value, and one flipped bit must fail.
+        secret = "".join(chr(0x61 + i % 26) for i in range(key_len))
+        verifier = TokenVerifier(TokenConfig(hmac_secret_key=secret))
+        header = b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+        claims = b64url(json.dumps({"sub": "42"}).encode())
+        signing_input = f"{header}.{claims}".encode()
+        digest = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}[alg]
+        good = hmac.digest(secret.encode(), signing_input, digest)
+        for _ in range(2):  # the second time from the prepared pads
+            token = f"{header}.{claims}.{b64url(good)}"
+            assert run(verifier.verify_connect(token)).user == "42"
+        bad = bytes([good[0] ^ 1]) + good[1:]
+        with pytest.raises(InvalidToken, match="signature verification failed"):
+            run(verifier.verify_connect(f"{header}.{claims}.{b64url(bad)}"))
+
     @pytest.mark.parametrize("alg", ["RS256", "RS384", "RS512"])
     def test_rsa(self, alg: str, rsa_key: rsa.RSAPrivateKey) -> None:
         verifier = TokenVerifier(TokenConfig(rsa_public_key=public_pem(rsa_key)))

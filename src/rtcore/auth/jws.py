@@ -3,20 +3,22 @@
 The verifier never hands a token to a general-purpose ``jwt.decode``: it
 parses the three segments itself (strict base64url, UTF-8 JSON objects), looks
 the header ``alg`` up in the keys it actually holds, and only then calls the
-matching PyJWT algorithm object's ``verify`` (``HS*``: the same HMAC
-comparison, made here with :func:`hmac.digest`). A key is stored together with
-the algorithms it may be used with, so an HMAC secret can only ever verify
-``HS*`` and an RSA key only ``RS*``: algorithm confusion has no code path.
+matching PyJWT algorithm object's ``verify`` (``HS*``: the same HMAC,
+computed here from hash states prepared once per key, and compared in
+constant time). A key is stored together with the algorithms it may be used
+with, so an HMAC secret can only ever verify ``HS*`` and an RSA key only
+``RS*``: algorithm confusion has no code path.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 from cryptography import x509
@@ -68,7 +70,10 @@ _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
 _SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 # Digest of each HMAC algorithm (as PyJWT's HMACAlgorithm uses).
-_HMAC_DIGESTS: Final = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+_HMAC_DIGESTS: Final = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+# RFC 2104's inner and outer pads, XORed into the key block.
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
 
 # base64url to base64 (the alphabet is checked before decoding).
 _FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
@@ -211,6 +216,12 @@ class VerificationKey:
     key: Any
     # Key id (JWKS keys only).
     kid: str = ""
+    # HMAC: algorithm -> the hash states after the inner and the outer key
+    # block, made on first use (copying them is half the cost of hmac.digest,
+    # which sets a key up for every token).
+    _pads: dict[str, tuple[Any, Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def verify(self, token: ParsedToken) -> bool:
         """True when the signature is valid for ``token.alg`` under this key.
@@ -220,10 +231,15 @@ class VerificationKey:
         alg = token.alg
         if alg not in self.algorithms:
             return False
-        digest = _HMAC_DIGESTS.get(alg)
-        if digest is not None:
-            expected = hmac.digest(self.key, token.signing_input, digest)
-            return hmac.compare_digest(token.signature, expected)
+        pads = self._pads.get(alg)
+        if pads is None and alg in _HMAC_DIGESTS:
+            pads = self._pads[alg] = _hmac_pads(self.key, _HMAC_DIGESTS[alg])
+        if pads is not None:
+            inner = pads[0].copy()
+            inner.update(token.signing_input)
+            outer = pads[1].copy()
+            outer.update(inner.digest())
+            return hmac.compare_digest(token.signature, outer.digest())
         try:
             return bool(
                 _PYJWT_ALGORITHMS[alg].verify(token.signing_input, self.key, token.signature)
@@ -231,6 +247,15 @@ class VerificationKey:
         except (InvalidSignature, ValueError, TypeError):
             # Signatures of the wrong length or shape for the key.
             return False
+
+
+def _hmac_pads(key: bytes, new: Any) -> tuple[Any, Any]:
+    """The hash states of RFC 2104 after the inner and the outer key block."""
+    block = new().block_size
+    if len(key) > block:
+        key = new(key).digest()
+    key = key.ljust(block, b"\0")
+    return new(key.translate(_IPAD)), new(key.translate(_OPAD))
 
 
 def hmac_key(secret: str) -> bytes:
