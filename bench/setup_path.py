@@ -23,8 +23,8 @@ still moves it (both vCPUs may share a physical core).
 ``--instructions`` counts instructions instead of timing: each tree runs
 under valgrind's callgrind twice, with ``--batch * 3`` connections and with
 ``--connections`` more, and the difference divided by ``--connections`` is
-the instructions one connection's setup executes (start-up and imports
-cancel out). Counts repeat to about 0.1% whatever else the machine does,
+the instructions one connection's setup executes (start-up, imports and the
+client frames, made for the larger run in both, cancel out). Counts repeat to about 0.1% whatever else the machine does,
 so a change of 1% is visible in one run where the CPU time needs many; the
 hash seed is fixed for them. It is slow (about a minute per tree for 1,000
 connections) and says nothing of cache misses or system calls: confirm a
@@ -166,12 +166,15 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         ws.send(OP_TEXT, json.dumps(payload).encode())
         return b"".join(ws.data_to_send())
 
+    # --prepare: the same client-side work whatever n (--instructions subtracts two runs).
+    prepared = max(n, args.prepare)
     connects = [
         frame({"id": 1, "connect": {"token": make_connect_token(SECRET, f"user{i}")}})
-        for i in range(n)
+        for i in range(prepared)
     ]
     subscribes = [
-        frame({"id": 2, "subscribe": {"channel": f"bench:c{i % args.channels}"}}) for i in range(n)
+        frame({"id": 2, "subscribe": {"channel": f"bench:c{i % args.channels}"}})
+        for i in range(prepared)
     ]
 
     loop = asyncio.get_running_loop()
@@ -277,6 +280,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "run by run in turn",
     )
     p.add_argument("--profile", help="cProfile the setup of one more run (not counted) into FILE")
+    p.add_argument("--prepare", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--top", type=int, default=30, help="functions shown from the profile")
     p.add_argument(
         "--instructions",
@@ -304,8 +308,11 @@ def run_child(argv: list[str], src: str | None, profile: str | None = None) -> d
     return dict(json.loads(out.strip().splitlines()[-1]), src=src or "")
 
 
-def count_instructions(n: int, batch: int, channels: int, src: str | None, out: str) -> int:
-    """Instructions callgrind counts for a child run of ``n`` connections."""
+def count_instructions(
+    n: int, batch: int, channels: int, prepare: int, src: str | None, out: str
+) -> int:
+    """Instructions callgrind counts for a child run of ``n`` connections
+    (client frames made for ``prepare``: that work is the same in both runs)."""
     env = dict(os.environ, PYTHONHASHSEED="0")
     if src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
@@ -319,6 +326,7 @@ def count_instructions(n: int, batch: int, channels: int, src: str | None, out: 
         f"--connections={n}",
         f"--channels={channels}",
         f"--batch={batch}",
+        f"--prepare={prepare}",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
@@ -346,7 +354,9 @@ def instructions_main(args: argparse.Namespace) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = list(
             pool.map(
-                lambda job: count_instructions(job[1], args.batch, args.channels, job[0], job[2]),
+                lambda job: count_instructions(
+                    job[1], args.batch, args.channels, base + args.connections, job[0], job[2]
+                ),
                 jobs,
             )
         )

@@ -176,6 +176,37 @@ def test_on_connecting_hook() -> None:
     run(main())
 
 
+def test_hook_attributes() -> None:
+    """Hooks are attributes: set, read back, replaced, removed with None; the
+    decorator registers by name; a non-callable or unknown name is refused."""
+    from rtcore.engine.events import HOOKS
+
+    node = make_node()
+    assert all(getattr(node, name) is None for name in HOOKS)
+    assert "on_connect" in HOOKS and len(HOOKS) == 11
+
+    def first(session: object) -> None: ...
+
+    def on_connect(session: object) -> None: ...
+
+    node.on_connect = first
+    assert node.on_connect is first and node.has_hook("on_connect")
+    assert node.hook(on_connect) is on_connect and node.on_connect is on_connect
+    node.on_connect = None
+    assert node.on_connect is None and not node.has_hook("on_connect")
+    with pytest.raises(TypeError, match="on_publish must be callable"):
+        node.on_publish = "not a function"
+    assert not node.has_hook("on_publish")
+
+    def on_typo(event: object) -> None: ...
+
+    with pytest.raises(ValueError, match="unknown hook 'on_typo'"):
+        node.hook(on_typo)
+    # Other attributes are plain attributes.
+    node.custom_value = 5
+    assert node.custom_value == 5 and not node.has_hook("custom_value")
+
+
 # -- refresh ------------------------------------------------------------------------
 
 

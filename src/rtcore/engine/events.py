@@ -41,21 +41,57 @@ __all__ = [
     "MessageEvent",
     "DisconnectEvent",
     "HOOKS",
+    "Hook",
+    "NodeHooks",
 ]
 
-HOOKS = (
-    "on_connecting",
-    "on_connect",
-    "on_subscribe",
-    "on_publish",
-    "on_presence",
-    "on_history",
-    "on_rpc",
-    "on_message",
-    "on_refresh",
-    "on_unsubscribe",
-    "on_disconnect",
-)
+
+class Hook:
+    """A hook as an attribute of the node: reads the registered function or
+    None; setting a callable registers it, setting None removes it.
+
+    A descriptor rather than ``__getattr__``/``__setattr__`` on the node: those
+    would put every attribute access of the node, on every command, through
+    the slow generic path."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, node: Any, owner: type | None = None) -> Any:
+        if node is None:
+            return self
+        return node._hooks.get(self.name)
+
+    def __set__(self, node: Any, fn: Any) -> None:
+        if fn is None:
+            node._hooks.pop(self.name, None)
+        elif not callable(fn):
+            raise TypeError(f"{self.name} must be callable")
+        else:
+            node._hooks[self.name] = fn
+
+
+class NodeHooks:
+    """The node's hooks as attributes (``node.on_connect = fn``; the table above)."""
+
+    _hooks: dict[str, Any]
+
+    on_connecting = Hook()
+    on_connect = Hook()
+    on_subscribe = Hook()
+    on_publish = Hook()
+    on_presence = Hook()
+    on_history = Hook()
+    on_rpc = Hook()
+    on_message = Hook()
+    on_refresh = Hook()
+    on_unsubscribe = Hook()
+    on_disconnect = Hook()
+
+
+HOOKS = tuple(name for name, value in vars(NodeHooks).items() if isinstance(value, Hook))
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ from rtcore.engine.events import (
     Credentials,
     DisconnectEvent,
     MessageEvent,
+    NodeHooks,
     PublishEvent,
     RPCEvent,
     SubscriptionGrant,
@@ -78,7 +79,7 @@ logger = logging.getLogger("rtcore.engine.node")
 _MESSAGE_TYPES = ("publication", "join", "leave", "control")
 
 
-class Node(BrokerEventHandler):
+class Node(NodeHooks, BrokerEventHandler):
     """One rtcore node (process).
 
     Args:
@@ -211,22 +212,6 @@ class Node(BrokerEventHandler):
         return verifier
 
     # -- hooks ---------------------------------------------------------------
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in HOOKS:
-            if value is None:
-                self._hooks.pop(name, None)
-            elif not callable(value):
-                raise TypeError(f"{name} must be callable")
-            else:
-                self._hooks[name] = value
-            return
-        object.__setattr__(self, name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in HOOKS:
-            return self._hooks.get(name)
-        raise AttributeError(name)
 
     def hook(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: register ``fn`` under its own name (``def on_connecting(...)``)."""
