@@ -516,8 +516,26 @@ class HttpParser:
         if version not in _SUPPORTED_VERSIONS:
             raise HttpError(505, f"HTTP/{version[0]}.{version[1]} is not supported (use HTTP/1.1)")
         self._method_token = match.group(1)
-        self._feed(line)
         self._state = _HEADERS
+        # Usually the whole header section came with the request line: fed to
+        # llhttp with it in one call when every limit holds, which gives what
+        # the two steps below would (llhttp parses the same bytes either way).
+        # Otherwise _parse_headers takes it from here.
+        end = buf.find(b"\r\n\r\n", nl - 1, pos + limit)
+        if end >= 0:
+            head = bytes(buf[pos : end + 4])
+            lines = head.count(b"\n") - 2
+            if lines <= self.max_headers:
+                self._head_len = len(head)
+                self._field_lines = lines
+                self._tail = head[-3:]
+                offset = self._feed(head)
+                if not self._headers_done:
+                    raise HttpError(400, "malformed header section")
+                if offset >= 0:
+                    self._upgrade(head, offset)
+                return end + 4, True
+        self._feed(line)
         self._head_len = len(line)
         self._field_lines = 0
         self._tail = line[-3:]
