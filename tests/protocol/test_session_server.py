@@ -272,6 +272,46 @@ def test_join_leave_pushes(codec: str) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("overridden", [False, True])
+def test_join_is_delivered_in_process_or_by_a_task(overridden: bool) -> None:
+    """The memory broker's join reaches the listeners before the subscribe
+    returns, without a task; a broker overriding publish_join gets the call
+    in a task of its own (it may wait). Counted as sent either way."""
+    from rtcore.engine.memory import MemoryBroker
+
+    published: list[str] = []
+
+    class Recording(MemoryBroker):
+        async def publish_join(self, channel, info):  # type: ignore[no-untyped-def]
+            published.append(channel)
+            await super().publish_join(channel, info)
+
+    async def main() -> None:
+        broker = Recording() if overridden else MemoryBroker()
+        assert broker.joins_in_process is not overridden
+        node = make_node(CONFIG, broker=broker)
+        await node.start()
+        watcher = await _connect(node, "1")
+        await watcher.subscribe("room:a", join_leave=True)
+        joiner = await _connect(node, "2")
+        spawned = []
+        spawn = node.spawn
+        node.spawn = lambda coro: spawned.append(coro) or spawn(coro)  # type: ignore[method-assign]
+        await joiner.subscribe("room:a")
+        jid = joiner.session.client_id
+        if overridden:
+            assert len(spawned) == 1
+            await until(lambda: published == ["room:a", "room:a"])  # the watcher's and the joiner's
+        else:
+            assert spawned == [] and published == []
+        await until(lambda: watcher.pushes("join", "room:a"))
+        assert watcher.pushes("join", "room:a")[-1]["join"]["info"]["client"] == jid
+        assert node.messages_sent["join"] == 2
+        await node.close()
+
+    run(main())
+
+
 def test_force_push_join_leave_and_presence_permission() -> None:
     async def main() -> None:
         node = await _node()

@@ -525,7 +525,15 @@ class MemoryBroker:
                 logger.exception("broker event handler failed on a publication in %r", channel)
         return PublishResult(position)
 
-    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+    @property
+    def joins_in_process(self) -> bool:
+        """True: a join is delivered at once by :meth:`deliver_join`, which a
+        subscribe calls instead of starting a task for ``publish_join``. False
+        for a subclass that overrides ``publish_join`` (it may wait)."""
+        return type(self).publish_join is MemoryBroker.publish_join
+
+    def deliver_join(self, channel: str, info: ClientInfo) -> None:
+        """``publish_join`` without the coroutine: the handler sees it before this returns."""
         handler = self._handler
         if handler is None:
             self._state_error()
@@ -534,6 +542,9 @@ class MemoryBroker:
                 handler.on_join(channel, info)
             except Exception:
                 logger.exception("broker event handler failed on a join in %r", channel)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        self.deliver_join(channel, info)
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
         handler = self._handler

@@ -21,6 +21,7 @@ from rtcore.auth import TokenError, TokenOp
 from rtcore.engine.events import ChannelEvent, SubscribeEvent, SubscribeReply
 from rtcore.engine.hub import FORM_DELTA, FORM_FULL, FORM_PLAIN, slot
 from rtcore.engine.map_presence import has_map_cleanup, has_map_presence
+from rtcore.engine.memory import MemoryBroker
 from rtcore.engine.recovery import flush_buffer, position
 from rtcore.engine.session import CLOSED, SubscriptionState
 from rtcore.fanout import Subscriber
@@ -261,7 +262,7 @@ class Subscriptions:
         if has_map_presence(opts):
             node.spawn(node.maps.presence.join(session, channel, opts))
         if emit_join_leave:
-            node.spawn(self._publish_join(channel, info or session.channel_info(channel)))
+            self._join(channel, info or session.channel_info(channel))
         # Held publications continue from the stream top the reply reached
         # (recovered or not, filtered or not).
         state.flush_from = sub.offset
@@ -390,6 +391,22 @@ class Subscriptions:
         for state in list(session.subscriptions.values()):
             if state.pending:
                 flush_buffer(session, state, self.lost_state)
+
+    def _join(self, channel: str, info: ClientInfo) -> None:
+        """Publish the subscriber's join: at once when the broker delivers in
+        process (the memory broker), else in a task (the reply does not wait)."""
+        broker = self.node.broker
+        if isinstance(broker, MemoryBroker) and broker.joins_in_process:
+            node = self.node
+            try:
+                broker.deliver_join(channel, info)
+            except Exception:
+                node.count_broker_error("join")
+                logger.exception("join publication in %s failed", channel)
+                return
+            node.messages_sent["join"] += 1
+            return
+        self.node.spawn(self._publish_join(channel, info))
 
     async def _publish_join(self, channel: str, info: ClientInfo) -> None:
         node = self.node
