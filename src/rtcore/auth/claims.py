@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from rtcore.auth.errors import InvalidToken, TokenMismatch
 
@@ -157,9 +157,9 @@ class SubscribeTokenClaims:
             raise TokenMismatch(f"token is for client {self.client!r}, not {client!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class RegisteredClaims:
-    """The RFC 7519 claims the verifier checks itself."""
+class RegisteredClaims(NamedTuple):
+    """The RFC 7519 claims the verifier checks itself (a named tuple: one is
+    made per token checked, for half the cost of a frozen dataclass)."""
 
     exp: float | None
     nbf: float | None
