@@ -368,6 +368,26 @@ class TestSubprotocols:
         with pytest.raises(ValueError, match=match):
             accept_websocket(make_request(), **kwargs)  # type: ignore[arg-type]
 
+    def test_configuration_checked_again_when_it_may_differ(self) -> None:
+        # A configuration of tuples is checked once while the same objects
+        # come back; anything else (new objects, lists) is checked every time.
+        good = ("chat", "superchat")
+        headers = (("X-A", "1"),)
+        for _ in range(2):
+            accept_websocket(make_request(), subprotocols=good, extra_headers=headers)
+        with pytest.raises(ValueError, match="not a valid token"):
+            accept_websocket(make_request(), subprotocols=("bad name",), extra_headers=headers)
+        mutable = ["chat"]
+        accept_websocket(make_request(), subprotocols=mutable)
+        mutable.append("bad name")
+        with pytest.raises(ValueError, match="not a valid token"):
+            accept_websocket(make_request(), subprotocols=mutable)
+        pairs = (["X-B", "1"],)
+        accept_websocket(make_request(), extra_headers=pairs)  # type: ignore[arg-type]
+        pairs[0][0] = "Upgrade"
+        with pytest.raises(ValueError, match="must not set"):
+            accept_websocket(make_request(), extra_headers=pairs)  # type: ignore[arg-type]
+
 
 class TestWithWebsocketsClient:
     """websockets' sans-I/O client as an independent peer, end to end."""

@@ -21,7 +21,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rtcore.errors import HandshakeError
 from rtcore.wire.deflate import DeflateOptions, PerMessageDeflate, negotiate_deflate
@@ -106,9 +106,16 @@ def _list_items(values: list[str]) -> list[str]:
     return [item for value in values for item in _split_list(value)]
 
 
-@dataclass(frozen=True, slots=True)
-class WebSocketAccept:
-    """A successful handshake."""
+def _offers(values: list[str], token: str) -> bool:
+    """Whether the comma-separated header ``values`` hold ``token`` (any case)."""
+    if len(values) == 1 and values[0].lower() == token:
+        return True  # the usual request: one value, that token alone
+    return any(item.lower() == token for item in _list_items(values))
+
+
+class WebSocketAccept(NamedTuple):
+    """A successful handshake (immutable; a named tuple, cheaper to build than
+    a frozen dataclass, one per connection)."""
 
     # The complete "HTTP/1.1 101 Switching Protocols" response to write.
     response: bytes
@@ -130,7 +137,26 @@ def _quote(value: str, limit: int = 80) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
+# The last configuration _check_config accepted, when made of tuples (immutable):
+# a server passes the same objects with every request.
+_checked_config: tuple[object, object] = ((), ())
+
+
 def _check_config(subprotocols: Sequence[str], extra_headers: Sequence[tuple[str, str]]) -> None:
+    global _checked_config
+    last_subprotocols, last_extra_headers = _checked_config
+    if subprotocols is last_subprotocols and extra_headers is last_extra_headers:
+        return
+    _validate_config(subprotocols, extra_headers)
+    if (
+        type(subprotocols) is tuple
+        and type(extra_headers) is tuple
+        and all(type(header) is tuple for header in extra_headers)
+    ):
+        _checked_config = (subprotocols, extra_headers)
+
+
+def _validate_config(subprotocols: Sequence[str], extra_headers: Sequence[tuple[str, str]]) -> None:
     if isinstance(subprotocols, str):
         raise ValueError(
             f"subprotocols must be a sequence of strings, not the string {subprotocols!r}"
@@ -154,8 +180,11 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
             [("Allow", "GET")],
         )
 
-    major, _, minor = request.http_version.partition(".")
-    if not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) < (1, 1):
+    version = request.http_version
+    major, _, minor = version.partition(".")
+    if version != "1.1" and (
+        not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) < (1, 1)
+    ):
         raise HandshakeError(
             400,
             f"the WebSocket handshake requires HTTP/1.1 or later, got HTTP/{request.http_version}",
@@ -172,8 +201,7 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     upgrade = found.get("upgrade", _NO_VALUES)
     if not upgrade:
         raise HandshakeError(400, "missing Upgrade header (expected 'websocket')")
-    upgrade_tokens = _list_items(upgrade)
-    if not any(token.lower() == "websocket" for token in upgrade_tokens):
+    if not _offers(upgrade, "websocket"):
         raise HandshakeError(
             400, f"the Upgrade header does not offer 'websocket': {_quote(', '.join(upgrade))}"
         )
@@ -181,8 +209,7 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     connection = found.get("connection", _NO_VALUES)
     if not connection:
         raise HandshakeError(400, "missing Connection header (expected 'Upgrade')")
-    connection_tokens = _list_items(connection)
-    if not any(token.lower() == "upgrade" for token in connection_tokens):
+    if not _offers(connection, "upgrade"):
         raise HandshakeError(
             400,
             f"the Connection header lacks the 'upgrade' option: {_quote(', '.join(connection))}",
@@ -210,7 +237,7 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
         raise HandshakeError(400, "multiple Sec-WebSocket-Key headers")
     key = keys[0]
     try:
-        raw = base64.b64decode(key.encode("ascii"), validate=True)
+        raw = binascii.a2b_base64(key.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
         raw = b""
     if len(raw) != 16:
