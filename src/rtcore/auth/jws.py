@@ -19,7 +19,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -156,12 +156,14 @@ class ParsedToken(NamedTuple):
     @property
     def alg(self) -> str:
         # parse_compact checked that it is a non-empty string.
-        return cast(str, self.header["alg"])
+        alg: str = self.header["alg"]
+        return alg
 
     @property
     def kid(self) -> str:
         """The ``kid`` header, ``""`` when absent."""
-        return cast(str, self.header.get("kid", ""))
+        kid: str = self.header.get("kid", "")
+        return kid
 
 
 def parse_compact(token: str) -> ParsedToken:
