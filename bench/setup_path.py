@@ -187,7 +187,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         if wait is None:
             return
         data = bytes(data)
-        if wait[0] in data:
+        if data.find(wait[0]) >= 0:
             del waiting[transport]
             wait[1].set_result(None)
         elif b'"error"' in data or b'"disconnect"' in data:
