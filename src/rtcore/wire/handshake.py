@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 from rtcore.errors import HandshakeError
 from rtcore.wire.deflate import DeflateOptions, PerMessageDeflate, negotiate_deflate
-from rtcore.wire.http import Request, _split_list, render_response
+from rtcore.wire.http import Request, render_response
+from rtcore.wire.http_request import split_list
 
 
 __all__ = [
@@ -103,7 +104,7 @@ def _list_items(values: list[str]) -> list[str]:
         if "," not in value and '"' not in value:
             item = value.strip(" \t")
             return [item] if item else []
-    return [item for value in values for item in _split_list(value)]
+    return [item for value in values for item in split_list(value)]
 
 
 def _offers(values: list[str], token: str) -> bool:

@@ -26,13 +26,12 @@ it is given.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import httptools
 
 from rtcore.errors import HttpError
+from rtcore.wire.http_request import Request, shorten, split_list, split_target
 from rtcore.wire.http_response import error_response, render_response
 
 
@@ -63,8 +62,6 @@ _REQUEST_LINE_PREFIX_RE = re.compile(
 # check; later bytes only need to be printable ASCII, space or CR.
 _PREFIX_CHECK = 256
 _LINE_CHARS_RE = re.compile(rb"[\x20-\x7e\r]*")
-# A percent sign that does not start a valid %XX escape.
-_BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _SUPPORTED_VERSIONS = {(1, 0), (1, 1)}
 
@@ -79,155 +76,6 @@ _CHUNK_SIZE = 3  # reading a chunk-size line
 _CHUNK_DATA = 4  # inside a chunk: self._remaining bytes to go
 _CHUNK_END = 5  # the CRLF after a chunk: self._remaining bytes to go
 _TRAILER = 6  # trailer section lines until the blank line
-
-
-def _split_list(value: str) -> list[str]:
-    """Split a comma-separated header value, honouring quoted strings.
-
-    Elements are stripped of optional whitespace; empty elements (allowed by
-    RFC 9110 section 5.6.1) are dropped.
-    """
-    items: list[str] = []
-    start = 0
-    quoted = False
-    escaped = False
-    for i, ch in enumerate(value):
-        if escaped:
-            escaped = False
-        elif quoted:
-            if ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == ",":
-            items.append(value[start:i])
-            start = i + 1
-    items.append(value[start:])
-    return [item.strip(" \t") for item in items if item.strip(" \t")]
-
-
-@dataclass(slots=True)
-class Request:
-    """One parsed HTTP request.
-
-    ``path`` and ``query`` are kept exactly as received (still
-    percent-encoded); use :attr:`decoded_path` and :meth:`query_params` for
-    decoded values. ``headers`` keeps every field line in order, with
-    lowercased names and values stripped of surrounding whitespace.
-    """
-
-    # Request method, case preserved (methods are case-sensitive).
-    method: str
-    # Raw path of the request target ("/chat", "*" for OPTIONS *, the
-    # authority for CONNECT); for an absolute-form target, its path part.
-    path: str
-    # Raw query string without the "?"; "" when there is none.
-    query: str = ""
-    # (lowercased name, value) for every header line, in order.
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    # The whole body (de-chunked); b"" when there is none.
-    body: bytes = b""
-    # Whether the connection may carry another request after this one.
-    keep_alive: bool = True
-    # Whether the request asks to switch protocols (Connection: upgrade and an
-    # Upgrade header, or CONNECT).
-    upgrade: bool = False
-    # "1.1" or "1.0".
-    http_version: str = "1.1"
-
-    def header(self, name: str) -> str | None:
-        """The value of the first ``name`` header line, or ``None``."""
-        key = name.lower()
-        for hname, value in self.headers:
-            if hname == key:
-                return value
-        return None
-
-    def header_values(self, name: str, *, split: bool = False) -> list[str]:
-        """The values of every ``name`` header line, in order.
-
-        Args:
-            name: header name, any case.
-            split: treat the header as a comma-separated list (``Connection``,
-                ``Upgrade``, ``Sec-WebSocket-Protocol``...): split each line on
-                commas outside quoted strings, strip whitespace and drop empty
-                elements.
-        """
-        key = name.lower()
-        values = [value for hname, value in self.headers if hname == key]
-        if not split:
-            return values
-        return [item for value in values for item in _split_list(value)]
-
-    @property
-    def decoded_path(self) -> str:
-        """``path`` with percent-escapes decoded as UTF-8.
-
-        Note that an encoded ``%2F`` becomes ``/``: route on :attr:`path` when
-        that distinction matters.
-
-        Raises:
-            HttpError: 400 when the path has a malformed escape or does not
-                decode to UTF-8.
-        """
-        if _BAD_PERCENT_RE.search(self.path):
-            raise HttpError(400, f"malformed percent-escape in path {_shorten(self.path)}")
-        try:
-            return urllib.parse.unquote(self.path, encoding="utf-8", errors="strict")
-        except UnicodeDecodeError:
-            raise HttpError(
-                400, f"path {_shorten(self.path)} is not percent-encoded UTF-8"
-            ) from None
-
-    def query_params(self) -> dict[str, list[str]]:
-        """Decode ``query`` (``application/x-www-form-urlencoded`` rules).
-
-        ``+`` means a space, blank values are kept, and repeated names collect
-        every value in order.
-
-        Raises:
-            HttpError: 400 when the query has a malformed escape or does not
-                decode to UTF-8.
-        """
-        if not self.query:
-            return {}  # most upgrades: parse_qsl's argument coercion is not free
-        if _BAD_PERCENT_RE.search(self.query):
-            raise HttpError(400, f"malformed percent-escape in query {_shorten(self.query)}")
-        params: dict[str, list[str]] = {}
-        try:
-            pairs = urllib.parse.parse_qsl(
-                self.query, keep_blank_values=True, encoding="utf-8", errors="strict"
-            )
-        except UnicodeDecodeError:
-            raise HttpError(
-                400, f"query {_shorten(self.query)} is not percent-encoded UTF-8"
-            ) from None
-        for key, value in pairs:
-            params.setdefault(key, []).append(value)
-        return params
-
-
-def _shorten(text: str, limit: int = 80) -> str:
-    """``repr`` of ``text``, cut so error messages stay short."""
-    if len(text) > limit:
-        return repr(text[:limit]) + "..."
-    return repr(text)
-
-
-def _split_target(target: str) -> tuple[str, str]:
-    """(path, query) of a request target in any of the RFC 9112 forms."""
-    target = target.split("#", 1)[0]
-    if not target.startswith("/") and "://" in target:
-        # absolute-form: drop scheme and authority.
-        rest = target.split("://", 1)[1]
-        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=-1)
-        target = "/" if cut < 0 else rest[cut:]
-        if target.startswith("?"):
-            target = "/" + target
-    path, _, query = target.partition("?")
-    return path, query
 
 
 class _Sink:
@@ -295,13 +143,22 @@ class HttpParser:
         max_body_size: int = 1 << 20,
         max_headers: int = 100,
     ) -> None:
-        for name, value, minimum in (
-            ("max_header_size", max_header_size, 1),
-            ("max_body_size", max_body_size, 0),
-            ("max_headers", max_headers, 1),
+        if not (
+            # The usual call (one per connection) passes plain ints.
+            type(max_header_size) is int
+            and type(max_body_size) is int
+            and type(max_headers) is int
+            and max_header_size >= 1
+            and max_body_size >= 0
+            and max_headers >= 1
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            for name, value, minimum in (
+                ("max_header_size", max_header_size, 1),
+                ("max_body_size", max_body_size, 0),
+                ("max_headers", max_headers, 1),
+            ):
+                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self.max_headers = max_headers
@@ -727,7 +584,7 @@ class HttpParser:
         chunked = False
         length = 0
         if encodings:
-            codings = [item.lower() for value in encodings for item in _split_list(value)]
+            codings = [item.lower() for value in encodings for item in split_list(value)]
             if version == "1.0":
                 raise HttpError(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
             if lengths:
@@ -755,12 +612,12 @@ class HttpParser:
 
         if (chunked or length) and expect:
             if expect != ["100-continue"]:
-                raise HttpError(417, f"unsupported expectation {_shorten(', '.join(expect))}")
+                raise HttpError(417, f"unsupported expectation {shorten(', '.join(expect))}")
             if version == "1.1":
                 self._to_send = CONTINUE_RESPONSE
 
         target = self._url.decode("ascii")
-        path, query = _split_target(target)
+        path, query = split_target(target)
         self._request = Request(
             method=llhttp.get_method().decode("ascii"),
             path=path,
