@@ -348,10 +348,14 @@ class Node(NodeHooks, BrokerEventHandler):
     # -- credentials and events ------------------------------------------------
 
     def credentials_from_claims(self, claims: Any) -> Credentials:
-        subs = {
-            channel: SubscriptionGrant(info=opts.info, data=opts.data, override=opts.override)
-            for channel, opts in claims.server_side_subscriptions.items()
-        }
+        subs = (
+            {
+                channel: SubscriptionGrant(info=opts.info, data=opts.data, override=opts.override)
+                for channel, opts in claims.server_side_subscriptions.items()
+            }
+            if claims.subs or claims.channels
+            else {}
+        )
         return Credentials(
             user=claims.user,
             info=claims.info,

@@ -30,21 +30,21 @@ class TimerTarget(Protocol):
 class TimerWheel:
     """Buckets of objects keyed by the tick in which they are due."""
 
-    __slots__ = ("tick", "_clock", "_buckets", "_where", "_task", "_last")
+    __slots__ = ("tick", "now", "_clock", "_buckets", "_where", "_task", "_last")
 
     def __init__(self, tick: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
         if tick <= 0:
             raise ValueError("tick must be > 0")
         self.tick = tick
+        # now(): monotonic seconds on the wheel's clock (the clock itself, not
+        # a method around it: it is read several times per connection).
+        self.now: Callable[[], float] = clock
         self._clock = clock
         self._buckets: dict[int, set[TimerTarget]] = {}
         self._where: dict[TimerTarget, int] = {}
         self._task: asyncio.Task[None] | None = None
         # The last slot swept: entries due at or before it go to the next one.
         self._last = math.floor(clock() / tick)
-
-    def now(self) -> float:
-        return self._clock()
 
     def start(self) -> None:
         """Start the sweeping task on the running loop (idempotent)."""
