@@ -24,9 +24,9 @@ still moves it (both vCPUs may share a physical core).
 under valgrind's callgrind twice, with ``--batch * 3`` connections and with
 ``--connections`` more, and the difference divided by ``--connections`` is
 the instructions one connection's setup executes (start-up, imports and the
-client frames, made for the larger run in both, cancel out). Counts repeat to about 0.1% whatever else the machine does,
-so a change of 1% is visible in one run where the CPU time needs many; the
-hash seed is fixed for them. It is slow (about a minute per tree for 1,000
+client frames, made for the larger run in both, cancel out). Counts repeat
+to about 0.2% whatever else the machine does, so a change of 1% is visible
+in one run where the CPU time needs many; the hash seed is fixed for them. It is slow (about a minute per tree for 1,000
 connections) and says nothing of cache misses or system calls: confirm a
 gain it shows with the timed runs or ``connect_profile.py``.
 
