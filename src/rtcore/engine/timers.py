@@ -30,7 +30,7 @@ class TimerTarget(Protocol):
 class TimerWheel:
     """Buckets of objects keyed by the tick in which they are due."""
 
-    __slots__ = ("tick", "now", "_clock", "_buckets", "_where", "_task", "_last")
+    __slots__ = ("tick", "now", "_buckets", "_where", "_task", "_last")
 
     def __init__(self, tick: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
         if tick <= 0:
@@ -39,7 +39,6 @@ class TimerWheel:
         # now(): monotonic seconds on the wheel's clock (the clock itself, not
         # a method around it: it is read several times per connection).
         self.now: Callable[[], float] = clock
-        self._clock = clock
         self._buckets: dict[int, set[TimerTarget]] = {}
         self._where: dict[TimerTarget, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -71,7 +70,7 @@ class TimerWheel:
         self._where[obj] = slot
 
     def schedule_in(self, obj: TimerTarget, delay: float) -> None:
-        self.schedule(obj, self._clock() + delay)
+        self.schedule(obj, self.now() + delay)
 
     def cancel(self, obj: TimerTarget) -> None:
         slot = self._where.pop(obj, None)
@@ -98,7 +97,7 @@ class TimerWheel:
     def sweep(self, now: float | None = None) -> int:
         """Fire every due entry; returns how many fired."""
         if now is None:
-            now = self._clock()
+            now = self.now()
         current = math.floor(now / self.tick)
         first = self._last + 1
         if current < first:
