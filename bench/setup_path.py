@@ -362,19 +362,16 @@ def instructions_main(args: argparse.Namespace) -> None:
         )
     for i, src in enumerate(sources):
         small, large = counts[2 * i], counts[2 * i + 1]
-        print(
-            json.dumps(
-                {
-                    "src": src or "",
-                    "connections": args.connections,
-                    "channels": args.channels,
-                    "instructions_per_connection": round((large - small) / args.connections),
-                    "instructions": [small, large],
-                    "callgrind": [job[2] for job in jobs[2 * i : 2 * i + 2]],
-                }
-            ),
-            flush=True,
-        )
+        result: dict[str, Any] = {
+            "src": src or "",
+            "connections": args.connections,
+            "channels": args.channels,
+            "instructions_per_connection": round((large - small) / args.connections),
+            "instructions": [small, large],
+        }
+        if args.callgrind_dir:
+            result["callgrind"] = [job[2] for job in jobs[2 * i : 2 * i + 2]]
+        print(json.dumps(result), flush=True)
     if not args.callgrind_dir:
         shutil.rmtree(keep, ignore_errors=True)
 
