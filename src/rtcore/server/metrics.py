@@ -349,14 +349,12 @@ def _loop_metrics(monitor: LoopMonitor) -> Iterator[Metric]:
         f"{monitor.interval:g} s fired: the event loop's delay of everything it runs.",
         monitor.lag,
     )
-    family = HistogramMetricFamily(
+    yield _histograms_by_label(
         "rtcore_gc_pause_seconds",
         "Duration of the cycle collector's collections, by generation (2: full).",
-        labels=["generation"],
+        "generation",
+        {str(generation): hist for generation, hist in enumerate(monitor.gc_pauses)},
     )
-    for generation, hist in enumerate(monitor.gc_pauses):
-        family.add_metric([str(generation)], hist.cumulative(), sum_value=hist.sum)
-    yield family
 
 
 def _api_metrics(api: ApiStats) -> Iterator[Metric]:
@@ -372,19 +370,26 @@ def _api_metrics(api: ApiStats) -> Iterator[Metric]:
         ["method", "code"],
         {(m, str(code)): n for (m, code), n in sorted(api.errors.items())},
     )
-    family = HistogramMetricFamily(
+    yield _histograms_by_label(
         "rtcore_api_request_duration_seconds",
         "Duration of server API requests by method.",
-        labels=["method"],
+        "method",
+        dict(sorted(api.durations.items())),
     )
-    for method, hist in sorted(api.durations.items()):
-        family.add_metric([method], hist.cumulative(), sum_value=hist.sum)
-    yield family
 
 
 def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc)
     family.add_metric([], hist.cumulative(), sum_value=hist.sum)
+    return family
+
+
+def _histograms_by_label(
+    name: str, doc: str, label: str, hists: dict[str, Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=[label])
+    for value, hist in hists.items():
+        family.add_metric([value], hist.cumulative(), sum_value=hist.sum)
     return family
 
 
